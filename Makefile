@@ -1,0 +1,38 @@
+# Every target works on a fresh machine: the virtual environment is created when missing.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-all lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: the main job on the embedded default (built-in model on scikit-learn's digits)
+demo: $(STAMP)
+	$(BIN)/satadvisor analyze
+
+## test: lint, type-check and the test suite (slow tests excluded; `make test-all` runs them)
+test: lint
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: lint
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check satadvisor tests benchmarks examples
+	$(BIN)/ruff format --check satadvisor tests benchmarks examples
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format satadvisor tests benchmarks examples
+	$(BIN)/ruff check --fix satadvisor tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

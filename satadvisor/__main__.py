@@ -1,0 +1,3 @@
+from satadvisor.cli import main
+
+main()

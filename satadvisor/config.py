@@ -1,0 +1,63 @@
+"""Frozen configuration dataclasses shared by the layers of the package."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from satadvisor.errors import UsageError
+
+Optimizer = Literal["sgd", "adam"]
+Phase = Literal["train", "eval"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one proxy or full training run is done.
+
+    ``epochs`` whole passes over the training split; ``lr`` is the peak learning rate of a
+    cosine schedule (SGD with Nesterov momentum) or the constant rate of Adam; ``device`` is
+    ``"auto"`` (cuda, then mps, then cpu) or a torch device string; ``amp`` uses bf16 autocast on
+    CUDA only; ``full`` trains on the whole training set and evaluates the test set (validation
+    run), otherwise a seeded ``val_fraction`` of the training set is held out (proxy run).
+    ``max_positions`` caps the spatial rows per batch the saturation tracker samples (None: all).
+    """
+
+    epochs: int = 5
+    batch_size: int = 64
+    optimizer: Optimizer = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    full: bool = False
+    val_fraction: float = 0.1
+    augment: bool = True
+    max_positions: int | None = None
+    threshold: float = 0.99
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise UsageError(f"epochs must be at least 1, got {self.epochs}: pass --epochs 1 or more")
+        if self.batch_size < 1:
+            raise UsageError(
+                f"batch size must be at least 1, got {self.batch_size}: pass --batch-size 1 or more"
+            )
+        if not self.lr > 0:
+            raise UsageError(f"learning rate must be positive, got {self.lr}: pass --lr > 0")
+        if self.optimizer not in ("sgd", "adam"):
+            raise UsageError(f"unknown optimizer {self.optimizer!r}: use 'sgd' or 'adam'")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UsageError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 < self.threshold < 1.0:
+            raise UsageError(f"threshold must be in (0, 1), got {self.threshold}: 0.99 is usual")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

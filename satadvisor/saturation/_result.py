@@ -1,0 +1,49 @@
+"""The per-layer result of a saturation measurement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LayerSaturation:
+    """Saturation of one tracked layer over the observations seen in one phase.
+
+    ``saturation`` = ``intrinsic_dimension / width``, a fraction in (0, 1] (0.0 when the layer
+    saw no samples); ``eigenvalues`` of the population covariance, descending, float64 values.
+    ``samples`` counts observation rows (for a conv output: images × spatial positions).
+    """
+
+    name: str
+    module_type: str
+    width: int
+    samples: int
+    saturation: float
+    intrinsic_dimension: int
+    eigenvalues: tuple[float, ...] = field(default=(), repr=False)
+
+    def to_dict(self, *, with_eigenvalues: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.module_type,
+            "width": self.width,
+            "samples": self.samples,
+            "saturation": self.saturation,
+            "intrinsic_dimension": self.intrinsic_dimension,
+        }
+        if with_eigenvalues:
+            out["eigenvalues"] = list(self.eigenvalues)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LayerSaturation:
+        return cls(
+            name=d["name"],
+            module_type=d["type"],
+            width=int(d["width"]),
+            samples=int(d["samples"]),
+            saturation=float(d["saturation"]),
+            intrinsic_dimension=int(d["intrinsic_dimension"]),
+            eigenvalues=tuple(float(v) for v in d.get("eigenvalues", ())),
+        )
