@@ -1,0 +1,40 @@
+"""Built-in model families and presets, usable by name (``satadvisor analyze vgg``).
+
+Families (every knob searchable): ``vgg``, ``resnet``, ``plain``. Presets matching the
+published networks: ``vgg11``, ``vgg13``, ``vgg16``, ``vgg19``, ``resnet18`` (ImageNet stem)
+and ``resnet18_cifar`` (3x3 stride-1 stem, no max-pool)::
+
+    from satadvisor.models import create_model, list_models, model_knobs
+    net = create_model("vgg16", num_classes=10, in_channels=1)
+    model_knobs("vgg")  # {'depth': 8, 'kernel_size': 3, 'width': 16, 'downsamplings': 3, ...}
+"""
+
+from __future__ import annotations
+
+from satadvisor.models._registry import (
+    create_model,
+    get_model_fn,
+    list_models,
+    model_knobs,
+    register_model,
+)
+
+# Importing the family modules registers their models.
+from satadvisor.models.plain import PlainCNN, PlainStage
+from satadvisor.models.resnet import BasicBlock, ResNet, ResNetStage
+from satadvisor.models.vgg import VGG, VGGStage
+
+__all__ = [
+    "VGG",
+    "BasicBlock",
+    "PlainCNN",
+    "PlainStage",
+    "ResNet",
+    "ResNetStage",
+    "VGGStage",
+    "create_model",
+    "get_model_fn",
+    "list_models",
+    "model_knobs",
+    "register_model",
+]

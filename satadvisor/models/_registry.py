@@ -1,0 +1,120 @@
+"""Registry of built-in model families and presets (timm style: architectures as data).
+
+Every registered function has the model-file signature::
+
+    fn(depth=..., kernel_size=3, width=..., ..., *, num_classes: int = 10, in_channels: int = 3)
+
+Its keyword parameters with defaults, minus ``num_classes`` / ``in_channels``, are the
+architecture *knobs* the advisor can read and the search can change.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+from satadvisor.errors import ModelFileError, UsageError
+
+#: Parameters filled in from the dataset, never knobs.
+INJECTED = ("num_classes", "in_channels")
+
+ModelFn = Callable[..., nn.Module]
+F = TypeVar("F", bound=ModelFn)
+
+_MODELS: dict[str, ModelFn] = {}
+
+
+def register_model(fn: F) -> F:
+    """Register ``fn`` under its ``__name__``; a second function of the same name is an error."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"a model named {name!r} is already registered")
+    _MODELS[name] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Names of all registered families and presets, sorted."""
+    return sorted(_MODELS)
+
+
+def get_model_fn(name: str) -> ModelFn:
+    """The registered function ``name``; unknown names raise :class:`ModelFileError`."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ModelFileError(
+            f"unknown built-in model {name!r}: use one of {', '.join(list_models())}"
+        ) from None
+
+
+def signature_knobs(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword parameters of ``fn`` that have defaults, minus num_classes/in_channels."""
+    knobs: dict[str, Any] = {}
+    for param in inspect.signature(fn).parameters.values():
+        if param.name in INJECTED or param.default is inspect.Parameter.empty:
+            continue
+        if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            knobs[param.name] = param.default
+    return knobs
+
+
+def model_knobs(name: str) -> dict[str, Any]:
+    """Knob name -> default value of the registered model ``name``."""
+    return signature_knobs(get_model_fn(name))
+
+
+def create_model(name: str, **knobs: Any) -> nn.Module:
+    """Build the registered model ``name``; ``knobs`` override its defaults.
+
+    ``num_classes`` and ``in_channels`` may be passed too. Unknown knob names raise
+    :class:`UsageError` naming the known ones.
+    """
+    fn = get_model_fn(name)
+    allowed = set(signature_knobs(fn)) | set(INJECTED)
+    for key in knobs:
+        if key not in allowed:
+            known = ", ".join(sorted(allowed - set(INJECTED)))
+            raise UsageError(f"unknown knob {key!r} for {name}: known knobs are {known}")
+    return fn(**knobs)
+
+
+# --- shared helpers of the families -------------------------------------------------------
+
+
+def split_evenly(total: int, parts: int) -> tuple[int, ...]:
+    """``total`` split into ``parts`` near-equal counts, the larger ones last.
+
+    Later stages get the extra layers, as in VGG: 13 convs over 5 stages -> (2, 2, 3, 3, 3).
+    """
+    base, extra = divmod(total, parts)
+    return tuple(base + (1 if i >= parts - extra else 0) for i in range(parts))
+
+
+def check_positive(family: str, **values: int) -> None:
+    """ValueError unless every value is an int >= 1."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{family} needs {key} >= 1, got {value!r}")
+
+
+def check_odd_kernel(family: str, key: str, value: int) -> None:
+    """ValueError unless ``value`` is an odd int >= 1 ("same" padding needs an odd kernel)."""
+    check_positive(family, **{key: value})
+    if value % 2 == 0:
+        raise ValueError(f"{family} needs an odd {key} (1, 3, 5, ...), got {value}")
+
+
+def init_weights(model: nn.Module) -> None:
+    """He-normal (fan-out) conv weights, BatchNorm at identity, zero biases; Linear as torch."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
