@@ -1,0 +1,529 @@
+"""Findings -> concrete knob changes with their measured cost (re-exported by satadvisor.rules).
+
+Every candidate is *built* with ``spec.create`` and measured (``cost.count_macs`` /
+``count_parameters`` at its resolution, ``receptive.analyze`` for its unproductive layers):
+knob semantics differ between models, so nothing here guesses what a value does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import torch
+from torch import nn
+
+from satadvisor import receptive
+from satadvisor.cost import count_macs, count_parameters
+from satadvisor.errors import SatAdvisorError
+from satadvisor.receptive import ReceptiveFieldAnalysis
+
+if TYPE_CHECKING:
+    from satadvisor.rules import Finding
+
+RecommendationKind = Literal["efficiency", "performance", "width", "resolution", "none"]
+
+# Knobs that slow the receptive-field growth, in the order they are tried: mildest change first.
+_RF_KNOBS = ("kernel_size", "stem_kernel", "downsamplings", "stem_stride", "stem_pool")
+
+
+class SpecLike(Protocol):
+    """What the rules need of a :class:`satadvisor.spec.ModelSpec`."""
+
+    @property
+    def knobs(self) -> Mapping[str, Any]: ...
+
+    @property
+    def search_space(self) -> Mapping[str, Sequence[Any]] | None: ...
+
+    @property
+    def optimisable(self) -> bool: ...
+
+    def create(self, *, num_classes: int, in_channels: int, **knobs: Any) -> nn.Module: ...
+
+
+@dataclass(frozen=True)
+class Cost:
+    """MACs (one image) and trainable parameters of a changed model, and their ratios to the
+    baseline (1.0 = unchanged, below 1 = cheaper)."""
+
+    macs: int
+    params: int
+    macs_ratio: float
+    params_ratio: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One concrete change. ``changes`` holds only the changed knobs (and ``resolution`` when it
+    changes; empty for a change to make by hand), ``knobs`` the full resulting knobs,
+    ``resolution`` the resulting input resolution in px, ``unproductive_after`` the number of
+    unproductive layers of the changed model (None when not analysed), ``set_args`` the CLI
+    arguments that apply the change."""
+
+    kind: RecommendationKind
+    title: str
+    changes: dict[str, Any]
+    knobs: dict[str, Any]
+    resolution: int
+    rationale: str
+    cost: Cost | None = None
+    unproductive_after: int | None = None
+    set_args: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["changes"] = dict(self.changes)
+        out["knobs"] = dict(self.knobs)
+        out["cost"] = self.cost.to_dict() if self.cost is not None else None
+        return out
+
+
+# --------------------------------------------------------------------------- naming helpers
+
+
+def is_conv(module_type: str) -> bool:
+    """True for Conv1d/2d/3d (and transposed) layers, by their type name."""
+    return "conv" in module_type.lower()
+
+
+def short_names(names: Sequence[str]) -> dict[str, str]:
+    """Qualified name -> its last component where that is unique and not a bare index."""
+    last = [name.rsplit(".", 1)[-1] for name in names]
+    counts = Counter(last)
+    return {
+        name: tail if counts[tail] == 1 and not tail.isdigit() else name
+        for name, tail in zip(names, last, strict=True)
+    }
+
+
+def span_label(names: Sequence[str], labels: Mapping[str, str]) -> str:
+    """'conv8–conv13' for a contiguous run (first and last), 'conv8' for one layer."""
+    first, last = labels.get(names[0], names[0]), labels.get(names[-1], names[-1])
+    return first if len(names) == 1 else f"{first}–{last}"
+
+
+def names_label(names: Sequence[str], order: Sequence[str], labels: Mapping[str, str]) -> str:
+    """Layers as contiguous runs of ``order``: 'conv2–conv4 and conv7'."""
+    position = {name: i for i, name in enumerate(order)}
+    runs: list[list[str]] = []
+    for name in names:
+        if runs and position.get(name, -2) == position.get(runs[-1][-1], -9) + 1:
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    parts = [span_label(run, labels) for run in runs]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def format_set_args(changes: Mapping[str, Any]) -> str:
+    """``--set k=v`` per change; bools as true/false, numbers and strings as written."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool) or v is None:
+            return json.dumps(v)
+        return str(v) if isinstance(v, (int, float, str)) else json.dumps(v)
+
+    return " ".join(f"--set {k}={value(v)}" for k, v in changes.items())
+
+
+def _conv_count(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass
+class _Workbench:
+    """Builds and measures candidate models relative to the baseline (cached per config)."""
+
+    spec: SpecLike
+    knobs: dict[str, Any]
+    resolution: int
+    num_classes: int
+    in_channels: int
+    _models: dict[str, nn.Module | None] = field(default_factory=dict)
+    baseline: Cost | None = None
+    # Built models kept for reuse; few, because a candidate may be a large network.
+    _cache_size: int = 4
+
+    def __post_init__(self) -> None:
+        self.knobs.pop("resolution", None)  # the data knob travels separately
+        model = self.build({})
+        if model is not None:
+            macs = self.macs(model, self.resolution)
+            if macs is not None:
+                self.baseline = Cost(macs, count_parameters(model), 1.0, 1.0)
+
+    def build(self, changes: Mapping[str, Any]) -> nn.Module | None:
+        knobs = {**self.knobs, **{k: v for k, v in changes.items() if k != "resolution"}}
+        if "resolution" in self.spec.knobs:  # a build_model that sizes itself by resolution
+            knobs["resolution"] = int(changes.get("resolution", self.resolution))
+        key = json.dumps(knobs, sort_keys=True, default=repr)
+        if key in self._models:
+            self._models[key] = self._models.pop(key)  # most recently used last
+            return self._models[key]
+        # Building draws initial weights: keep the caller's RNG stream untouched.
+        with torch.random.fork_rng(devices=[]):
+            try:
+                model: nn.Module | None = self.spec.create(
+                    num_classes=self.num_classes, in_channels=self.in_channels, **knobs
+                )
+            except SatAdvisorError:
+                model = None
+        self._models[key] = model
+        while len(self._models) > self._cache_size:
+            del self._models[next(iter(self._models))]
+        return model
+
+    def macs(self, model: nn.Module, resolution: int) -> int | None:
+        try:
+            return count_macs(model, in_channels=self.in_channels, resolution=resolution)
+        except (SatAdvisorError, RuntimeError, ValueError):  # e.g. a map shrinks below 1 px
+            return None
+
+    def analyze(self, model: nn.Module, resolution: int) -> ReceptiveFieldAnalysis | None:
+        try:
+            rf = receptive.analyze(model, resolution, in_channels=self.in_channels)
+        except (SatAdvisorError, NotImplementedError):
+            return None
+        return rf if rf.supported else None
+
+    def smallest_productive(self, model: nn.Module) -> int | None:
+        space = (self.spec.search_space or {}).get("resolution")
+        tries: list[list[int] | None] = [sorted(int(v) for v in space)] if space else []
+        for candidates in [*tries, None]:
+            try:
+                found = receptive.smallest_productive_resolution(
+                    model, in_channels=self.in_channels, candidates=candidates
+                )
+            except (SatAdvisorError, NotImplementedError):
+                return None
+            if found is not None:
+                return int(found)
+        return None
+
+    def make(
+        self, kind: RecommendationKind, title: str, changes: dict[str, Any], rationale: str
+    ) -> Recommendation | None:
+        """The recommendation for ``changes``, measured; None when the model fails to build/run."""
+        resolution = int(changes.get("resolution", self.resolution))
+        model = self.build(changes)
+        if model is None:
+            return None
+        macs = self.macs(model, resolution)
+        if macs is None:
+            return None
+        cost = None
+        if self.baseline is not None:
+            params = count_parameters(model)
+            cost = Cost(
+                macs,
+                params,
+                macs / max(self.baseline.macs, 1),
+                params / max(self.baseline.params, 1),
+            )
+        rf = self.analyze(model, resolution)
+        knobs = {**self.knobs, **{k: v for k, v in changes.items() if k != "resolution"}}
+        return Recommendation(
+            kind=kind,
+            title=title,
+            changes=dict(changes),
+            knobs=knobs,
+            resolution=resolution,
+            rationale=rationale,
+            cost=cost,
+            unproductive_after=len(rf.unproductive) if rf is not None else None,
+            set_args=format_set_args(changes),
+        )
+
+
+# --------------------------------------------------------------------------- the moves
+
+
+def _space(bench: _Workbench, knob: str) -> list[Any]:
+    values = (bench.spec.search_space or {}).get(knob)
+    return [v for v in values if v != bench.knobs.get(knob)] if values else []
+
+
+def _efficiency(bench: _Workbench, tail: Finding) -> Recommendation | None:
+    """The depth whose built model has the most conv layers, at most (current − tail length)."""
+    base = bench.build({})
+    current = bench.knobs["depth"]
+    if base is None:
+        return None
+    total = _conv_count(base)
+    target = total - len(tail.layers)
+    if target < 1:
+        return None
+
+    def fits(values: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        for value in values:
+            model = bench.build({"depth": value})
+            if model is not None and _conv_count(model) <= target:
+                yield _conv_count(model), value
+
+    # The search space's values first: the fit with the most conv layers is the mildest cut.
+    found = max(fits(_space(bench, "depth")), key=lambda t: t[0], default=None)
+    if found is None and isinstance(current, int) and not isinstance(current, bool):
+        # Descending, so the first fit is the mildest cut (conv count grows with depth).
+        found = next(fits(range(current - 1, 0, -1)), None)
+    if found is None:
+        return None
+    convs, depth = found
+    rationale = (
+        f"{tail.message} Depth {depth} builds {convs} conv layers instead of {total} (at most "
+        f"{total} − {len(tail.layers)} = {target})."
+    )
+    return bench.make(
+        "efficiency", f"Remove the tail: depth {current} → {depth}", {"depth": depth}, rationale
+    )
+
+
+def _rf_candidates(bench: _Workbench, knob: str) -> list[Any]:
+    """Values of an RF-slowing knob to try, mildest first."""
+    current = bench.knobs[knob]
+    space = _space(bench, knob)
+    if knob == "stem_pool":
+        if not current or str(current).lower() == "none":
+            return []
+        if space:
+            return [v for v in space if not v or str(v).lower() == "none"]
+        return [False] if isinstance(current, bool) else ([0] if isinstance(current, int) else [])
+    if not isinstance(current, int) or isinstance(current, bool):
+        return []
+    if space:
+        return sorted((v for v in space if isinstance(v, int) and v < current), reverse=True)
+    if knob in ("kernel_size", "stem_kernel"):  # odd keeps 'same' padding; 1×1 would not grow
+        return list(range(current - 2, 2, -2))
+    if knob == "stem_stride":
+        return [1] if current > 1 else []
+    return list(range(current - 1, -1, -1))  # downsamplings
+
+
+def _performance(
+    bench: _Workbench, tail: Finding, rf: ReceptiveFieldAnalysis | None
+) -> list[Recommendation]:
+    """Slower receptive-field growth, or a higher resolution: per knob the mildest change whose
+    built model has no unproductive layer (checked with receptive.analyze).
+
+    When the receptive field flags nothing at the current resolution (the tail is measured
+    only), there is nothing to check against: the mildest change per knob is offered as such.
+    """
+    base = bench.build({})
+    if base is None:
+        return []
+    rf = rf if rf is not None and rf.supported else bench.analyze(base, bench.resolution)
+    if rf is None:
+        return []
+    verified = bool(rf.unproductive)
+    out: list[Recommendation] = []
+    for knob in (k for k in _RF_KNOBS if k in bench.knobs):
+        for value in _rf_candidates(bench, knob):
+            model = bench.build({knob: value})
+            after = bench.analyze(model, bench.resolution) if model is not None else None
+            if after is None or (verified and after.unproductive):
+                continue
+            effect = (
+                f"with {knob}={value} no layer is unproductive at {bench.resolution} px"
+                if verified
+                else f"the receptive field flags no unproductive layer at {bench.resolution} "
+                f"px, so {knob}={value} is the mildest step to try, not a verified fix"
+            )
+            rationale = (
+                f"{tail.message} Slower receptive-field growth keeps the deep layers' inputs "
+                f"smaller than the image: {effect}."
+            )
+            title = f"Slow the receptive-field growth: {knob} {bench.knobs[knob]} → {value}"
+            rec = bench.make("performance", title, {knob: value}, rationale)
+            if rec is not None:
+                out.append(rec)
+                break
+    best = bench.smallest_productive(base) if verified else None
+    if best is not None and best > bench.resolution:
+        check = bench.analyze(base, best)
+        if check is not None and not check.unproductive:
+            rationale = (
+                f"{tail.message} {best} px is the smallest resolution at which no layer is "
+                "unproductive."
+            )
+            title = f"Raise the resolution: {bench.resolution} → {best} px"
+            rec = bench.make("performance", title, {"resolution": best}, rationale)
+            out += [rec] if rec is not None else []
+    return out
+
+
+def _lower_resolution(
+    bench: _Workbench, early: Finding, rf: ReceptiveFieldAnalysis | None
+) -> Recommendation | None:
+    """Halve the resolution, not below the feasible lower bound nor where layers turn
+    unproductive. The best lower resolution is not computable without training."""
+    floor, why = 1, ""
+    if rf is not None and rf.supported and rf.feasible_range:
+        floor, why = rf.feasible_range[0], " (the feasible range's lower bound)"
+    base = bench.build({})
+    productive = bench.smallest_productive(base) if base is not None else None
+    if productive is not None and productive > floor:
+        floor, why = productive, " (below it layers would turn unproductive)"
+    target = max(bench.resolution // 2, floor)
+    space = [int(v) for v in _space(bench, "resolution") if floor <= int(v) < bench.resolution]
+    if space:
+        target = min(space, key=lambda v: (abs(v - target), v))
+    if target >= bench.resolution:
+        return None
+    rationale = (
+        f"{early.message} The resolution at which the early layers stop being under-used cannot "
+        f"be computed without training: halving toward {floor} px{why} gives {target} px — "
+        "profile again there."
+    )
+    title = f"Lower the resolution: {bench.resolution} → {target} px"
+    return bench.make("resolution", title, {"resolution": target}, rationale)
+
+
+def _width(bench: _Workbench, finding: Finding) -> Recommendation | None:
+    current = bench.knobs["width"]
+    narrow = finding.kind == "too_narrow"
+    if isinstance(current, bool) or not isinstance(current, (int, float)):
+        return None
+    new: int | float = current * 2 if narrow else current / 2
+    if isinstance(current, int):
+        new = int(new) if narrow else max(1, current // 2)
+    if new == current:
+        return None
+    title = f"{'Widen' if narrow else 'Narrow'} the network: width {current} → {new}"
+    rationale = f"{finding.message} {'Doubling' if narrow else 'Halving'} the width knob."
+    return bench.make("width", title, {"width": new}, rationale)
+
+
+# --------------------------------------------------------------------------- by hand
+
+
+def _by_hand(
+    kind: RecommendationKind, title: str, rationale: str, bench: _Workbench
+) -> Recommendation:
+    return Recommendation(kind, title, {}, dict(bench.knobs), bench.resolution, rationale)
+
+
+def _textual(findings: Sequence[Finding], bench: _Workbench) -> list[Recommendation]:
+    """Changes to make in the model's code, for models without the knob that would make them."""
+    out = []
+    labels = short_names([n for f in findings for n in f.layers])
+    for f in findings:
+        span = names_label(f.layers, list(f.layers), labels) if f.layers else ""
+        if f.kind == "tail" and "depth" not in bench.knobs:
+            out.append(
+                _by_hand(
+                    "efficiency",
+                    f"Remove {span} by hand",
+                    f"{f.message} The model has no depth knob: delete those {len(f.layers)} "
+                    "layers in its code.",
+                    bench,
+                )
+            )
+        if f.kind == "tail" and not bench.spec.optimisable:
+            out.append(
+                _by_hand(
+                    "performance",
+                    "Slow the receptive-field growth by hand",
+                    f"{f.message} Remove an early downsampling (stride or pooling), use smaller "
+                    "kernels, or train at a higher input resolution.",
+                    bench,
+                )
+            )
+        if f.kind == "early_underuse" and not bench.spec.optimisable:
+            out.append(
+                _by_hand(
+                    "resolution",
+                    "Lower the input resolution",
+                    f"{f.message} Train at about half the resolution ({bench.resolution // 2} "
+                    "px) and profile again.",
+                    bench,
+                )
+            )
+        if f.kind in ("too_narrow", "too_wide") and "width" not in bench.knobs:
+            change = "Widen" if f.kind == "too_narrow" else "Narrow"
+            factor = "double" if f.kind == "too_narrow" else "halve"
+            out.append(
+                _by_hand(
+                    "width",
+                    f"{change} {span} by hand",
+                    f"{f.message} The model has no width knob: {factor} their channels in its "
+                    "code.",
+                    bench,
+                )
+            )
+    return out
+
+
+def recommend(
+    findings: Sequence[Finding],
+    *,
+    spec: SpecLike,
+    knobs: Mapping[str, Any],
+    resolution: int,
+    num_classes: int,
+    in_channels: int,
+    rf: ReceptiveFieldAnalysis | None,
+) -> list[Recommendation]:
+    """Concrete changes of the model's own knobs for ``findings``, each built and measured.
+
+    ``knobs`` are the full current knobs (without ``resolution``), ``resolution`` the input
+    resolution in px, ``rf`` the receptive-field analysis of the current model (None: not
+    available). Order: efficiency (remove the tail), performance (slower receptive-field growth,
+    higher resolution), resolution (early under-use), width; a ``none`` recommendation when
+    the findings are even. Candidates that fail to build or run are skipped, no-ops dropped,
+    duplicates merged. Models without knobs get changes to make by hand (empty ``changes``).
+    """
+    bench = _Workbench(spec, dict(knobs), int(resolution), num_classes, in_channels)
+    first: dict[str, Finding] = {}
+    for f in findings:
+        first.setdefault(f.kind, f)
+    recs: list[Recommendation | None] = list(_textual(findings, bench))
+    if spec.optimisable:
+        if "tail" in first:
+            if "depth" in bench.knobs:
+                recs.append(_efficiency(bench, first["tail"]))
+            recs += _performance(bench, first["tail"], rf)
+        if "early_underuse" in first:
+            recs.append(_lower_resolution(bench, first["early_underuse"], rf))
+        capacity = [first[k] for k in ("too_narrow", "too_wide") if k in first]
+        if capacity and "width" in bench.knobs:
+            # One width knob cannot widen some layers and narrow others: follow the majority.
+            recs.append(_width(bench, max(capacity, key=lambda f: len(f.layers))))
+    ordered = sorted(
+        (r for r in recs if r is not None),
+        key=lambda r: ("efficiency", "performance", "resolution", "width").index(r.kind),
+    )
+    if not ordered and "even" in first:
+        unproductive = len(rf.unproductive) if rf is not None and rf.supported else None
+        ordered.append(
+            Recommendation(
+                "none",
+                "Keep the architecture",
+                {},
+                dict(bench.knobs),
+                bench.resolution,
+                first["even"].message,
+                bench.baseline,
+                unproductive,
+            )
+        )
+    return _dedupe(ordered)
+
+
+def _dedupe(recs: Sequence[Recommendation]) -> list[Recommendation]:
+    seen: set[str] = set()
+    out = []
+    for rec in recs:
+        key = json.dumps([rec.changes or rec.title, rec.resolution], sort_keys=True, default=repr)
+        if key not in seen:
+            seen.add(key)
+            out.append(rec)
+    return out

@@ -1,0 +1,467 @@
+"""Rules: a saturation profile plus a receptive-field analysis -> Findings -> Recommendations.
+
+:func:`evaluate` reads the per-layer saturation of one run (and/or the training-free
+receptive-field analysis of the same model) and names what it sees as :class:`Finding` objects:
+
+- ``tail`` — the longest run of layers at the end of the feature extractor whose saturation falls
+  well below the median of the layers before it (Richter et al., BMVC 2021: VGG16 on CIFAR-10 at
+  32 px, conv8–conv13). The decision is relative, so it does not change when the whole profile is
+  scaled (ResNet18 at 224 px sits at 0.06–0.46 everywhere and has no tail). Reported with the
+  receptive-field border layer and whether the two agree. Without a measured profile, the
+  receptive field's unproductive layers give a *predicted* tail.
+- ``early_underuse`` — a leading run of near-zero saturation: the input is larger than the
+  network can use (Richter et al., ICANN 2021).
+- ``too_narrow`` / ``too_wide`` — layers outside tail and early run saturated near 1 / near 0.
+- ``even`` — none of the above: "no change needed" is a verdict too.
+
+:func:`recommend` (in :mod:`satadvisor._recommend`) turns findings into concrete knob changes
+with their measured cost; :func:`verdict` sums both up in one or two sentences.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from satadvisor._recommend import (
+    Cost,
+    Recommendation,
+    is_conv,
+    names_label,
+    recommend,
+    short_names,
+    span_label,
+)
+from satadvisor.errors import UsageError
+from satadvisor.receptive import LayerReceptiveField, ReceptiveFieldAnalysis
+from satadvisor.saturation._result import LayerSaturation
+
+__all__ = [
+    "Cost",
+    "Finding",
+    "Recommendation",
+    "RuleThresholds",
+    "evaluate",
+    "recommend",
+    "tail_layers",
+    "verdict",
+]
+
+FindingKind = Literal["tail", "early_underuse", "too_narrow", "too_wide", "even"]
+
+
+@dataclass(frozen=True)
+class RuleThresholds:
+    """The thresholds of the rules; every value is a fraction of a saturation or a layer count.
+
+    ``tail_ratio`` (0.5): a run of trailing layers is a tail when *every* one of them is below
+    this fraction of the median saturation of the layers before it. Relative, so scaling the
+    profile does not change the decision; 0.5 separates the published VGG16 tail (conv8 at 0.17
+    against a median of 0.45) from the ordinary layer-to-layer scatter of healthy networks
+    (ResNets alternate by a factor of 2–3 between neighbouring layers, never for a whole run).
+    ``min_prefix`` (2): layers that must precede a tail (and follow an early run) so that the
+    median it is compared with means something. ``min_tail`` (2): the shortest tail reported; a
+    single low last layer is indistinguishable from that scatter. ``early_ratio`` (0.1): a
+    leading layer is under-used when its saturation is below this fraction of the median of the
+    body (the layers between the early run and the tail) — "near zero" relative to the network
+    itself; VGG16's conv1 at 0.12 against 0.48 is ordinary, 0.02 against 0.40 is not.
+    ``narrow`` (0.95): outside tail and early run, a layer at or above this saturation uses
+    (almost) all its channels — likely too narrow. ``wide`` (0.05): at or below, a layer uses
+    almost none — likely too wide. These two are absolute: saturation near 1 or 0 means the same
+    at any width. ``agree_within`` (1): the measured tail and the receptive-field border agree
+    when their first layers are at most this many layers apart.
+    """
+
+    tail_ratio: float = 0.5
+    min_prefix: int = 2
+    min_tail: int = 2
+    early_ratio: float = 0.1
+    narrow: float = 0.95
+    wide: float = 0.05
+    agree_within: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("tail_ratio", "early_ratio", "narrow", "wide"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise UsageError(f"rule threshold {name} must be in (0, 1], got {value}")
+        if self.wide >= self.narrow:
+            raise UsageError(
+                f"rule threshold wide ({self.wide}) must be below narrow ({self.narrow})"
+            )
+        for name in ("min_prefix", "min_tail"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"rule threshold {name} must be at least 1")
+        if self.agree_within < 0:
+            raise UsageError("rule threshold agree_within must be 0 or more")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One observation about the model: its kind, the layers (qualified names), one sentence.
+
+    ``evidence`` holds the numbers behind the sentence (JSON-serialisable); ``predicted`` is True
+    when the finding comes from the receptive-field analysis alone, not from a measurement.
+    """
+
+    kind: FindingKind
+    layers: tuple[str, ...]
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    predicted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "layers": list(self.layers),
+            "message": self.message,
+            "evidence": dict(self.evidence),
+            "predicted": self.predicted,
+        }
+
+
+# --------------------------------------------------------------------------- profile reading
+
+
+def _feature_layers(profile: Sequence[LayerSaturation]) -> list[LayerSaturation]:
+    """The feature extractor: the conv layers, or for an MLP every layer but the output layer."""
+    convs = [layer for layer in profile if is_conv(layer.module_type)]
+    if convs:
+        return convs
+    # Without convs the last Linear produces the logits: its width is the number of classes,
+    # not a design choice, so it is neither tail nor capacity evidence.
+    return list(profile[:-1])
+
+
+def _tail_start(values: Sequence[float], th: RuleThresholds) -> int | None:
+    """Index of the first layer of the longest trailing run below tail_ratio × preceding median."""
+    for start in range(th.min_prefix, len(values) - th.min_tail + 1):
+        reference = statistics.median(values[:start])
+        if reference > 0 and max(values[start:]) < th.tail_ratio * reference:
+            return start  # the smallest start gives the longest tail
+    return None
+
+
+def _early_end(values: Sequence[float], stop: int, th: RuleThresholds) -> int:
+    """Length of the longest leading run below early_ratio × the median of values[end:stop]."""
+    best = 0
+    for end in range(1, stop - th.min_prefix + 1):
+        reference = statistics.median(values[end:stop])
+        if reference > 0 and max(values[:end]) < th.early_ratio * reference:
+            best = end
+    return best
+
+
+def tail_layers(
+    profile: Sequence[LayerSaturation], *, thresholds: RuleThresholds = RuleThresholds()
+) -> list[str]:
+    """Qualified names of the measured tail (conv layers only when the net has convs), or []."""
+    layers = _feature_layers(profile)
+    start = _tail_start([layer.saturation for layer in layers], thresholds)
+    return [] if start is None else [layer.name for layer in layers[start:]]
+
+
+# --------------------------------------------------------------------------- receptive field
+
+
+def _rf_usable(rf: ReceptiveFieldAnalysis | None) -> ReceptiveFieldAnalysis | None:
+    return rf if rf is not None and rf.supported else None
+
+
+def _rf_convs(rf: ReceptiveFieldAnalysis) -> list[LayerReceptiveField]:
+    convs = [layer for layer in rf.layers if is_conv(layer.module_type)]
+    return convs or list(rf.layers)
+
+
+def _rf_clause(
+    rf: ReceptiveFieldAnalysis | None,
+    tail: Sequence[str],
+    order: Sequence[str],
+    labels: dict[str, str],
+    th: RuleThresholds,
+) -> tuple[str, dict[str, Any]]:
+    """The receptive-field half of the tail sentence, and its evidence."""
+    if rf is None:
+        return ".", {"rf_border": None, "rf_agrees": None}
+    if not rf.supported:
+        reason = f" ({rf.reason})" if rf.reason else ""
+        return (
+            f"; the receptive field could not be analysed{reason}.",
+            {"rf_border": None, "rf_agrees": None},
+        )
+    border = rf.border_layer
+    at = f" at {rf.resolution} px"
+    if border is None:
+        clause = f"; the receptive field does not agree: no layer is unproductive{at}."
+        return clause, {"rf_border": None, "rf_agrees": False, "rf_offset": None}
+    rf_order = [layer.name for layer in _rf_convs(rf)]
+    if border in order:
+        offset = order.index(border) - order.index(tail[0])
+    elif border in rf_order and len(rf_order) == len(order):
+        offset = rf_order.index(border) - order.index(tail[0])
+    else:  # names from a different model: nothing to compare
+        offset = None
+    name = labels.get(border, border)
+    agrees = offset is not None and abs(offset) <= th.agree_within
+    if agrees and offset == 0:
+        clause = f"; the receptive field agrees: {name} is the first unproductive layer{at}."
+    elif agrees and offset is not None:
+        within = "one layer" if abs(offset) == 1 else f"{abs(offset)} layers"
+        clause = (
+            f"; the receptive field agrees within {within}: {name} is the first "
+            f"unproductive layer{at}."
+        )
+    else:
+        clause = (
+            f"; the receptive field does not agree: it flags {name} as the first "
+            f"unproductive layer{at}."
+        )
+    return clause, {"rf_border": border, "rf_agrees": agrees, "rf_offset": offset}
+
+
+def _unproductive_reason(layer: LayerReceptiveField, name: str, resolution: int) -> str:
+    """Why the border layer is unproductive, e.g. "conv8's inputs already see 44 px (r_min)"."""
+    if layer.input_r_min is not None and layer.input_r_min > resolution:
+        return (
+            f"{name}'s inputs already have a receptive field of {layer.input_r_min} px (r_min), "
+            f"more than the {resolution} px image"
+        )
+    if layer.input_size is not None and layer.kernel_size is not None:
+        return (
+            f"{name}'s input feature map ({layer.input_size} px) is no larger than its kernel "
+            f"({layer.kernel_size})"
+        )
+    return f"{name}'s inputs already see the whole {resolution} px image"
+
+
+def _predicted_tail(
+    rf: ReceptiveFieldAnalysis, *, measured: bool, labels: dict[str, str]
+) -> Finding | None:
+    """A tail predicted from the unproductive layers (no profile, or one without a tail)."""
+    names = rf.unproductive
+    if not names:
+        return None
+    border = rf.by_name()[names[0]]
+    total = len(_rf_convs(rf))
+    noun = "conv " if any(is_conv(layer.module_type) for layer in rf.layers) else ""
+    span = span_label(names, labels)
+    verb = "is" if len(names) == 1 else "are"
+    message = (
+        f"The receptive field predicts a tail: {span} ({len(names)} of {total} {noun}layers) "
+        f"{verb} unproductive at {rf.resolution} px: "
+        f"{_unproductive_reason(border, labels.get(names[0], names[0]), rf.resolution)}"
+    )
+    message += "; the measured saturation shows no tail." if measured else "."
+    evidence = {
+        "length": len(names),
+        "layers_total": total,
+        "rf_border": names[0],
+        "border_input_r_min": border.input_r_min,
+        "resolution": rf.resolution,
+        "feasible_range": list(rf.feasible_range) if rf.feasible_range else None,
+        "measured_tail": False if measured else None,
+    }
+    return Finding("tail", tuple(names), message, evidence, predicted=True)
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def _values_range(values: Sequence[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}–{high:.2f}"
+
+
+def _capacity_finding(
+    kind: FindingKind,
+    hit: Sequence[LayerSaturation],
+    order: Sequence[str],
+    labels: dict[str, str],
+    limit: float,
+) -> Finding:
+    names = [layer.name for layer in hit]
+    values = [layer.saturation for layer in hit]
+    one = len(hit) == 1
+    narrow = kind == "too_narrow"
+    level = (
+        f"saturated near 1 ({_values_range(values)} ≥ {limit:.2f})"
+        if narrow
+        else f"nearly empty ({_values_range(values)} ≤ {limit:.2f})"
+    )
+    message = (
+        f"{names_label(names, order, labels)} {'is' if one else 'are'} {level}: "
+        f"{'it uses' if one else 'they use'} almost {'all' if narrow else 'none'} of "
+        f"{'its' if one else 'their'} channels and may be too {'narrow' if narrow else 'wide'}."
+    )
+    evidence = {"values": dict(zip(names, values, strict=True)), "threshold": limit}
+    return Finding(kind, tuple(names), message, evidence)
+
+
+def _capacity(
+    layers: Sequence[LayerSaturation],
+    excluded: set[str],
+    order: Sequence[str],
+    labels: dict[str, str],
+    th: RuleThresholds,
+) -> list[Finding]:
+    """Layers outside tail and early run saturated near 1 (too narrow) or near 0 (too wide)."""
+    free = [layer for layer in layers if layer.name not in excluded]
+    narrow = [layer for layer in free if layer.saturation >= th.narrow]
+    wide = [layer for layer in free if layer.saturation <= th.wide]
+    findings = []
+    if narrow:
+        findings.append(_capacity_finding("too_narrow", narrow, order, labels, th.narrow))
+    if wide:
+        findings.append(_capacity_finding("too_wide", wide, order, labels, th.wide))
+    return findings
+
+
+def _measured(
+    profile: Sequence[LayerSaturation], rf: ReceptiveFieldAnalysis | None, th: RuleThresholds
+) -> list[Finding]:
+    layers = _feature_layers(profile)
+    if not layers:
+        return []
+    # Labels unique over every layer that either measurement names.
+    names = [layer.name for layer in profile] + ([x.name for x in rf.layers] if rf else [])
+    labels = short_names(list(dict.fromkeys(names)))
+    order = [layer.name for layer in layers]
+    values = [layer.saturation for layer in layers]
+    noun = "conv " if is_conv(layers[0].module_type) else ""
+    findings: list[Finding] = []
+
+    start = _tail_start(values, th)
+    stop = len(values) if start is None else start
+    if start is not None:
+        tail = order[start:]
+        reference = statistics.median(values[:start])
+        clause, rf_evidence = _rf_clause(rf, tail, order, labels, th)
+        verb = "forms" if len(tail) == 1 else "form"
+        trend = f"{values[start]:.2f}" + (f" → {values[-1]:.2f}" if len(tail) > 1 else "")
+        message = (
+            f"{span_label(tail, labels)} ({len(tail)} of {len(order)} {noun}layers) {verb} a "
+            f"tail: saturation {trend} against a median of {reference:.2f} before them{clause}"
+        )
+        evidence = {
+            "length": len(tail),
+            "layers_total": len(order),
+            "values": values[start:],
+            "reference_median": reference,
+            "tail_ratio": th.tail_ratio,
+            "resolution": rf.resolution if rf is not None else None,
+            **rf_evidence,
+        }
+        findings.append(Finding("tail", tuple(tail), message, evidence))
+    elif (usable := _rf_usable(rf)) is not None:
+        predicted = _predicted_tail(usable, measured=True, labels=labels)
+        findings += [predicted] if predicted is not None else []
+
+    end = _early_end(values, stop, th)
+    if end:
+        early = order[:end]
+        reference = statistics.median(values[end:stop])
+        cause = f"the {rf.resolution} px input" if rf is not None else "the input"
+        message = (
+            f"{span_label(early, labels)} (the first {end} of {len(order)} {noun}layers) "
+            f"{'is' if end == 1 else 'are'} nearly unused: saturation "
+            f"{_values_range(values[:end])} against a median of {reference:.2f} after them, so "
+            f"{cause} is larger than the network can use."
+        )
+        evidence = {
+            "length": end,
+            "values": values[:end],
+            "reference_median": reference,
+            "early_ratio": th.early_ratio,
+            "resolution": rf.resolution if rf is not None else None,
+        }
+        findings.append(Finding("early_underuse", tuple(early), message, evidence))
+
+    excluded = {name for f in findings for name in f.layers}
+    findings += _capacity(layers, excluded, order, labels, th)
+    if not findings:
+        findings.append(_even(order, values, noun, rf))
+    return findings
+
+
+def _even(
+    order: Sequence[str], values: Sequence[float], noun: str, rf: ReceptiveFieldAnalysis | None
+) -> Finding:
+    rf = _rf_usable(rf)
+    at = f", and no layer is unproductive at {rf.resolution} px" if rf is not None else ""
+    message = (
+        f"Saturation is even over the {len(order)} {noun}layers ({_values_range(values)}, "
+        f"median {statistics.median(values):.2f}) with no tail, no under-used early layer and no "
+        f"layer near 0 or 1{at}: no change needed."
+    )
+    evidence = {
+        "values": list(values),
+        "median": statistics.median(values),
+        "resolution": rf.resolution if rf is not None else None,
+    }
+    return Finding("even", tuple(order), message, evidence)
+
+
+def evaluate(
+    profile: Sequence[LayerSaturation] | None,
+    rf: ReceptiveFieldAnalysis | None,
+    *,
+    thresholds: RuleThresholds = RuleThresholds(),
+) -> list[Finding]:
+    """Findings from a measured saturation profile and/or a receptive-field analysis.
+
+    ``profile`` is one epoch's per-layer saturation in forward order (None or empty: no
+    training); ``rf`` the receptive-field analysis of the same model at the trained resolution
+    (None: not available). Without a profile the tail is predicted from the unproductive layers
+    (``predicted=True``). Returns the findings in order tail, early_underuse, too_narrow,
+    too_wide — or one ``even`` finding; [] when there is nothing to read.
+    """
+    if profile:
+        return _measured(profile, rf, thresholds)
+    usable = _rf_usable(rf)
+    if usable is None or not usable.layers:
+        return []
+    labels = short_names([layer.name for layer in usable.layers])
+    predicted = _predicted_tail(usable, measured=False, labels=labels)
+    if predicted is not None:
+        return [predicted]
+    feasible = usable.feasible_range
+    span = f" (feasible input range {feasible[0]}–{feasible[1]} px)" if feasible else ""
+    message = (
+        f"No layer is unproductive at {usable.resolution} px{span}: the receptive field "
+        "predicts no tail, no change needed."
+    )
+    names = tuple(layer.name for layer in _rf_convs(usable))
+    evidence = {"resolution": usable.resolution}
+    return [Finding("even", names, message, evidence, predicted=True)]
+
+
+# --------------------------------------------------------------------------- verdict
+
+_ORDER = ("tail", "early_underuse", "too_narrow", "too_wide", "even")
+
+
+def verdict(findings: Sequence[Finding], recommendations: Sequence[Recommendation]) -> str:
+    """One or two plain sentences for the top of a report: the main finding and the top move."""
+    if not findings:
+        return "Nothing to judge: no saturation profile and no receptive-field analysis."
+    main = min(findings, key=lambda f: _ORDER.index(f.kind))
+    first = main.message
+    moves = [r for r in recommendations if r.kind != "none"]
+    if not moves:
+        if main.kind == "even":
+            return first
+        return first + " No change of the model's knobs could be built to address it."
+    top = moves[0]
+    second = f"Suggested: {top.title[0].lower()}{top.title[1:]}"
+    if top.cost is not None:
+        second += f" ({top.cost.macs_ratio:.2f}× MACs)"
+    if top.set_args:
+        second += f" — {top.set_args}"
+    if len(moves) > 1:
+        second += f"; {len(moves) - 1} more below"
+    return f"{first} {second}."
