@@ -1,0 +1,62 @@
+"""Self-contained HTML reports (jinja2, autoescaped) with plotly charts, plus JSON and CSV.
+
+``write_analysis(analysis, out_dir)`` turns the dict of one ``satadvisor analyze`` run into a
+report folder::
+
+    out_dir/index.html      the page (CSS and JS inline; charts drawn by plotly.min.js)
+    out_dir/analysis.json   the dict itself, indent 2 (NaN/inf written as null)
+    out_dir/layers.csv      name,type,width,saturation,intrinsic_dimension,r_min,r_max,
+                            unproductive,critical,tail   (booleans true/false, missing = empty)
+    out_dir/plotly.min.js   plotly.js of the installed plotly package
+
+The page loads ``plotly.min.js`` by relative path rather than inlining its 5 MB, so the folder
+opens from ``file://`` with no network; copied without that file, the page still reads (tables,
+text) and says where the charts went. The folder is replaced atomically (see
+:func:`satadvisor._io.staged_dir`); an existing ``out_dir`` must be empty or an earlier report.
+
+Schema ``satadvisor.analysis/1`` (``advisor.Analysis.to_dict()``; units in brackets)::
+
+    {"schema": "satadvisor.analysis/1",
+     "name": str,                     # report name, e.g. "vgg16-cifar10"
+     "command": str,                  # the command line that produced it
+     "seed": int,
+     "model": {"name": str, "source": str},   # source: the MODEL argument (file or built-in)
+     "knobs": {str: value},           # architecture knobs of the analysed configuration
+     "dataset": str, "resolution": int [px],
+     "training": null | {             # null: --no-train
+         "status": "completed" | "diverged" | "pruned" | …, "reason": str | null,
+         "epochs": int, "eval_name": "val" | "test",
+         "accuracy": float [0, 1], "params": int, "macs": int,
+         "wall_time": float [s], "images_per_second": float, "device": str,
+         "history": [{"epoch": int, "train_loss": float, "train_accuracy": float [0, 1],
+                      "eval_loss": float, "eval_accuracy": float [0, 1], "lr": float,
+                      "seconds": float}, …],
+         "saturation_history": [{"epoch": int, "layers": {layer_name: float [0, 1]}}, …]},
+     "cost": {"macs": int [per image], "params": int},
+     "layers": [{"name": str, "type": str, "width": int,       # forward order
+                 "saturation": float [0, 1] | null, "intrinsic_dimension": int | null,
+                 "r_min": int [px] | null, "r_max": int [px] | null,
+                 "unproductive": bool, "critical": bool, "tail": bool}, …],
+     "receptive_field": {"supported": bool, "reason": str | null,
+                         "feasible_range": [lo, hi] [px] | null, "border_layer": str | null},
+     "findings": [{"kind": "tail" | "early_underuse" | "too_narrow" | "too_wide" | "even",
+                   "layers": [str, …], "message": str, "evidence": {str: value},
+                   "predicted": bool}, …],          # predicted: from the RF analysis alone
+     "recommendations": [{"kind": str, "title": str, "changes": {str: value},
+                          "knobs": {str: value}, "resolution": int [px], "rationale": str,
+                          "cost": null | {"macs": int, "params": int,
+                                          "macs_ratio": float, "params_ratio": float},
+                          "unproductive_after": int | null,
+                          "set_args": str}, …],     # e.g. "--set depth=7 --set resolution=48"
+     "verdict": str,
+     "environment": {"versions": {str: str}, "device": str, "device_name": str,
+                     "platform": str, "time": str (ISO 8601)}}
+
+``set_args`` is what follows ``satadvisor analyze MODEL`` to try a recommendation; text that
+does not start with an option gets ``--set`` put in front. Every string of the dict is escaped
+in the page, also inside the chart JSON.
+"""
+
+from satadvisor.report._analysis import LAYER_COLUMNS, SCHEMA, render_analysis, write_analysis
+
+__all__ = ["LAYER_COLUMNS", "SCHEMA", "render_analysis", "write_analysis"]

@@ -1,0 +1,311 @@
+"""The analysis page: analysis dict → view context → ``index.html`` + JSON + CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from satadvisor.errors import UsageError
+from satadvisor.report import _plots
+from satadvisor.report._page import finite, fmt_value, render_page, to_json, write_bundle
+
+SCHEMA = "satadvisor.analysis/1"
+
+LAYER_COLUMNS = (
+    "name",
+    "type",
+    "width",
+    "saturation",
+    "intrinsic_dimension",
+    "r_min",
+    "r_max",
+    "unproductive",
+    "critical",
+    "tail",
+)
+"""Columns of ``layers.csv``, in order."""
+
+
+def write_analysis(analysis: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
+    """Write the report of one analysis into ``out_dir``; return ``out_dir/index.html``.
+
+    Writes ``index.html``, ``analysis.json`` (the dict, indent 2, NaN/inf as null),
+    ``layers.csv`` (:data:`LAYER_COLUMNS`) and ``plotly.min.js``. The page is rendered in
+    memory first and the directory is replaced in one atomic swap, so a failure leaves the
+    previous report as it was. Raises :class:`~satadvisor.errors.UsageError` for a dict of
+    another schema and :class:`~satadvisor.errors.OutputError` when ``out_dir`` cannot be
+    written.
+    """
+    schema = analysis.get("schema")
+    if schema != SCHEMA:
+        raise UsageError(
+            f"analysis schema {schema!r} is not supported (expected {SCHEMA!r}); "
+            "re-run satadvisor analyze with this version"
+        )
+    files = {
+        "index.html": render_analysis(analysis),
+        "analysis.json": to_json(analysis, indent=2) + "\n",
+        "layers.csv": layers_csv(analysis["layers"]),
+    }
+    return write_bundle(out_dir, files)
+
+
+def render_analysis(analysis: Mapping[str, Any]) -> str:
+    """The HTML of the analysis page (references ``plotly.min.js`` next to it)."""
+    return render_page("analysis.html", analysis_context(analysis))
+
+
+def layers_csv(layers: Sequence[Mapping[str, Any]]) -> str:
+    """The layer table as CSV: booleans ``true``/``false``, missing values empty."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(LAYER_COLUMNS)
+    for layer in layers:
+        writer.writerow([_csv_cell(layer.get(column)) for column in LAYER_COLUMNS])
+    return buf.getvalue()
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if value == value and abs(value) != float("inf") else ""
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# View context: everything the template shows, computed here so the template stays logic-free.
+
+
+def analysis_context(analysis: Mapping[str, Any]) -> dict[str, Any]:
+    """The template context of the analysis page, from the analysis dict."""
+    a: dict[str, Any] = finite(analysis)
+    training = a.get("training")
+    return {
+        "title": f"{a['model']['name']} · satadvisor analysis",
+        "page_kind": "analysis",
+        "a": a,
+        "knobs": [(k, fmt_value(v)) for k, v in (a.get("knobs") or {}).items()],
+        "training": training,
+        "training_note": _training_note(training),
+        "stats": _stats(a),
+        "findings": [_finding(f) for f in a.get("findings") or []],
+        "recommendations": [
+            _recommendation(r, a, i) for i, r in enumerate(a.get("recommendations") or [], 1)
+        ],
+        "layers": _layer_rows(a),
+        "has_tail": any(layer.get("tail") for layer in a["layers"]),
+        "rf": a.get("receptive_field") or {"supported": False, "reason": None},
+        "figures": _figures(a),
+        "versions": list(((a.get("environment") or {}).get("versions") or {}).items()),
+        "environment": a.get("environment") or {},
+    }
+
+
+def _training_note(training: Mapping[str, Any] | None) -> str | None:
+    if training is None:
+        return (
+            "Not trained (--no-train): saturation is measured during a proxy training, so the "
+            "saturation profile, its evolution and the training curves are missing. The "
+            "receptive-field analysis needs no training; findings marked “predicted” come from it."
+        )
+    status = training.get("status") or "completed"
+    if status == "completed":
+        return None
+    reason = training.get("reason")
+    return (
+        f"Training {status}"
+        + (f": {reason}." if reason else ".")
+        + (" The numbers below come from the epochs that ran.")
+    )
+
+
+def _stats(a: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The key figures under the header: accuracy, cost, tail, feasible range, time."""
+    training = a.get("training")
+    cost = a.get("cost") or {}
+    layers = a["layers"]
+    stats: list[dict[str, Any]] = []
+    if training:
+        stats.append(
+            {
+                "label": f"{training.get('eval_name', 'val')} accuracy",
+                "value": ("percent", training.get("accuracy")),
+                "sub": f"after {training.get('epochs')} epochs",
+            }
+        )
+    stats.append(
+        {
+            "label": "MACs / image",
+            "value": ("count", cost.get("macs")),
+            "sub": f"at {a['resolution']} px",
+            "exact": cost.get("macs"),
+        }
+    )
+    stats.append(
+        {
+            "label": "parameters",
+            "value": ("count", cost.get("params")),
+            "sub": "trainable",
+            "exact": cost.get("params"),
+        }
+    )
+    if training:
+        tail = [layer["name"] for layer in layers if layer.get("tail")]
+        stats.append(
+            {
+                "label": "tail layers",
+                "value": ("text", f"{len(tail)} of {len(layers)}"),
+                "sub": f"from {tail[0]}" if tail else "no tail",
+                "warn": bool(tail),
+            }
+        )
+    unproductive = [layer["name"] for layer in layers if layer.get("unproductive")]
+    stats.append(
+        {
+            "label": "unproductive (RF)",
+            "value": ("text", f"{len(unproductive)} of {len(layers)}"),
+            "sub": f"from {unproductive[0]}" if unproductive else "none",
+            "warn": bool(unproductive),
+        }
+    )
+    feasible = (a.get("receptive_field") or {}).get("feasible_range")
+    stats.append(
+        {
+            "label": "feasible input",
+            "value": ("text", f"{feasible[0]}–{feasible[1]} px" if feasible else "—"),
+            "sub": f"now {a['resolution']} px",
+        }
+    )
+    if training:
+        stats.append(
+            {
+                "label": "training time",
+                "value": ("seconds", training.get("wall_time")),
+                "sub": f"{fmt_value(round(training.get('images_per_second') or 0))} img/s "
+                f"on {training.get('device', '?')}",
+            }
+        )
+    return [{"warn": False, "exact": None, **s} for s in stats]
+
+
+def _finding(f: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": f.get("kind", ""),
+        "message": f.get("message", ""),
+        "layers": list(f.get("layers") or []),
+        "predicted": bool(f.get("predicted")),
+        "evidence": [(k, fmt_value(v)) for k, v in (f.get("evidence") or {}).items()],
+    }
+
+
+def _recommendation(r: Mapping[str, Any], a: Mapping[str, Any], number: int) -> dict[str, Any]:
+    base_knobs: Mapping[str, Any] = a.get("knobs") or {}
+    knobs: Mapping[str, Any] = r.get("knobs") or {}
+    diff = [
+        (k, fmt_value(base_knobs[k]) if k in base_knobs else "—", fmt_value(v))
+        for k, v in knobs.items()
+        if base_knobs.get(k) != v or k not in base_knobs
+    ]
+    resolution = r.get("resolution", a["resolution"])
+    if resolution != a["resolution"]:
+        diff.append(("resolution", f"{a['resolution']} px", f"{resolution} px"))
+    cost = r.get("cost")
+    base_cost = a.get("cost") or {}
+    set_args = str(r.get("set_args") or "").strip()
+    if set_args and not set_args.startswith("-"):
+        set_args = f"--set {set_args}"
+    return {
+        "anchor": f"rec-{number}",
+        "number": number,
+        "kind": r.get("kind", ""),
+        "title": r.get("title", ""),
+        "rationale": r.get("rationale", ""),
+        "diff": diff,
+        "changes": [(k, fmt_value(v)) for k, v in (r.get("changes") or {}).items()],
+        "cost": cost,
+        "bars": _cost_bars(cost) if cost else None,
+        "base_cost": base_cost,
+        "unproductive_now": sum(1 for layer in a["layers"] if layer.get("unproductive")),
+        "unproductive_after": r.get("unproductive_after"),
+        "set_args": set_args,
+        "command": _try_command(a, set_args) if set_args else "",
+    }
+
+
+def _try_command(a: Mapping[str, Any], set_args: str) -> str:
+    """``satadvisor analyze MODEL …`` for a recommendation, on the analysed dataset and resolution.
+
+    Without ``--dataset``/``--resolution`` the command would fall back to the model's defaults
+    and silently measure something else than this report.
+    """
+    source = str((a.get("model") or {}).get("source") or "MODEL")
+    parts = ["satadvisor", "analyze", shlex.quote(source)]
+    parts += ["--dataset", shlex.quote(str(a["dataset"]))]
+    if not re.search(r"--set[ =]resolution=", set_args):
+        parts += ["--resolution", str(a["resolution"])]
+    return " ".join([*parts, set_args])
+
+
+def _cost_bars(cost: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Widths (percent) of baseline and predicted bars for MACs and params, longest = 100."""
+    bars = []
+    for key in ("macs", "params"):
+        ratio = cost.get(f"{key}_ratio")
+        if ratio is None:
+            continue
+        longest = max(1.0, ratio)
+        bars.append(
+            {
+                "label": "MACs" if key == "macs" else "params",
+                "baseline": round(100.0 / longest, 1),
+                "predicted": round(100.0 * ratio / longest, 1),
+                "ratio": ratio,
+                "value": cost.get(key),
+                "cheaper": ratio < 1.0,
+            }
+        )
+    return bars
+
+
+def _layer_rows(a: Mapping[str, Any]) -> list[dict[str, Any]]:
+    layers = a["layers"]
+    border = (a.get("receptive_field") or {}).get("border_layer")
+    top = max((layer.get("saturation") or 0.0 for layer in layers), default=0.0) or 1.0
+    rows = []
+    for i, layer in enumerate(layers, 1):
+        flags = [flag for flag in ("tail", "unproductive", "critical") if layer.get(flag)]
+        saturation = layer.get("saturation")
+        rows.append(
+            {
+                "index": i,
+                "layer": layer,
+                "flags": flags,
+                "border": layer.get("name") == border,
+                "bar": None if saturation is None else round(100.0 * saturation / top, 1),
+            }
+        )
+    return rows
+
+
+def _figures(a: Mapping[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """Figure dicts by page slot; None where the analysis has nothing to plot there."""
+    profile = _plots.profile_data(a)
+    evolution = _plots.evolution_data(a)
+    curves = _plots.curves_data(a)
+    rf = _plots.receptive_field_data(a)
+    return {
+        "profile": _plots.profile_figure(profile) if profile else None,
+        "evolution": _plots.evolution_figure(evolution) if evolution else None,
+        "loss": _plots.loss_figure(curves) if curves else None,
+        "accuracy": _plots.accuracy_figure(curves) if curves else None,
+        "rf": _plots.receptive_field_figure(rf) if rf else None,
+    }
