@@ -55,8 +55,30 @@ Schema ``satadvisor.analysis/1`` (``advisor.Analysis.to_dict()``; units in brack
 ``set_args`` is what follows ``satadvisor analyze MODEL`` to try a recommendation; text that
 does not start with an option gets ``--set`` put in front. Every string of the dict is escaped
 in the page, also inside the chart JSON.
+
+``write_study(summary, out_dir)`` does the same for a study (``satadvisor optimize`` /
+``satadvisor report STUDY``): ``index.html``, ``study.json`` (the summary of
+:func:`satadvisor.search.summary.study_summary`, schema ``satadvisor.study/1``), ``trials.csv``
+(number,state,source,<one column per knob>,accuracy,macs,params,tail_length,evenness,reason)
+and ``plotly.min.js``. The page leads with the recommended configurations (``--set`` line,
+model-file snippet, full-run numbers against the baseline, saturation before/after) or says to
+keep the baseline, then the Pareto front, the optimisation history, parameter importances
+(:func:`param_importances`, one-way ANOVA η²), all trials, the proxy-vs-full rank agreement and
+how to reproduce the study.
 """
 
 from satadvisor.report._analysis import LAYER_COLUMNS, SCHEMA, render_analysis, write_analysis
+from satadvisor.report._plots import param_importances
+from satadvisor.report._study import STUDY_SCHEMA, render_study, trials_csv, write_study
 
-__all__ = ["LAYER_COLUMNS", "SCHEMA", "render_analysis", "write_analysis"]
+__all__ = [
+    "LAYER_COLUMNS",
+    "SCHEMA",
+    "STUDY_SCHEMA",
+    "param_importances",
+    "render_analysis",
+    "render_study",
+    "trials_csv",
+    "write_analysis",
+    "write_study",
+]
