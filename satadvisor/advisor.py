@@ -1,0 +1,303 @@
+"""``analyze(spec, …) -> Analysis``: profile one architecture, explain it, recommend changes.
+
+Shared by the CLI, the search and library users::
+
+    from satadvisor import analyze
+    result = analyze("examples/digits_cnn.py", config=TrainConfig(epochs=3))
+    print(result.verdict)
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shlex
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from satadvisor import receptive, rules
+from satadvisor import spec as spec_mod
+from satadvisor._env import environment, resolve_device
+from satadvisor.config import TrainConfig
+from satadvisor.cost import count_macs, count_parameters
+from satadvisor.errors import ModelBuildError, SatAdvisorError, UsageError
+from satadvisor.saturation import SaturationTracker
+from satadvisor.train import EpochRecord, Progress, RunResult, run, seed_everything
+
+if TYPE_CHECKING:
+    from satadvisor.data import DataBundle
+    from satadvisor.spec import ModelSpec
+
+SCHEMA = "satadvisor.analysis/1"
+DEFAULT_DATASET = "digits"
+
+
+@dataclass
+class Analysis:
+    """The result of :func:`analyze`: what was measured, what it means, what to change."""
+
+    name: str
+    model_name: str
+    source: str
+    knobs: dict[str, Any]
+    dataset: str
+    resolution: int
+    num_classes: int
+    in_channels: int
+    macs: int
+    params: int
+    run: RunResult | None
+    receptive_field: receptive.ReceptiveFieldAnalysis
+    findings: list[rules.Finding]
+    recommendations: list[rules.Recommendation]
+    verdict: str
+    seed: int
+    command: str
+    profile_phase: str = "train"
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def profile(self) -> list[Any]:
+        """The per-layer saturation the rules read (last epoch, ``profile_phase``)."""
+        return self.run.profile(self.profile_phase) if self.run is not None else []
+
+    @property
+    def tail(self) -> list[str]:
+        for f in self.findings:
+            if f.kind == "tail" and not f.predicted:
+                return list(f.layers)
+        return []
+
+    def layers(self) -> list[dict[str, Any]]:
+        """One row per tracked layer in forward order: saturation and receptive field merged."""
+        rf = self.receptive_field.by_name()
+        sat = {layer.name: layer for layer in self.profile}
+        order = list(sat) if sat else list(rf)
+        order += [name for name in rf if name not in sat and sat]
+        tail = set(self.tail)
+        rows = []
+        for name in order:
+            s = sat.get(name)
+            r = rf.get(name)
+            rows.append(
+                {
+                    "name": name,
+                    "type": s.module_type if s else (r.module_type if r else ""),
+                    "width": s.width if s else None,
+                    "saturation": s.saturation if s else None,
+                    "intrinsic_dimension": s.intrinsic_dimension if s else None,
+                    "r_min": r.r_min if r else None,
+                    "r_max": r.r_max if r else None,
+                    "unproductive": bool(r.unproductive) if r else False,
+                    "critical": bool(r.critical) if r else False,
+                    "tail": name in tail,
+                }
+            )
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """The machine-readable result (``analysis.json``, schema ``satadvisor.analysis/1``)."""
+        rf = self.receptive_field
+        return {
+            "schema": SCHEMA,
+            "name": self.name,
+            "command": self.command,
+            "seed": self.seed,
+            "model": {"name": self.model_name, "source": self.source},
+            "knobs": dict(self.knobs),
+            "dataset": self.dataset,
+            "resolution": self.resolution,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "profile_phase": self.profile_phase,
+            "training": _training_summary(self.run),
+            "cost": {"macs": self.macs, "params": self.params},
+            "layers": self.layers(),
+            "receptive_field": {
+                "supported": rf.supported,
+                "reason": rf.reason,
+                "feasible_range": list(rf.feasible_range) if rf.feasible_range else None,
+                "border_layer": rf.border_layer,
+            },
+            "findings": [f.to_dict() for f in self.findings],
+            "recommendations": [r.to_dict() for r in self.recommendations],
+            "verdict": self.verdict,
+            "environment": self.environment,
+        }
+
+
+def _training_summary(result: RunResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    history = [
+        {"epoch": i + 1, "layers": {s.name: s.saturation for s in ep.get("train", [])}}
+        for i, ep in enumerate(result.saturation)
+    ]
+    return {
+        "status": result.status,
+        "reason": result.reason,
+        "epochs": len(result.epochs),
+        "eval_name": result.eval_name,
+        "accuracy": result.accuracy,
+        "test_accuracy": result.test_accuracy,
+        "params": result.params,
+        "macs": result.macs,
+        "wall_time": result.wall_time,
+        "images_per_second": result.images_per_second,
+        "device": result.device,
+        "history": [e.__dict__ for e in result.epochs],
+        "saturation_history": history,
+    }
+
+
+def command_line() -> str:
+    """The command that started this process, quoted so it can be pasted back."""
+    argv = list(sys.argv)
+    if argv and os.path.basename(argv[0]) in ("satadvisor", "__main__.py"):
+        argv[0] = "satadvisor"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def build_model(
+    spec: ModelSpec, knobs: Mapping[str, Any], *, num_classes: int, in_channels: int
+) -> nn.Module:
+    """A fresh model for ``knobs`` (``resolution`` is not a model knob and is dropped)."""
+    model_knobs = {k: v for k, v in knobs.items() if k != "resolution"}
+    if spec.model is not None:
+        if model_knobs:
+            raise UsageError(
+                f"{spec.source} defines a fixed `model`, so knobs cannot be set "
+                f"({', '.join(model_knobs)}); define build_model(...) to make them adjustable"
+            )
+        return copy.deepcopy(spec.model)
+    return spec.create(num_classes=num_classes, in_channels=in_channels, **model_knobs)
+
+
+def analyze(
+    model: ModelSpec | str | os.PathLike[str] | None = None,
+    *,
+    knobs: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+    resolution: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    config: TrainConfig | None = None,
+    train: bool = True,
+    thresholds: rules.RuleThresholds | None = None,
+    profile_phase: str = "train",
+    name: str | None = None,
+    data: DataBundle | None = None,
+    subset: int | None = None,
+    on_epoch: Callable[[EpochRecord], bool | None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> Analysis:
+    """Profile one architecture: proxy training with saturation tracking + receptive fields.
+
+    ``model`` is a :class:`~satadvisor.spec.ModelSpec`, a model-file path, a built-in name, or
+    None (``./model.py`` when present, else the embedded default). ``knobs`` override the
+    model's defaults and may hold ``resolution``. ``train=False`` does the receptive-field
+    analysis only (seconds). ``data`` reuses an already loaded dataset (the search does this).
+    """
+    from satadvisor import data as data_mod
+
+    spec = model if isinstance(model, spec_mod.ModelSpec) else spec_mod.load(model)
+    config = config or TrainConfig()
+    if profile_phase not in ("train", "eval"):
+        raise UsageError(f"profile_phase must be 'train' or 'eval', got {profile_phase!r}")
+    knobs = dict(knobs or {})
+    if "resolution" in knobs:
+        if resolution is not None and int(knobs["resolution"]) != resolution:
+            raise UsageError("resolution given twice with different values; pass it once")
+        resolution = int(knobs.pop("resolution"))
+    dataset = dataset or (data.name if data is not None else None) or spec.dataset
+    dataset = dataset or DEFAULT_DATASET
+    info = data.info if data is not None else data_mod.dataset_info(dataset, data_dir=data_dir)
+    resolution = resolution or spec.resolution or info.native_resolution
+    if data is not None and data.resolution != resolution:
+        raise UsageError(
+            f"the loaded data is at {data.resolution} px but {resolution} px was asked for"
+        )
+    resolved = {k: v for k, v in spec.resolve(knobs).items() if k != "resolution"}
+
+    seed_everything(config.seed)
+    net = build_model(spec, resolved, num_classes=info.num_classes, in_channels=info.in_channels)
+    spec_mod.check_output(
+        net,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        resolution=resolution,
+        source=spec.source,
+    )
+    rf = receptive.analyze(net, resolution, in_channels=info.in_channels)
+    macs = count_macs(net, in_channels=info.in_channels, resolution=resolution)
+    params = count_parameters(net)
+
+    result: RunResult | None = None
+    if train:
+        if data is None:
+            device = resolve_device(config.device)
+            data = data_mod.load(
+                dataset,
+                resolution=resolution,
+                data_dir=data_dir,
+                download=download,
+                full=config.full,
+                val_fraction=config.val_fraction,
+                seed=config.seed,
+                device=device,
+                subset=subset,
+            )
+        tracker = SaturationTracker(
+            net, threshold=config.threshold, max_positions=config.max_positions
+        )
+        with tracker:
+            try:
+                result = run(
+                    net, data, config=config, tracker=tracker, on_epoch=on_epoch, progress=progress
+                )
+            except (SatAdvisorError, KeyboardInterrupt, torch.cuda.OutOfMemoryError):
+                raise
+            except Exception as exc:  # the user's forward pass failed mid-training
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise ModelBuildError(
+                    f"{spec.source}: training failed with {type(exc).__name__}: {first}; "
+                    "fix the model's forward pass (rerun with --debug for the traceback)"
+                ) from exc
+
+    profile = result.profile(profile_phase) if result is not None and result.saturation else None
+    findings = rules.evaluate(profile, rf, thresholds=thresholds or rules.RuleThresholds())
+    recommendations = rules.recommend(
+        findings,
+        spec=spec,
+        knobs=resolved,
+        resolution=resolution,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        rf=rf,
+    )
+    return Analysis(
+        name=name or spec.name,
+        model_name=spec.name,
+        source=spec.source,
+        knobs=resolved,
+        dataset=dataset,
+        resolution=resolution,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        macs=macs,
+        params=params,
+        run=result,
+        receptive_field=rf,
+        findings=findings,
+        recommendations=recommendations,
+        verdict=rules.verdict(findings, recommendations),
+        seed=config.seed,
+        command=command_line(),
+        profile_phase=profile_phase,
+        environment=environment(config.device),
+    )

@@ -1,0 +1,489 @@
+"""The ``satadvisor`` command: parses options, calls the library, prints. The only place that exits.
+
+Heavy imports (torch) happen inside the commands so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from satadvisor.errors import SatAdvisorError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+BAR_WIDTH = 30
+
+
+class _Fail(click.ClickException):
+    """A one-line error on stderr and exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"satadvisor: error: {self.format_message()}", err=True)
+
+
+@contextmanager
+def _errors(debug: bool) -> Iterator[None]:
+    """Turn library errors into one line and exit code 2 (the traceback only with --debug)."""
+    try:
+        yield
+    except SatAdvisorError as exc:
+        if debug:
+            raise
+        raise _Fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+    except KeyboardInterrupt:
+        click.echo("satadvisor: interrupted", err=True)
+        sys.exit(130)
+
+
+def _debug_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--debug", is_flag=True, help="Show the full traceback on errors."
+    )(f)
+
+
+def _training_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by `analyze` and `optimize` (dataset, resolution, proxy training)."""
+    options = [
+        click.option(
+            "--dataset",
+            default=None,
+            metavar="NAME",
+            help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn, imagefolder:PATH or "
+            "synthetic. Default: the model file's DATASET, else digits.",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Root of the torchvision datasets. Default: ~/.cache/satadvisor/data.",
+        ),
+        click.option(
+            "--download/--no-download",
+            default=False,
+            show_default=True,
+            help="Let torchvision download a missing dataset.",
+        ),
+        click.option(
+            "--resolution",
+            type=click.IntRange(4, 1024),
+            default=None,
+            help="Input resolution in px. Default: RESOLUTION of the model file, else native.",
+        ),
+        click.option(
+            "--epochs",
+            type=click.IntRange(1, 10_000),
+            default=5,
+            show_default=True,
+            help="Epochs of each proxy training.",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1, 65_536),
+            default=64,
+            show_default=True,
+            help="Mini-batch size.",
+        ),
+        click.option(
+            "--lr",
+            type=click.FloatRange(0, 100, min_open=True),
+            default=0.05,
+            show_default=True,
+            help="Peak learning rate (SGD with Nesterov momentum, cosine schedule).",
+        ),
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            metavar="DEVICE",
+            help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.",
+        ),
+        click.option(
+            "--seed",
+            type=click.IntRange(0, 2**31 - 1),
+            default=0,
+            show_default=True,
+            help="Seed of weights, data split, batch order and augmentation.",
+        ),
+        click.option(
+            "--set",
+            "set_items",
+            multiple=True,
+            metavar="KNOB=VALUE",
+            help="Pin a knob of build_model (repeatable), e.g. --set depth=6 --set resolution=32.",
+        ),
+        click.option(
+            "--out",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path("reports"),
+            show_default=True,
+            help="Directory the report folder is written into.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="satadvisor")
+def main() -> None:
+    """Is my CNN the right shape? Layer saturation + receptive fields -> concrete changes."""
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    from satadvisor.errors import UsageError
+
+    try:
+        dev = torch.device(device) if device != "auto" else None
+    except RuntimeError as exc:
+        raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from exc
+    if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model", required=False)
+@_training_options
+@click.option("--name", default=None, help="Report folder name. Default: the model's name.")
+@click.option(
+    "--no-train", is_flag=True, help="Receptive-field analysis only (no training; seconds)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print analysis.json to stdout.")
+@_debug_option
+def analyze(
+    model: str | None,
+    dataset: str | None,
+    data_dir: Path | None,
+    download: bool,
+    resolution: int | None,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    device: str,
+    seed: int,
+    set_items: tuple[str, ...],
+    out: Path,
+    name: str | None,
+    no_train: bool,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """Profile MODEL, explain its saturation profile and receptive fields, recommend changes.
+
+    MODEL is a model file (build_model(...) or model = ...), a built-in name (vgg, resnet,
+    plain, vgg16, resnet18, ...), or omitted: ./model.py when present, else the embedded
+    default (a VGG-style network on scikit-learn's digits).
+    """
+    with _errors(debug):
+        from satadvisor import spec as spec_mod
+        from satadvisor.advisor import analyze as run_analysis
+        from satadvisor.config import TrainConfig
+        from satadvisor.report import write_analysis
+
+        _check_device(device)
+        spec = spec_mod.load(model)
+        knobs = spec.parse_set(list(set_items))
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed)
+        with _progress_bar(enabled=not as_json) as progress:
+            analysis = run_analysis(
+                spec,
+                knobs=knobs,
+                dataset=dataset,
+                resolution=resolution,
+                data_dir=data_dir,
+                download=download,
+                config=config,
+                train=not no_train,
+                name=name,
+                progress=progress,
+            )
+        payload = analysis.to_dict()
+        index = write_analysis(payload, out / analysis.name)
+        if as_json:
+            click.echo(json.dumps(payload, indent=2))
+        else:
+            click.echo(format_summary(payload, index))
+
+
+@contextmanager
+def _progress_bar(*, enabled: bool) -> Iterator[Callable[[Any], None] | None]:
+    """A tqdm bar on a terminal (epoch i/N, step, ETA); nothing when piped."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar: tqdm[Any] | None = None
+
+    def update(p: Any) -> None:
+        nonlocal bar
+        if bar is None or bar.total != p.epochs * p.steps:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=p.epochs * p.steps, unit="step", leave=False, file=sys.stderr)
+        bar.set_description(f"epoch {p.epoch}/{p.epochs}")
+        bar.n = (p.epoch - 1) * p.steps + p.step
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _bar(value: float | None) -> str:
+    if value is None:
+        return " " * BAR_WIDTH
+    filled = max(0, min(BAR_WIDTH, round(value * BAR_WIDTH)))
+    return "█" * filled + "·" * (BAR_WIDTH - filled)
+
+
+def format_summary(analysis: dict[str, Any], index: Path) -> str:
+    """The compact terminal summary: saturation bars with the tail marked, the advice, the path."""
+    lines = []
+    training = analysis.get("training")
+    head = (
+        f"{analysis['model']['name']} on {analysis['dataset']} at {analysis['resolution']} px"
+        f" — {analysis['cost']['macs'] / 1e6:.2f} MMACs, {analysis['cost']['params'] / 1e3:.1f} k params"
+    )
+    if training:
+        head += f", {training['eval_name']} accuracy {training['accuracy']:.3f}"
+        if training["status"] != "completed":
+            head += f" ({training['status']}: {training['reason']})"
+    lines.append(head)
+    width = max((len(row["name"]) for row in analysis["layers"]), default=4)
+    for row in analysis["layers"]:
+        sat = row["saturation"]
+        marks = []
+        if row["tail"]:
+            marks.append("tail")
+        if row["unproductive"]:
+            marks.append("unproductive")
+        elif row["critical"]:
+            marks.append("critical")
+        value = f"{sat:5.2f}" if sat is not None else "  -  "
+        r_min = f"r={row['r_min']}" if row["r_min"] is not None else ""
+        lines.append(
+            f"  {row['name']:<{width}}  {_bar(sat)} {value}  {r_min:<7} {' '.join(marks)}".rstrip()
+        )
+    lines.append("")
+    lines.append(analysis["verdict"])
+    for i, rec in enumerate(analysis["recommendations"], 1):
+        cost = rec.get("cost")
+        effect = ""
+        if cost:
+            effect = f" ({cost['macs_ratio']:.2f}× MACs, {cost['params_ratio']:.2f}× params)"
+        lines.append(f"  {i}. {rec['title']}{effect}")
+        if rec.get("set_args"):
+            lines.append(f"     {rec['set_args']}")
+    lines.append("")
+    lines.append(f"report: {index}")
+    return "\n".join(lines)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model", required=False)
+@click.option(
+    "--budget",
+    type=click.IntRange(1, 100_000),
+    required=True,
+    help="Proxy trials in the study in total (a rerun resumes up to this number).",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(["hybrid", "rules", "tpe"]),
+    default="hybrid",
+    show_default=True,
+    help="hybrid: rule candidates + Optuna's sampler; rules or tpe: either part alone.",
+)
+@click.option(
+    "--objectives",
+    default="accuracy,macs",
+    show_default=True,
+    help="accuracy, optionally with macs and/or params (comma-separated).",
+)
+@click.option("--study-name", default=None, help="Default: <model>-<dataset>.")
+@click.option(
+    "--storage",
+    default=None,
+    metavar="URL",
+    help="Optuna storage: sqlite:///f.db (default studies/<study>.db), postgresql://…, "
+    "mysql://…, journal:f.log.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Local worker processes (one GPU each when several are visible).",
+)
+@click.option(
+    "--validate-top",
+    type=click.IntRange(0, 100),
+    default=3,
+    show_default=True,
+    help="Pareto-optimal configurations retrained in full (with the baseline); 0 skips.",
+)
+@click.option(
+    "--full-epochs",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Epochs of each full validation run. Default: 4× --epochs.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Stop drawing new trials after this many seconds.",
+)
+@_training_options
+@_debug_option
+def optimize(
+    model: str | None,
+    budget: int,
+    strategy: str,
+    objectives: str,
+    study_name: str | None,
+    storage: str | None,
+    workers: int,
+    validate_top: int,
+    full_epochs: int | None,
+    timeout: float | None,
+    dataset: str | None,
+    data_dir: Path | None,
+    download: bool,
+    resolution: int | None,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    device: str,
+    seed: int,
+    set_items: tuple[str, ...],
+    out: Path,
+    debug: bool,
+) -> None:
+    """Search depth, kernel size, resolution and width of MODEL; validate the best in full.
+
+    Rerunning the same command resumes the study. Start the same command on several machines
+    with one --storage (PostgreSQL, MySQL) and they share the work.
+    """
+    with _errors(debug):
+        from satadvisor import spec as spec_mod
+        from satadvisor.config import TrainConfig
+        from satadvisor.report import write_study
+        from satadvisor.search import optimize as run_search
+        from satadvisor.search.study import parse_objectives
+
+        _check_device(device)
+        parse_objectives(objectives)
+        spec = spec_mod.load(model)
+        pinned = spec.parse_set(list(set_items))
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed)
+        verbose = sys.stderr.isatty()
+        summary = run_search(
+            model,
+            budget=budget,
+            strategy=strategy,
+            objectives=objectives,
+            study_name=study_name,
+            storage=storage,
+            workers=workers,
+            validate_top=validate_top,
+            full_epochs=full_epochs,
+            config=config,
+            dataset=dataset,
+            resolution=resolution,
+            data_dir=data_dir,
+            download=download,
+            pinned=pinned,
+            timeout=timeout,
+            on_trial=_print_trial if verbose else None,
+            on_validation=_print_validation if verbose else None,
+        )
+        index = write_study(summary, out / summary["study_name"])
+        click.echo(format_study(summary, index))
+
+
+def _knobs_text(knobs: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in knobs.items())
+
+
+def _print_trial(event: Any) -> None:
+    result = ""
+    if event.accuracy is not None:
+        result = f"acc {event.accuracy:.3f}, {event.macs / 1e6:.2f} MMACs"
+    elif event.reason:
+        result = event.reason
+    click.echo(
+        f"trial {event.done}/{event.budget} #{event.number} [{event.source}] "
+        f"{_knobs_text(event.knobs)}: {event.state} {result}",
+        err=True,
+    )
+
+
+def _print_validation(record: dict[str, Any]) -> None:
+    label = "baseline" if record["baseline"] else f"trial #{record['trial']}"
+    click.echo(
+        f"full run {label} {_knobs_text(record['knobs'])}: test acc {record['test_accuracy']:.3f}",
+        err=True,
+    )
+
+
+def format_study(summary: dict[str, Any], index: Path) -> str:
+    """Terminal summary of a study: the recommended configurations against the baseline."""
+    lines = [
+        f"study {summary['study_name']}: {summary['counted_trials']} trials "
+        f"(budget {summary['budget']}), {len(summary['pareto'])} on the Pareto front"
+    ]
+    base = next((r for r in summary["validation"] if r.get("baseline")), None)
+    if base is not None:
+        lines.append(
+            f"  baseline   {_knobs_text(base['knobs'])}: test acc {base['test_accuracy']:.3f}, "
+            f"{base['macs'] / 1e6:.2f} MMACs"
+        )
+    for rec in summary["recommended"]:
+        set_line = " ".join(f"--set {k}={v}" for k, v in rec["knobs"].items())
+        lines.append(
+            f"  recommend  {_knobs_text(rec['knobs'])}: test acc {rec['test_accuracy']:.3f} "
+            f"({rec['accuracy_delta']:+.3f}), {rec['macs_ratio']:.2f}× MACs"
+        )
+        lines.append(f"             {set_line}")
+    if base is not None and not summary["recommended"]:
+        lines.append("  no validated configuration beats the baseline: keep it")
+    if summary.get("rank_agreement") is not None:
+        lines.append(f"  proxy vs full rank agreement (Spearman): {summary['rank_agreement']:.2f}")
+    lines.append(f"report: {index}")
+    return "\n".join(lines)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("study")
+@click.option("--storage", default=None, metavar="URL", help="Default: studies/<STUDY>.db.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+    help="Directory the report folder is written into.",
+)
+@_debug_option
+def report(study: str, storage: str | None, out: Path, debug: bool) -> None:
+    """Re-render the report of STUDY from its storage."""
+    with _errors(debug):
+        from satadvisor.report import write_study
+        from satadvisor.search import load_summary
+
+        summary = load_summary(study, storage=storage)
+        index = write_study(summary, out / summary["study_name"])
+        click.echo(format_study(summary, index))

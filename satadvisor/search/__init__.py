@@ -1,0 +1,21 @@
+"""Rule-guided + Optuna architecture search with full-run validation."""
+
+from satadvisor.search.space import SearchSpace, derive_space
+from satadvisor.search.storage import default_url, open_storage
+from satadvisor.search.study import load_summary, optimize
+from satadvisor.search.summary import evenness, spearman, study_summary
+from satadvisor.search.worker import SearchSettings, TrialEvent
+
+__all__ = [
+    "SearchSettings",
+    "SearchSpace",
+    "TrialEvent",
+    "default_url",
+    "derive_space",
+    "evenness",
+    "load_summary",
+    "open_storage",
+    "optimize",
+    "spearman",
+    "study_summary",
+]

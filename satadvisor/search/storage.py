@@ -1,0 +1,133 @@
+"""Optuna storages by URL, with one-line errors for the ways they fail.
+
+- ``sqlite:///studies/NAME.db`` — the default; one machine, a few processes.
+- ``postgresql://user:pw@host/db``, ``mysql://…`` — several machines join one study.
+- ``journal:PATH`` (or a path ending in ``.log``/``.journal``) — a journal file, several
+  processes on one machine (NFS-safe locking).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+from satadvisor.errors import StorageError
+
+RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+STUDIES_DIR = Path("studies")
+
+
+def default_url(study_name: str, *, directory: Path | str = STUDIES_DIR) -> str:
+    """SQLite file ``studies/<study_name>.db`` (openable with optuna-dashboard)."""
+    return f"sqlite:///{Path(directory) / f'{study_name}.db'}"
+
+
+def _scheme(url: str) -> str:
+    head = url.split(":", 1)[0].lower() if ":" in url else ""
+    return head.split("+", 1)[0]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_sqlite_file(path: Path, url: str) -> None:
+    """Refuse a file that is not SQLite, or an SQLite database of another program."""
+    if not path.exists() or path.stat().st_size == 0:
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.exists():
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot create {parent} for {url}: {exc.strerror}; pass --storage "
+                    "with a writable location"
+                ) from exc
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(
+            f"{path} is not an SQLite database ({exc}); it may be corrupt — move it aside or "
+            "pass another --storage"
+        ) from exc
+    if tables and "studies" not in tables:
+        raise StorageError(
+            f"{path} is an SQLite database of another program (no Optuna tables); "
+            "pass another --storage or --study-name"
+        )
+
+
+def open_storage(url: str) -> BaseStorage:
+    """An Optuna storage for ``url``; unknown schemes and unreachable servers raise StorageError."""
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        path = Path(url.removeprefix("journal:")).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+            return JournalStorage(backend)
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"cannot open journal file {path}: {_first_line(exc)}") from exc
+    scheme = _scheme(url)
+    if scheme not in RDB_SCHEMES:
+        raise StorageError(
+            f"unknown storage scheme in {url!r}: use sqlite:///file.db, postgresql://user@host/db, "
+            "mysql://user@host/db or journal:file.log"
+        )
+    engine_kwargs: dict[str, object] = {}
+    if scheme == "sqlite":
+        path = Path(url.split(":///", 1)[1]) if ":///" in url else None
+        if path is not None and str(path) not in ("", ":memory:"):
+            _check_sqlite_file(path, url)
+        # Several local workers share the file: wait for the lock instead of failing.
+        engine_kwargs["connect_args"] = {"timeout": 120}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+        if scheme in ("postgresql", "postgres"):
+            engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ImportError as exc:
+        raise StorageError(
+            f"the driver for {scheme} is not installed ({_first_line(exc)}); "
+            "install it, e.g. pip install 'satadvisor[postgres]'"
+        ) from exc
+    except Exception as exc:  # sqlalchemy errors of every kind: unreachable, auth, corrupt
+        raise StorageError(
+            f"cannot open storage {redact(url)}: {_first_line(exc)}; check the URL and that "
+            "the database server is running"
+        ) from exc
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and reports."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+def study_exists(storage: BaseStorage, study_name: str) -> bool:
+    try:
+        return any(s.study_name == study_name for s in storage.get_all_studies())
+    except Exception as exc:
+        raise StorageError(f"cannot read studies from the storage: {_first_line(exc)}") from exc
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine with ``pid`` still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,276 @@
+"""``optimize(model, budget=…)``: baseline → rule-guided + Optuna trials → full-run validation.
+
+The study lives in an Optuna storage (SQLite ``studies/<name>.db`` by default), so rerunning the
+same command resumes it, several workers or machines share it, and ``satadvisor report`` can
+re-render its report at any time.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+import optuna
+import torch
+
+from satadvisor import spec as spec_mod
+from satadvisor.advisor import command_line
+from satadvisor.config import TrainConfig
+from satadvisor.errors import StorageError, StudyError, UsageError
+from satadvisor.search import trials as tr
+from satadvisor.search.space import SearchSpace, derive_space
+from satadvisor.search.storage import default_url, open_storage, redact
+from satadvisor.search.summary import study_summary
+from satadvisor.search.validate import select, validate
+from satadvisor.search.worker import (
+    OBJECTIVES,
+    STRATEGIES,
+    SearchSettings,
+    TrialEvent,
+    Worker,
+    worker_main,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def parse_objectives(text: str | tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",")) if isinstance(text, str) else tuple(text)
+    bad = [n for n in names if n not in OBJECTIVES]
+    if not names or bad or len(set(names)) != len(names) or "accuracy" not in names:
+        raise UsageError(
+            f"--objectives {','.join(names)!s}: use accuracy, optionally with macs and/or params "
+            "(e.g. accuracy,macs)"
+        )
+    return names
+
+
+def create_or_load(
+    settings: SearchSettings, *, baseline: Mapping[str, Any]
+) -> optuna.Study:
+    """Create the study (or load it to resume) and check it was made with this search."""
+    storage = open_storage(settings.storage_url)
+    directions = [OBJECTIVES[o] for o in settings.objectives]
+    try:
+        study = optuna.create_study(
+            study_name=settings.study_name,
+            storage=storage,
+            directions=directions,
+            load_if_exists=True,
+        )
+    except Exception as exc:
+        raise StorageError(
+            f"cannot create study {settings.study_name!r} in {redact(settings.storage_url)}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+    space = {k: list(v) for k, v in settings.space.choices.items()}
+    stored = study.user_attrs.get("space")
+    if stored is not None and stored != space:
+        raise StudyError(
+            f"study {settings.study_name!r} was created with another search space ({stored}); "
+            "pass another --study-name, or the same SEARCH_SPACE and --set"
+        )
+    stored_obj = study.user_attrs.get("objectives")
+    if stored_obj is not None and list(stored_obj) != list(settings.objectives):
+        raise StudyError(
+            f"study {settings.study_name!r} optimises {','.join(stored_obj)}; pass --objectives "
+            f"{','.join(stored_obj)} or another --study-name"
+        )
+    if stored is None:
+        study.set_user_attr("space", space)
+        study.set_user_attr("fixed", dict(settings.space.fixed))
+        study.set_user_attr("objectives", list(settings.objectives))
+        study.set_user_attr(
+            "settings",
+            {
+                "model": settings.model,
+                "dataset": settings.dataset,
+                "strategy": settings.strategy,
+                "train": settings.train.to_dict(),
+            },
+        )
+    study.set_user_attr("budget", settings.budget)
+    study.set_user_attr("command", command_line())
+    trials = study.get_trials(deepcopy=False)
+    if not any(t.user_attrs.get(tr.SOURCE) == "baseline" for t in trials):
+        study.enqueue_trial(dict(baseline), user_attrs={tr.SOURCE: "baseline"})
+    return study
+
+
+def _devices(workers: int, device: str) -> list[str | None]:
+    """One GPU per worker when several are visible and the device was left to us."""
+    n = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    if n > 1:
+        return [f"cuda:{i % n}" for i in range(workers)]
+    return [None] * workers
+
+
+def run_workers(
+    settings: SearchSettings,
+    *,
+    workers: int,
+    on_trial: Callable[[TrialEvent], None] | None = None,
+) -> None:
+    """Run the search loop in this process (one worker) or in ``workers`` local processes."""
+    devices = _devices(workers, settings.train.device)
+    if workers == 1:
+        Worker(settings, device=devices[0], on_trial=on_trial).run()
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=worker_main, args=(settings, i, devices[i], threads), daemon=False)
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=60)
+        raise
+    failed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if failed:
+        raise StudyError(
+            f"{len(failed)} of {workers} workers exited with an error (codes {failed}); "
+            "rerun the same command to resume, with --workers 1 --debug to see why"
+        )
+
+
+def optimize(
+    model: str | None = None,
+    *,
+    budget: int,
+    strategy: str = "hybrid",
+    objectives: str | tuple[str, ...] = ("accuracy", "macs"),
+    study_name: str | None = None,
+    storage: str | None = None,
+    workers: int = 1,
+    validate_top: int = 3,
+    full_epochs: int | None = None,
+    config: TrainConfig | None = None,
+    dataset: str | None = None,
+    resolution: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    pinned: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
+    subset: int | None = None,
+    tolerance: float = 0.005,
+    on_trial: Callable[[TrialEvent], None] | None = None,
+    on_validation: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Search, validate, and return the study summary (``study.json``'s content).
+
+    ``budget`` counts proxy trials in the study in total: a rerun resumes and stops there.
+    ``strategy``: ``hybrid`` (rule candidates + Optuna's sampler), ``rules`` or ``tpe`` alone.
+    ``validate_top`` Pareto-optimal configurations and the baseline are retrained for
+    ``full_epochs`` (default 4× the proxy epochs) on the whole training set and tested.
+    """
+    from satadvisor import data as data_mod
+
+    if budget < 1:
+        raise UsageError(f"--budget must be at least 1, got {budget}")
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r}: use hybrid, rules or tpe")
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    names = parse_objectives(objectives)
+    config = config or TrainConfig()
+    spec = spec_mod.load(model)
+    pinned = dict(pinned or {})
+    dataset = dataset or spec.dataset or "digits"
+    info = data_mod.dataset_info(dataset, data_dir=data_dir)
+    resolution = int(pinned.get("resolution") or resolution or spec.resolution or info.native_resolution)
+    space = derive_space(spec, resolution=resolution, pinned=pinned)
+    baseline_knobs = {**spec.resolve({k: v for k, v in pinned.items() if k != "resolution"}), "resolution": resolution}
+    space = _with_baseline(space, baseline_knobs)
+    study_name = study_name or f"{spec.name}-{dataset}"
+    url = storage or default_url(study_name)
+    settings = SearchSettings(
+        model=None if model is None else str(model),
+        study_name=study_name,
+        storage_url=url,
+        budget=budget,
+        space=space,
+        strategy=strategy,
+        objectives=names,
+        dataset=dataset,
+        data_dir=None if data_dir is None else str(data_dir),
+        download=download,
+        train=config,
+        timeout=timeout,
+        subset=subset,
+    )
+    study = create_or_load(settings, baseline={k: baseline_knobs[k] for k in space.choices})
+    counted = len(tr.counted(study.get_trials(deepcopy=False)))
+    baseline, picks = select(study, k=validate_top, tolerance=tolerance)
+    if counted >= budget and validate_top > 0 and _validated(study, baseline, picks, settings):
+        raise StudyError(
+            f"study {study_name!r} already has {counted} trials of a budget of {budget} and is "
+            f"validated; raise --budget to continue, or re-render with `satadvisor report {study_name}`"
+        )
+    run_workers(settings, workers=workers, on_trial=on_trial)
+    baseline, picks = select(study, k=validate_top, tolerance=tolerance)
+    if validate_top > 0:
+        validate(
+            study,
+            settings,
+            trials=picks,
+            baseline=baseline,
+            full_epochs=full_epochs or 4 * config.epochs,
+            on_run=on_validation,
+        )
+    return study_summary(
+        study,
+        tolerance=tolerance,
+        extra={"storage": redact(url), "settings_used": _plain(settings)},
+    )
+
+
+def _with_baseline(space: SearchSpace, knobs: Mapping[str, Any]) -> SearchSpace:
+    """Make sure the baseline's own values are among the choices (the first trial runs it)."""
+    choices = {}
+    for k, values in space.choices.items():
+        v = knobs.get(k)
+        choices[k] = tuple(sorted({*values, v})) if v is not None and v not in values else values
+    return SearchSpace(choices=choices, fixed=space.fixed)
+
+
+def _validated(
+    study: optuna.Study, baseline: Any, picks: list[Any], settings: SearchSettings
+) -> bool:
+    from satadvisor.search.validate import _attr_name
+
+    todo = ([baseline] if baseline is not None else []) + picks
+    return all(
+        _attr_name(settings.space.configuration(t.params)) in study.user_attrs for t in todo
+    )
+
+
+def _plain(settings: SearchSettings) -> dict[str, Any]:
+    d = asdict(settings)
+    d["storage_url"] = redact(settings.storage_url)
+    return d
+
+
+def load_summary(
+    study_name: str, *, storage: str | None = None, tolerance: float = 0.005
+) -> dict[str, Any]:
+    """The summary of an existing study (``satadvisor report STUDY``)."""
+    url = storage or default_url(study_name)
+    st = open_storage(url)
+    names = [s.study_name for s in st.get_all_studies()]
+    if study_name not in names:
+        known = ", ".join(names) or "none"
+        raise StudyError(
+            f"no study {study_name!r} in {redact(url)} (studies there: {known}); "
+            "pass the study name given to optimize, or --storage"
+        )
+    study = optuna.load_study(study_name=study_name, storage=st)
+    return study_summary(study, tolerance=tolerance, extra={"storage": redact(url)})

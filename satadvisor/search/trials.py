@@ -1,0 +1,145 @@
+"""What a trial is in a satadvisor study: its bookkeeping in Optuna user attributes.
+
+Budget rule: a trial *counts* when it is complete, pruned, running, or failed for a reason of
+its own (diverged, the model raised, out of memory twice). Trials stopped from outside —
+Ctrl-C, a killed worker found stale — do not count and their configuration is enqueued again,
+so rerunning the command resumes to the same total. Trials a worker drew but did not run (over
+budget, a duplicate configuration) are recorded as failed with ``skipped`` and do not count.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from satadvisor.search.storage import pid_alive
+
+SOURCE = "source"
+SKIPPED = "skipped"
+INTERRUPTED = "interrupted"
+HEARTBEAT = "heartbeat"
+HOST = "host"
+PID = "pid"
+REASON = "reason"
+#: A running trial whose heartbeat is older than this (seconds) belongs to a dead worker.
+STALE_AFTER = 120.0
+HEARTBEAT_EVERY = 15.0
+
+
+def config_key(params: Mapping[str, Any]) -> str:
+    """A canonical text key of a configuration, for deduplication."""
+    return json.dumps({k: params[k] for k in sorted(params)}, sort_keys=True, default=str)
+
+
+def trial_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The configuration a trial runs or will run (enqueued trials hold it as fixed params)."""
+    if trial.params:
+        return dict(trial.params)
+    return dict(trial.system_attrs.get("fixed_params", {}))
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a trial uses up budget (see the module docstring)."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+        return True
+    if trial.state == TrialState.FAIL:
+        return SKIPPED not in trial.user_attrs and INTERRUPTED not in trial.user_attrs
+    return False
+
+
+def counted(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if counts(t)]
+
+
+def is_live_duplicate(trial: FrozenTrial, others: Sequence[FrozenTrial]) -> bool:
+    """Whether an earlier counted trial already ran (or runs) the same configuration."""
+    key = config_key(trial_params(trial))
+    return any(
+        o.number < trial.number and counts(o) and config_key(trial_params(o)) == key
+        for o in others
+    )
+
+
+def known_keys(trials: Iterable[FrozenTrial]) -> set[str]:
+    """Configurations that ran, run or wait: a rule candidate among them is not enqueued again."""
+    return {
+        config_key(trial_params(t))
+        for t in trials
+        if counts(t) or t.state == TrialState.WAITING
+    }
+
+
+def reap_stale(study: optuna.Study, *, now: float | None = None) -> list[int]:
+    """Mark running trials of dead workers as interrupted and enqueue their configuration again.
+
+    A worker is dead when it ran on this host and its pid is gone, or when its heartbeat is
+    older than :data:`STALE_AFTER` seconds (another machine that stopped). Returns the numbers.
+    """
+    now = time.time() if now is None else now
+    host = socket.gethostname()
+    reaped = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = t.user_attrs
+        started = t.datetime_start.timestamp() if t.datetime_start is not None else now
+        beat = float(attrs.get(HEARTBEAT, started))
+        dead_here = attrs.get(HOST) == host and PID in attrs and not pid_alive(int(attrs[PID]))
+        if not (dead_here or now - beat > STALE_AFTER):
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, "stale")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except Exception:  # another worker reaped it first
+            continue
+        requeue(study, t)
+        reaped.append(t.number)
+    return reaped
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Enqueue an interrupted trial's configuration again, keeping where it came from."""
+    attrs = {SOURCE: trial.user_attrs.get(SOURCE, "sampler"), "retry_of": trial.number}
+    if "parent" in trial.user_attrs:
+        attrs["parent"] = trial.user_attrs["parent"]
+    study.enqueue_trial(trial_params(trial), user_attrs=attrs)
+
+
+def claim(trial: optuna.Trial, *, pid: int) -> None:
+    """Record which process runs ``trial``, right after it is drawn, so a kill is detectable."""
+    trial.set_user_attr(HOST, socket.gethostname())
+    trial.set_user_attr(PID, pid)
+    trial.set_user_attr(HEARTBEAT, time.time())
+
+
+class Heartbeat:
+    """Refreshes a claimed trial's heartbeat time while it runs (works on any storage)."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        self._storage = study._storage
+        self._trial_id = trial._trial_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _beat(self) -> None:
+        self._storage.set_trial_user_attr(self._trial_id, HEARTBEAT, time.time())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_EVERY):
+            try:
+                self._beat()
+            except Exception:  # the trial finished meanwhile, or a transient storage error
+                return
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

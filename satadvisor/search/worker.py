@@ -1,0 +1,328 @@
+"""One search worker: draws trials from the shared study and runs them until the budget is spent.
+
+Every worker — in this process, a local subprocess (``--workers``), or the same command on
+another machine — runs this loop against the same storage. Budget and deduplication are decided
+from the storage alone (trial numbers order the workers), so no worker needs to talk to another.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from satadvisor import spec as spec_mod
+from satadvisor.config import TrainConfig
+from satadvisor.errors import SatAdvisorError, StudyError
+from satadvisor.search import trials as tr
+from satadvisor.search.space import SearchSpace
+from satadvisor.search.storage import open_storage
+
+OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize"}
+STRATEGIES = ("hybrid", "rules", "tpe")
+#: Consecutive duplicate draws after which a worker enqueues an unseen configuration instead.
+MAX_DUPLICATE_DRAWS = 1
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything a worker needs; plain data so it crosses process boundaries."""
+
+    model: str | None
+    study_name: str
+    storage_url: str
+    budget: int
+    space: SearchSpace
+    strategy: str = "hybrid"
+    objectives: tuple[str, ...] = ("accuracy", "macs")
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+    timeout: float | None = None
+    subset: int | None = None
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    """Reported after every finished trial (for progress display)."""
+
+    number: int
+    done: int
+    budget: int
+    state: str
+    knobs: dict[str, Any]
+    accuracy: float | None
+    macs: int | None
+    source: str
+    reason: str | None = None
+
+
+def make_sampler(settings: SearchSettings, worker_index: int) -> optuna.samplers.BaseSampler:
+    seed = settings.train.seed * 1000 + worker_index
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        multivariate=True,
+        constant_liar=True,
+        n_startup_trials=max(3, settings.budget // 4),
+    )
+
+
+def make_pruner(settings: SearchSettings) -> optuna.pruners.BasePruner:
+    if len(settings.objectives) == 1:
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return optuna.pruners.NopPruner()
+
+
+class Worker:
+    """Runs trials of one study in this process (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: SearchSettings,
+        *,
+        worker_index: int = 0,
+        device: str | None = None,
+        on_trial: Callable[[TrialEvent], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.space = settings.space
+        self.spec = spec_mod.load(settings.model)
+        self.config = settings.train if device is None else replace(settings.train, device=device)
+        self.study = optuna.load_study(
+            study_name=settings.study_name,
+            storage=open_storage(settings.storage_url),
+            sampler=make_sampler(settings, worker_index),
+            pruner=make_pruner(settings),
+        )
+        self.on_trial = on_trial
+        self._rng = random.Random(settings.train.seed * 7919 + worker_index)
+        self._data: dict[int, Any] = {}
+
+    # ---------------------------------------------------------------- loop
+    def run(self) -> int:
+        """Run trials until the budget (or timeout, or the rule queue) is spent; returns #run."""
+        deadline = time.time() + self.settings.timeout if self.settings.timeout else None
+        ran = 0
+        duplicates = 0
+        while True:
+            tr.reap_stale(self.study)
+            trials = self.study.get_trials(deepcopy=False)
+            if len(tr.counted(trials)) >= self.settings.budget:
+                break
+            if deadline is not None and time.time() >= deadline:
+                break
+            waiting = [t for t in trials if t.state == TrialState.WAITING]
+            if self.settings.strategy == "rules" and not waiting:
+                if any(t.state == TrialState.RUNNING for t in trials):
+                    time.sleep(1.0)  # a running trial may still enqueue candidates
+                    continue
+                break
+            if len(tr.known_keys(trials)) >= self.space.size and not waiting:
+                break  # every configuration of the space has been tried
+            trial = self.study.ask(self.space.distributions())
+            tr.claim(trial, pid=os.getpid())
+            trials = self.study.get_trials(deepcopy=False)
+            me = next(t for t in trials if t.number == trial.number)
+            below = [t for t in tr.counted(trials) if t.number < trial.number]
+            if len(below) >= self.settings.budget:
+                self._skip(trial, "budget")
+                break
+            if tr.is_live_duplicate(me, trials):
+                self._skip(trial, "duplicate")
+                duplicates += 1
+                if duplicates >= MAX_DUPLICATE_DRAWS:
+                    self._enqueue_unseen(trials)
+                    duplicates = 0
+                continue
+            if self.settings.strategy == "rules" and "fixed_params" not in me.system_attrs:
+                self._skip(trial, "not_queued")
+                continue
+            duplicates = 0
+            self._execute(trial)
+            ran += 1
+        return ran
+
+    def _skip(self, trial: optuna.Trial, why: str) -> None:
+        trial.set_user_attr(tr.SKIPPED, why)
+        self.study.tell(trial, state=TrialState.FAIL)
+
+    def _enqueue_unseen(self, trials: list[optuna.trial.FrozenTrial]) -> None:
+        known = tr.known_keys(trials)
+        names = list(self.space.choices)
+        for _ in range(1000):
+            cand = {k: self._rng.choice(self.space.choices[k]) for k in names}
+            if tr.config_key(cand) not in known:
+                self.study.enqueue_trial(cand, user_attrs={tr.SOURCE: "random"})
+                return
+
+    # ---------------------------------------------------------------- one trial
+    def _data_for(self, resolution: int) -> Any:
+        from satadvisor import data as data_mod
+        from satadvisor._env import resolve_device
+
+        if resolution not in self._data:
+            self._data[resolution] = data_mod.load(
+                self.settings.dataset,
+                resolution=resolution,
+                data_dir=self.settings.data_dir,
+                download=self.settings.download,
+                full=False,
+                val_fraction=self.config.val_fraction,
+                seed=self.config.seed,
+                device=resolve_device(self.config.device),
+                subset=self.settings.subset,
+            )
+        return self._data[resolution]
+
+    def _analyze(self, trial: optuna.Trial, knobs: dict[str, Any], config: TrainConfig) -> Any:
+        from satadvisor.advisor import analyze
+
+        single = len(self.settings.objectives) == 1
+
+        def on_epoch(record: Any) -> bool:
+            if not single:
+                return False
+            trial.report(record.eval_accuracy, record.epoch)
+            return trial.should_prune()
+
+        return analyze(
+            self.spec,
+            knobs=knobs,
+            data=self._data_for(int(knobs["resolution"])),
+            config=config,
+            name=f"{self.settings.study_name}-trial{trial.number}",
+            on_epoch=on_epoch,
+        )
+
+    def _execute(self, trial: optuna.Trial) -> None:
+        knobs = self.space.configuration(trial.params)
+        attrs = self.study.get_trials(deepcopy=False)[trial.number].user_attrs
+        source = attrs.get(tr.SOURCE, "sampler")
+        trial.set_user_attr(tr.SOURCE, source)
+        trial.set_user_attr("knobs", knobs)
+        started = time.time()
+        analysis = None
+        reason = None
+        with tr.Heartbeat(self.study, trial):
+            try:
+                analysis = self._analyze_with_retry(trial, knobs)
+            except KeyboardInterrupt:
+                trial.set_user_attr(tr.INTERRUPTED, "sigint")
+                self.study.tell(trial, state=TrialState.FAIL)
+                tr.requeue(self.study, self.study.get_trials(deepcopy=False)[trial.number])
+                raise
+            except SatAdvisorError as exc:
+                reason = str(exc)
+        trial.set_user_attr("wall_time", time.time() - started)
+        run = analysis.run if analysis is not None else None
+        if run is not None and run.status == "diverged":
+            reason = run.reason
+        if reason is not None or analysis is None or run is None:
+            trial.set_user_attr(tr.REASON, reason or "no result")
+            self.study.tell(trial, state=TrialState.FAIL)
+            self._report(trial.number, "failed", knobs, None, None, source, reason)
+            return
+        self._record(trial, analysis)
+        if self.settings.strategy != "tpe":
+            self._enqueue_rule_candidates(trial.number, knobs, analysis)
+        if run.status == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED)
+            self._report(trial.number, "pruned", knobs, run.accuracy, analysis.macs, source)
+            return
+        values = [self._objective(name, analysis) for name in self.settings.objectives]
+        self.study.tell(trial, values)
+        self._report(trial.number, "complete", knobs, run.accuracy, analysis.macs, source)
+
+    def _analyze_with_retry(self, trial: optuna.Trial, knobs: dict[str, Any]) -> Any:
+        """Out of GPU memory: retry once with half the batch size, then fail with the reason."""
+        try:
+            return self._analyze(trial, knobs, self.config)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            half = max(1, self.config.batch_size // 2)
+            trial.set_user_attr("oom_retry_batch_size", half)
+            try:
+                return self._analyze(trial, knobs, replace(self.config, batch_size=half))
+            except torch.cuda.OutOfMemoryError as exc:
+                torch.cuda.empty_cache()
+                raise StudyError(
+                    f"out of GPU memory twice (batch {self.config.batch_size} and {half})"
+                ) from exc
+
+    @staticmethod
+    def _objective(name: str, analysis: Any) -> float:
+        if name == "accuracy":
+            return float(analysis.run.accuracy)
+        if name == "macs":
+            return float(analysis.macs)
+        return float(analysis.params)
+
+    def _record(self, trial: optuna.Trial, analysis: Any) -> None:
+        from satadvisor.search.summary import evenness
+
+        run = analysis.run
+        profile = {s.name: round(s.saturation, 4) for s in analysis.profile}
+        trial.set_user_attr("accuracy", run.accuracy)
+        trial.set_user_attr("macs", analysis.macs)
+        trial.set_user_attr("params", analysis.params)
+        trial.set_user_attr("status", run.status)
+        trial.set_user_attr("epochs", len(run.epochs))
+        trial.set_user_attr("saturation", profile)
+        trial.set_user_attr("tail", list(analysis.tail))
+        trial.set_user_attr("tail_length", len(analysis.tail))
+        trial.set_user_attr("unproductive", analysis.receptive_field.unproductive)
+        trial.set_user_attr("evenness", evenness(analysis.profile))
+        trial.set_user_attr("findings", [f.kind for f in analysis.findings])
+        trial.set_user_attr("device", run.device)
+
+    def _enqueue_rule_candidates(self, number: int, knobs: dict[str, Any], analysis: Any) -> None:
+        known = tr.known_keys(self.study.get_trials(deepcopy=False))
+        for rec in analysis.recommendations:
+            if not rec.changes:
+                continue
+            cand = self.space.snap({**knobs, **rec.changes})
+            key = tr.config_key(cand)
+            if key in known:
+                continue
+            known.add(key)
+            self.study.enqueue_trial(
+                cand, user_attrs={tr.SOURCE: f"rule:{rec.kind}", "parent": number}
+            )
+
+    def _report(
+        self,
+        number: int,
+        state: str,
+        knobs: dict[str, Any],
+        accuracy: float | None,
+        macs: int | None,
+        source: str,
+        reason: str | None = None,
+    ) -> None:
+        if self.on_trial is None:
+            return
+        done = len(tr.counted(self.study.get_trials(deepcopy=False)))
+        self.on_trial(
+            TrialEvent(
+                number, done, self.settings.budget, state, knobs, accuracy, macs, source, reason
+            )
+        )
+
+
+def worker_main(
+    settings: SearchSettings, worker_index: int, device: str | None, threads: int
+) -> None:
+    """Entry point of a local worker process (``--workers``); Ctrl-C is recorded, then exits."""
+    torch.set_num_threads(threads)
+    try:
+        Worker(settings, worker_index=worker_index, device=device).run()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

@@ -1,0 +1,309 @@
+"""One plain training loop for proxy and full runs (nanoGPT style: no framework, no callbacks maze).
+
+``run(model, data, config=…, tracker=…)`` trains, evaluates after every epoch, reads the
+saturation tracker at every epoch end, and returns a :class:`RunResult` — also when the loss
+diverges (status ``"diverged"``) or the epoch callback asks to stop (status ``"pruned"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from satadvisor._env import device_name, resolve_device, versions
+from satadvisor.config import TrainConfig
+from satadvisor.cost import count_macs, count_parameters
+from satadvisor.saturation._result import LayerSaturation
+
+if TYPE_CHECKING:
+    from satadvisor.saturation import SaturationTracker
+
+Status = Literal["completed", "diverged", "pruned", "failed"]
+PHASES = ("train", "eval")
+
+
+class _Split(Protocol):
+    def __len__(self) -> int: ...
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool, augment: bool, seed: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+class _Data(Protocol):
+    """What the loop needs of a :class:`satadvisor.data.DataBundle`."""
+
+    name: str
+    resolution: int
+    train: _Split
+    eval: _Split
+    eval_name: str
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def in_channels(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """Losses (mean cross-entropy) and accuracies (fractions in [0, 1]) of one epoch."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    eval_loss: float
+    eval_accuracy: float
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Passed to the progress callback after every training step."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float | None = None
+
+
+@dataclass
+class RunResult:
+    """Everything one training run measured. ``saturation[e][phase]`` is epoch e's profile."""
+
+    status: Status
+    dataset: str
+    resolution: int
+    eval_name: str
+    seed: int
+    config: dict[str, Any]
+    params: int
+    macs: int
+    epochs: list[EpochRecord] = field(default_factory=list)
+    saturation: list[dict[str, list[LayerSaturation]]] = field(default_factory=list)
+    test_accuracy: float | None = None
+    wall_time: float = 0.0
+    images_per_second: float = 0.0
+    device: str = "cpu"
+    device_name: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        """Final evaluation accuracy (validation for proxy runs, test for full runs)."""
+        return self.epochs[-1].eval_accuracy if self.epochs else None
+
+    def profile(self, phase: str = "train", epoch: int = -1) -> list[LayerSaturation]:
+        """The per-layer saturation of one epoch (default: the last measured one)."""
+        if not self.saturation:
+            return []
+        return self.saturation[epoch].get(phase, [])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["epochs"] = [asdict(e) for e in self.epochs]
+        d["saturation"] = [
+            {phase: [layer.to_dict() for layer in layers] for phase, layers in ep.items()}
+            for ep in self.saturation
+        ]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunResult:
+        d = dict(d)
+        d["epochs"] = [EpochRecord(**e) for e in d.get("epochs", [])]
+        d["saturation"] = [
+            {phase: [LayerSaturation.from_dict(x) for x in layers] for phase, layers in ep.items()}
+            for ep in d.get("saturation", [])
+        ]
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> RunResult:
+        return cls.from_dict(json.loads(text))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so a rerun reproduces the run."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _make_optimizer(
+    model: nn.Module, config: TrainConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt: torch.optim.Optimizer
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda _: 1.0
+        )
+    else:
+        opt = torch.optim.SGD(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.momentum > 0,
+        )
+        # Cosine decay per step to zero over the run: short proxy runs still end converged.
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        )
+    return opt, sched
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _evaluate(
+    model: nn.Module, split: _Split, *, config: TrainConfig, device: torch.device
+) -> tuple[float, float]:
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    n = 0
+    with torch.no_grad():
+        for x, y in split.batches(config.batch_size, shuffle=False, augment=False, seed=0):
+            x = _to_memory_format(x, config, device)
+            with _autocast(device, config.amp):
+                out = model(x)
+            loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
+            correct += (out.argmax(1) == y).sum()
+            n += y.numel()
+    # One host synchronisation per evaluation, not per batch.
+    return float(loss_sum) / max(n, 1), float(correct) / max(n, 1)
+
+
+def _to_memory_format(x: torch.Tensor, config: TrainConfig, device: torch.device) -> torch.Tensor:
+    if config.channels_last and device.type == "cuda" and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def run(
+    model: nn.Module,
+    data: _Data,
+    *,
+    config: TrainConfig | None = None,
+    tracker: SaturationTracker | None = None,
+    on_epoch: Callable[[EpochRecord], bool | None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Train ``model`` on ``data`` and return what was measured.
+
+    ``tracker`` (already attached to ``model``) is read with ``compute("train")`` and
+    ``compute("eval")`` and reset at the end of every epoch. ``on_epoch`` is called after each
+    epoch's evaluation; returning True stops the run with status ``"pruned"``. ``progress`` is
+    called after every step (the CLI draws a bar with it; the library prints nothing).
+    """
+    config = config or TrainConfig()
+    device = resolve_device(config.device)
+    model.to(device)
+    if config.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    result = RunResult(
+        status="completed",
+        dataset=data.name,
+        resolution=data.resolution,
+        eval_name=data.eval_name,
+        seed=config.seed,
+        config=config.to_dict(),
+        params=count_parameters(model),
+        macs=count_macs(model, in_channels=data.in_channels, resolution=data.resolution),
+        device=str(device),
+        device_name=device_name(device),
+        versions=versions(),
+    )
+    if tracker is not None:
+        tracker.reset()  # the cost measurement's dry forward is not data
+
+    steps_per_epoch = max(1, math.ceil(len(data.train) / config.batch_size))
+    optimizer, scheduler = _make_optimizer(model, config, config.epochs * steps_per_epoch)
+    started = time.perf_counter()
+    train_seconds = 0.0
+    images = 0
+    for epoch in range(config.epochs):
+        epoch_start = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        n = 0
+        lr = optimizer.param_groups[0]["lr"]
+        batches = data.train.batches(
+            config.batch_size,
+            shuffle=True,
+            augment=config.augment,
+            seed=config.seed * 100_003 + epoch,
+        )
+        for step, (x, y) in enumerate(batches):
+            if y.numel() < 2:
+                continue  # a last batch of one image breaks BatchNorm's batch statistics
+            x = _to_memory_format(x, config, device)
+            with _autocast(device, config.amp):
+                out = model(x)
+                loss = F.cross_entropy(out.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach().double() * y.numel()
+            correct += (out.detach().argmax(1) == y).sum()
+            n += y.numel()
+            if progress is not None:
+                progress(Progress(epoch + 1, config.epochs, step + 1, steps_per_epoch))
+        train_loss = float(loss_sum) / max(n, 1)
+        train_seconds += time.perf_counter() - epoch_start
+        images += n
+        if not math.isfinite(train_loss):
+            result.status = "diverged"
+            result.reason = f"training loss became {train_loss} in epoch {epoch + 1}"
+            break
+        eval_loss, eval_acc = _evaluate(model, data.eval, config=config, device=device)
+        record = EpochRecord(
+            epoch=epoch + 1,
+            train_loss=train_loss,
+            train_accuracy=float(correct) / max(n, 1),
+            eval_loss=eval_loss,
+            eval_accuracy=eval_acc,
+            lr=lr,
+            seconds=time.perf_counter() - epoch_start,
+        )
+        result.epochs.append(record)
+        if tracker is not None:
+            result.saturation.append({phase: tracker.compute(phase) for phase in PHASES})
+            tracker.reset()
+        if on_epoch is not None and on_epoch(record):
+            result.status = "pruned"
+            result.reason = f"stopped by the epoch callback after epoch {epoch + 1}"
+            break
+
+    if config.full and result.status == "completed" and result.epochs:
+        result.test_accuracy = result.epochs[-1].eval_accuracy
+    result.wall_time = time.perf_counter() - started
+    result.images_per_second = images / train_seconds if train_seconds > 0 else 0.0
+    return result

@@ -1,0 +1,328 @@
+"""The search: space, budget, rule candidates, resume, storages, workers, validation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+from scipy import stats
+
+from satadvisor import spec as spec_mod
+from satadvisor.config import TrainConfig
+from satadvisor.errors import StorageError, StudyError, UsageError
+from satadvisor.search import derive_space, evenness, load_summary, optimize, spearman
+from satadvisor.search import trials as tr
+from satadvisor.search.space import SearchSpace
+from satadvisor.search.storage import open_storage, redact
+
+MODEL = textwrap.dedent(
+    """
+    import torch.nn as nn
+
+    SEARCH_SPACE = {"depth": [1, 2, 3], "width": [4, 8], "resolution": [8, 12]}
+    DATASET = "digits"
+    RESOLUTION = 8
+
+    def build_model(depth=2, width=4, kernel_size=3, *, num_classes, in_channels):
+        layers, c = [], in_channels
+        for i in range(depth):
+            layers += [nn.Conv2d(c, width, kernel_size, padding=kernel_size // 2),
+                       nn.BatchNorm2d(width), nn.ReLU()]
+            if i < 2:
+                layers.append(nn.MaxPool2d(2))
+            c = width
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(c, num_classes))
+    """
+)
+FAST = TrainConfig(epochs=1, batch_size=128, device="cpu", lr=0.05)
+
+
+@pytest.fixture()
+def model_file(tmp_path: Path) -> str:
+    path = tmp_path / "tiny.py"
+    path.write_text(MODEL)
+    return str(path)
+
+
+def _study(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(url))
+
+
+def _counted_keys(study: optuna.Study) -> list[str]:
+    return [tr.config_key(tr.trial_params(t)) for t in tr.counted(study.get_trials())]
+
+
+# ------------------------------------------------------------------ pure pieces
+def test_spearman_matches_scipy_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x = rng.integers(0, 5, size=9).astype(float)
+        y = x + rng.normal(size=9)
+        ours = spearman(list(x), list(y))
+        ref = stats.spearmanr(x, y).statistic
+        if np.isnan(ref):
+            assert ours is None
+        else:
+            assert ours == pytest.approx(ref, abs=1e-12)
+    assert spearman([1, 2], [2, 1]) is None
+
+
+def test_evenness_is_one_minus_gini() -> None:
+    assert evenness([0.5, 0.5, 0.5]) == pytest.approx(1.0)
+    # Gini of (0, 0, 1) = 2/3 by the mean-absolute-difference definition.
+    assert evenness([0.0, 0.0, 1.0]) == pytest.approx(1 / 3)
+    values = np.array([0.1, 0.4, 0.2, 0.9])
+    mad = np.abs(values[:, None] - values[None, :]).mean()
+    assert evenness(list(values)) == pytest.approx(1 - mad / (2 * values.mean()))
+    assert evenness([]) is None
+
+
+def test_space_from_search_space_pins_and_snaps(model_file: str) -> None:
+    spec = spec_mod.load(model_file)
+    space = derive_space(spec, resolution=8, pinned={"width": 8})
+    assert space.choices == {"depth": (1, 2, 3), "resolution": (8, 12)}
+    assert space.fixed == {"width": 8}
+    assert space.snap({"depth": 7, "resolution": 9}) == {"depth": 3, "resolution": 8}
+    assert space.configuration({"depth": 1, "resolution": 12}) == {
+        "width": 8,
+        "depth": 1,
+        "resolution": 12,
+    }
+
+
+def test_space_derived_around_defaults_for_builtin() -> None:
+    spec = spec_mod.load("plain")
+    space = derive_space(spec, resolution=16)
+    assert space.choices["resolution"] == (8, 12, 16, 24, 32)
+    d = spec.knobs["depth"]
+    assert d in space.choices["depth"] and len(space.choices["depth"]) >= 3
+    assert space.choices["kernel_size"] == (3, 5, 7)
+
+
+def test_space_refuses_fixed_model_and_empty(tmp_path: Path) -> None:
+    path = tmp_path / "fixed.py"
+    path.write_text("import torch.nn as nn\nmodel = nn.Linear(64, 10)\n")
+    with pytest.raises(UsageError, match="fixed `model`"):
+        derive_space(spec_mod.load(str(path)), resolution=8)
+    space = SearchSpace(choices={"depth": (1, 2)})
+    assert space.size == 2
+
+
+# ------------------------------------------------------------------ storages
+def test_storage_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="unknown storage scheme"):
+        open_storage("redis2://localhost/0")
+    bad = tmp_path / "corrupt.db"
+    bad.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(StorageError, match="not an SQLite database"):
+        open_storage(f"sqlite:///{bad}")
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+    with pytest.raises(StorageError, match="another program"):
+        open_storage(f"sqlite:///{foreign}")
+    # Nothing listens on this loopback port: unreachable, not a traceback.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StorageError, match="cannot open storage") as info:
+        open_storage(f"postgresql://u:secret@127.0.0.1:{port}/db")
+    assert "secret" not in str(info.value) and "\n" not in str(info.value)
+    assert redact("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+
+
+# ------------------------------------------------------------------ the search
+@pytest.mark.integration
+def test_hybrid_search_budget_baseline_rules_resume(model_file: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    summary = optimize(
+        model_file, budget=5, storage=url, study_name="s", config=FAST, validate_top=2,
+        full_epochs=1,
+    )
+    study = _study(url, "s")
+    trials = study.get_trials()
+    counted = tr.counted(trials)
+    assert len(counted) == 5
+    assert counted[0].user_attrs[tr.SOURCE] == "baseline"
+    assert tr.trial_params(counted[0]) == {"depth": 2, "width": 4, "resolution": 8}
+    assert len(set(_counted_keys(study))) == 5, "a configuration ran twice"
+    sources = {t.user_attrs.get(tr.SOURCE) for t in counted}
+    assert any(s.startswith("rule:") for s in sources), sources
+    for t in counted:
+        if t.state == TrialState.COMPLETE:
+            assert 0 <= t.user_attrs["accuracy"] <= 1 and t.user_attrs["macs"] > 0
+            assert t.values == [t.user_attrs["accuracy"], t.user_attrs["macs"]]
+            assert set(t.user_attrs["saturation"]) and t.user_attrs["evenness"] is not None
+    # validation: the baseline plus picks, trained in full and tested
+    assert summary["validation"][0]["baseline"] is True
+    assert all(r["test_accuracy"] is not None for r in summary["validation"])
+    assert len(summary["validation"]) >= 2
+    # a rerun of the same command with the budget reached is refused, nothing changes
+    with pytest.raises(StudyError, match="already has 5 trials"):
+        optimize(model_file, budget=5, storage=url, study_name="s", config=FAST, validate_top=2)
+    # raising the budget resumes to the new total
+    optimize(model_file, budget=7, storage=url, study_name="s", config=FAST, validate_top=0)
+    study = _study(url, "s")
+    assert len(tr.counted(study.get_trials())) == 7
+    assert len(set(_counted_keys(study))) == 7
+    # the report can be re-rendered from the storage alone
+    again = load_summary("s", storage=url)
+    assert again["counted_trials"] == 7 and again["validation"]
+
+
+@pytest.mark.integration
+def test_strategies_alone(model_file: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    optimize(model_file, budget=4, strategy="tpe", storage=url, study_name="t", config=FAST,
+             validate_top=0)
+    sources = [t.user_attrs.get(tr.SOURCE) for t in tr.counted(_study(url, "t").get_trials())]
+    assert sources[0] == "baseline" and not any(s.startswith("rule:") for s in sources[1:])
+    optimize(model_file, budget=6, strategy="rules", storage=url, study_name="r", config=FAST,
+             validate_top=0)
+    sources = [t.user_attrs.get(tr.SOURCE) for t in tr.counted(_study(url, "r").get_trials())]
+    assert sources[0] == "baseline"
+    assert all(s.startswith("rule:") for s in sources[1:]), sources
+
+
+def test_study_with_other_space_is_refused(model_file: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    optimize(model_file, budget=1, storage=url, study_name="x", config=FAST, validate_top=0)
+    with pytest.raises(StudyError, match="another search space"):
+        optimize(model_file, budget=2, storage=url, study_name="x", config=FAST,
+                 validate_top=0, pinned={"width": 8})
+    with pytest.raises(StudyError, match="no study 'nope'"):
+        load_summary("nope", storage=url)
+
+
+def test_diverging_trial_is_recorded_and_study_goes_on(model_file: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    config = FAST.replace(lr=1e6)  # SGD explodes: every trial diverges
+    optimize(model_file, budget=2, storage=url, study_name="d", config=config,
+             strategy="tpe", validate_top=0)
+    trials = tr.counted(_study(url, "d").get_trials())
+    assert len(trials) == 2
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and all("loss became" in t.user_attrs[tr.REASON] for t in failed)
+
+
+# ------------------------------------------------------------------ several workers, faults
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from satadvisor.config import TrainConfig
+    from satadvisor.search import optimize
+
+    if __name__ == "__main__":  # local worker processes are spawned: the main-module guard
+        optimize(sys.argv[1], budget=int(sys.argv[2]), storage=sys.argv[3], study_name="w",
+                 strategy=sys.argv[4], workers=int(sys.argv[5]), validate_top=0,
+                 config=TrainConfig(epochs=int(sys.argv[6]), batch_size=128, device="cpu"))
+    """
+)
+
+
+def _run_worker(
+    tmp_path: Path, model: str, budget: int, url: str, *, workers: int = 1,
+    strategy: str = "hybrid", epochs: int = 1,
+) -> subprocess.Popen[bytes]:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = open(tmp_path / f"worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, str(script), model, str(budget), url, strategy, str(workers), str(epochs)],
+        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
+def _finish(proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    """Wait for a worker; on failure show what it printed."""
+    code = proc.wait(timeout=timeout)
+    if code != 0:
+        raise AssertionError(f"worker exited with {code}: {_last_log(proc)}")
+
+
+def _last_log(proc: subprocess.Popen[bytes]) -> str:
+    script = Path(str(proc.args[1]))  # type: ignore[index]
+    logs = sorted(script.parent.glob("worker-*.log"))
+    return logs[-1].read_text(errors="replace")[-3000:] if logs else "(no log)"
+
+
+def _assert_exact_budget(url: str, budget: int) -> None:
+    study = _study(url, "w")
+    counted = tr.counted(study.get_trials())
+    assert len(counted) == budget
+    assert all(t.state != TrialState.RUNNING for t in counted)
+    keys = _counted_keys(study)
+    assert len(set(keys)) == len(keys), "a configuration ran twice"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_worker_processes_share_one_budget(model_file: str, tmp_path: Path, kind: str) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'w.log'}"
+    proc = _run_worker(tmp_path, model_file, 6, url, workers=2)
+    _finish(proc)
+    _assert_exact_budget(url, 6)
+
+
+@pytest.mark.integration
+def test_two_machines_on_postgres(model_file: str, tmp_path: Path) -> None:
+    url = os.environ.get("SATADVISOR_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("set SATADVISOR_TEST_POSTGRES_URL (e.g. .ci/run starts a server) to run")
+    # a fresh database state per run: drop the study if a previous run left it
+    try:
+        optuna.delete_study(study_name="w", storage=url)
+    except KeyError:
+        pass
+    procs = [_run_worker(tmp_path, model_file, 6, url) for _ in range(2)]
+    for p in procs:
+        _finish(p)
+    _assert_exact_budget(url, 6)
+
+
+@pytest.mark.integration
+def test_killed_worker_loses_no_trial_and_resumes(model_file: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    # slower trials (5 epochs) so the kill lands mid-trial
+    proc = _run_worker(tmp_path, model_file, 5, url, strategy="tpe", epochs=5)
+    deadline = time.time() + 120
+    done_before = []
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            trials = _study(url, "w").get_trials()
+        except Exception:
+            continue
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        # a trial that is really training (drawn and checked, not a momentary skip)
+        running = [t for t in trials if t.state == TrialState.RUNNING and "knobs" in t.user_attrs]
+        if complete and running:
+            done_before = [t.number for t in complete]
+            break
+    assert done_before, "the worker never reached a second trial"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc = _run_worker(tmp_path, model_file, 5, url, strategy="tpe", epochs=1)
+    _finish(proc)
+    study = _study(url, "w")
+    trials = study.get_trials()
+    assert all(trials[n].state == TrialState.COMPLETE for n in done_before)
+    stale = [t for t in trials if t.user_attrs.get(tr.INTERRUPTED) == "stale"]
+    assert len(stale) == 1
+    # the interrupted configuration ran again in the resumed run
+    retried = [t for t in trials if t.user_attrs.get("retry_of") == stale[0].number]
+    assert retried and tr.trial_params(retried[0]) == tr.trial_params(stale[0])
+    _assert_exact_budget(url, 5)
