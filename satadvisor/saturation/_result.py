@@ -13,6 +13,8 @@ class LayerSaturation:
     ``saturation`` = ``intrinsic_dimension / width``, a fraction in (0, 1] (0.0 when the layer
     saw no samples); ``eigenvalues`` of the population covariance, descending, float64 values.
     ``samples`` counts observation rows (for a conv output: images × spatial positions).
+    A layer whose outputs have zero variance also gets saturation 0.0 (intrinsic dimension 0),
+    as can any layer under the ``k_rule="delve"`` compatibility rule (delve's k is one too small).
     """
 
     name: str

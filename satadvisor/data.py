@@ -1,0 +1,372 @@
+"""Datasets at any input resolution, batched on the training device.
+
+``load(name, resolution=…)`` reads a dataset once, splits it (proxy: train / seeded stratified
+validation split of the training set; full: training set / test set), resizes it once to the
+target resolution and normalises it per channel. A dataset whose float32 copy fits
+``max_device_bytes`` lives on the device and is batched by index permutation there; random
+crop and flip run on the device over the whole batch (see :mod:`satadvisor._data_split`).
+
+Datasets (``DATASETS``, plus ``imagefolder:PATH``):
+
+- ``digits``: scikit-learn's bundled 8×8 digits, the offline default. It has no test split:
+  a stratified 20 % of it (seed 0, whatever the run seed) is its test set.
+- ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``svhn``: torchvision roots under
+  ``data_dir`` (default :func:`default_data_dir`), downloaded by torchvision when
+  ``download=True``. MNIST-style roots holding only the released ``.gz`` files are read too.
+- ``synthetic``: 1,200 seeded learnable 16×16 RGB images of 10 classes for tests (test split
+  carved like digits).
+- ``imagefolder:PATH``: one sub-directory of images per class (see
+  :mod:`satadvisor._data_imagefolder`).
+
+Normalisation constants are the usual published ones for the torchvision sets and are
+computed from the training set (everything but the test split) for the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from satadvisor import _data_imagefolder as folders
+from satadvisor._data_plan import SplitOptions, carve_test, choose, make_split, storage_for
+from satadvisor._data_sources import (
+    TORCHVISION_SETS,
+    RawSet,
+    make_synthetic,
+    prepare_shared_fashion_mnist,
+    read_digits,
+    read_torchvision,
+)
+from satadvisor._data_split import LoaderSplit, Split, augment_batch, crop_padding
+from satadvisor._env import resolve_device
+from satadvisor.errors import DatasetError, UsageError
+
+__all__ = [
+    "DATASETS",
+    "DataBundle",
+    "DatasetInfo",
+    "Split",
+    "augment_batch",
+    "crop_padding",
+    "dataset_info",
+    "default_data_dir",
+    "load",
+    "prepare_shared_fashion_mnist",
+]
+
+DATASETS: tuple[str, ...] = (
+    "digits",
+    "mnist",
+    "fashion-mnist",
+    "cifar10",
+    "cifar100",
+    "svhn",
+    "synthetic",
+)
+IMAGEFOLDER = "imagefolder:"
+MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset, without loading it.
+
+    ``native_resolution`` is the side of its images in pixels; ``flip`` whether a horizontal
+    flip keeps the label (used by augmentation); ``mean``/``std`` per channel, for pixel values
+    scaled to [0, 1].
+    """
+
+    name: str
+    num_classes: int
+    in_channels: int
+    native_resolution: int
+    flip: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+_INFO: dict[str, DatasetInfo] = {
+    # digits and synthetic: computed from their training set (tests/test_data.py checks them)
+    "digits": DatasetInfo("digits", 10, 1, 8, False, (0.3059,), (0.3765,)),
+    "synthetic": DatasetInfo(
+        "synthetic", 10, 3, 16, False, (0.5128, 0.5064, 0.4922), (0.2135, 0.2140, 0.2168)
+    ),
+    "mnist": DatasetInfo("mnist", 10, 1, 28, False, (0.1307,), (0.3081,)),
+    "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, 28, True, (0.2860,), (0.3530,)),
+    "cifar10": DatasetInfo(
+        "cifar10", 10, 3, 32, True, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", 100, 3, 32, True, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+    ),
+    "svhn": DatasetInfo(
+        "svhn", 10, 3, 32, False, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
+    ),
+}
+# Placeholders until load() computes the statistics of an image folder's training split.
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def default_data_dir() -> Path:
+    """``$SATADVISOR_DATA_DIR`` if set, else ``~/.cache/satadvisor/data``."""
+    env = os.environ.get("SATADVISOR_DATA_DIR")
+    return Path(env).expanduser() if env else Path("~/.cache/satadvisor/data").expanduser()
+
+
+def _canonical(name: str) -> str:
+    """The registry key of a dataset name (case and ``_`` tolerant); DatasetError if unknown."""
+    if name.startswith(IMAGEFOLDER):
+        if not name[len(IMAGEFOLDER) :]:
+            raise DatasetError("imagefolder: no path given; use imagefolder:PATH")
+        return name
+    key = name.strip().lower().replace("_", "-")
+    if key not in DATASETS:
+        known = ", ".join((*DATASETS, "imagefolder:PATH"))
+        raise DatasetError(f"unknown dataset {name!r}: use one of {known}")
+    return key
+
+
+def dataset_info(name: str, *, data_dir: str | os.PathLike[str] | None = None) -> DatasetInfo:
+    """Classes, channels, native resolution, flip and normalisation of a dataset.
+
+    Loads no data; ``imagefolder:PATH`` lists its directories and opens one image header (its
+    mean/std are ImageNet's until :func:`load` computes them). ``data_dir`` is accepted for
+    symmetry with :func:`load` and not needed by the built-in sets.
+    """
+    key = _canonical(name)
+    if key.startswith(IMAGEFOLDER):
+        num_classes, native = folders.describe_folder(key[len(IMAGEFOLDER) :])
+        return DatasetInfo(key, num_classes, 3, native, True, _IMAGENET_MEAN, _IMAGENET_STD)
+    return _INFO[key]
+
+
+@dataclass
+class DataBundle:
+    """The two splits of one run: ``train`` and ``eval`` (``"val"`` in proxy runs, ``"test"``
+    in full runs), at ``resolution`` pixels, batched on ``device``."""
+
+    name: str
+    info: DatasetInfo
+    resolution: int
+    device: torch.device
+    train: Split
+    eval: Split
+    eval_name: Literal["val", "test"]
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return self.info.in_channels
+
+    def describe(self) -> dict[str, Any]:
+        """Sizes, resolution, device and storage, for logs and reports (JSON-ready)."""
+        return {
+            "dataset": self.name,
+            "resolution": self.resolution,
+            "native_resolution": self.info.native_resolution,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "train_size": len(self.train),
+            "eval_size": len(self.eval),
+            "eval_name": self.eval_name,
+            "device": str(self.device),
+            "storage": self.train.storage,
+            "on_device": self.train.on_device and self.eval.on_device,
+        }
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: cuda, then mps, then cpu; UsageError for names torch does not know or CUDA
+    asked for on a machine without it."""
+    try:
+        dev = resolve_device(device)
+    except RuntimeError as exc:
+        raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} asked for but CUDA is not available: use --device cpu")
+    return dev
+
+
+def _check_options(
+    resolution: int | None, val_fraction: float, subset: int | None, max_device_bytes: int
+) -> None:
+    if resolution is not None and not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+        raise UsageError(
+            f"resolution must be {MIN_RESOLUTION} to {MAX_RESOLUTION} pixels, got {resolution}: "
+            "pass a --resolution in that range"
+        )
+    if not 0.0 < val_fraction < 1.0:
+        raise UsageError(f"val_fraction must be in (0, 1), got {val_fraction}: 0.1 is usual")
+    if subset is not None and subset < 1:
+        raise UsageError(f"subset must be at least 1 image, got {subset}: pass --subset 1 or more")
+    if max_device_bytes < 0:
+        raise UsageError(f"max_device_bytes must be >= 0, got {max_device_bytes}")
+
+
+def load(
+    name: str,
+    *,
+    resolution: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    full: bool = False,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    subset: int | None = None,
+    max_device_bytes: int = 2 * 2**30,
+    num_workers: int | None = None,
+) -> DataBundle:
+    """Load dataset ``name`` at ``resolution`` pixels a side (None: native) on ``device``.
+
+    Proxy runs (``full=False``) train on the training set minus a stratified ``val_fraction``
+    drawn with ``seed`` and evaluate on that validation split; full runs train on the whole
+    training set and evaluate on the test set, which proxy runs never see. ``subset`` caps
+    both splits at that many images (stratified, seeded) for fast runs. Splits whose float32
+    images fit ``max_device_bytes`` (bytes, both splits together) live on ``device``; larger
+    ones keep raw uint8 there, or else go through a DataLoader with ``num_workers`` processes
+    (default: up to 4). ``device="auto"`` picks cuda, then mps, then cpu.
+    """
+    key = _canonical(name)
+    _check_options(resolution, val_fraction, subset, max_device_bytes)
+    dev = _resolve_device(device)
+    workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+    info = dataset_info(key)
+    res = info.native_resolution if resolution is None else resolution
+    options = SplitOptions(full=full, val_fraction=val_fraction, seed=seed, subset=subset)
+    if key.startswith(IMAGEFOLDER):
+        return _load_imagefolder(
+            key,
+            info=info,
+            resolution=res,
+            device=dev,
+            max_device_bytes=max_device_bytes,
+            num_workers=workers,
+            options=options,
+        )
+    if key in TORCHVISION_SETS:
+        root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        train_src, test_src = read_torchvision(key, root=root, download=download)
+        pool, test = torch.arange(len(train_src)), torch.arange(len(test_src))
+    else:
+        train_src = test_src = read_digits() if key == "digits" else make_synthetic()
+        pool, test = carve_test(train_src.labels)
+    train_idx, eval_idx = choose(
+        pool, test, train_labels=train_src.labels, test_labels=test_src.labels, options=options
+    )
+    eval_src = test_src if full else train_src
+    parts = ((train_src.select(train_idx), train_idx), (eval_src.select(eval_idx), eval_idx))
+    train, evaluation = _splits(parts, info, res, dev, max_device_bytes, workers)
+    return DataBundle(key, info, res, dev, train, evaluation, "test" if full else "val")
+
+
+def _splits(
+    parts: tuple[tuple[RawSet, Tensor], tuple[RawSet, Tensor]],
+    info: DatasetInfo,
+    resolution: int,
+    device: torch.device,
+    max_device_bytes: int,
+    num_workers: int,
+) -> tuple[Split, Split]:
+    """The train and eval split of (raw images, source indices) pairs, in the storage that fits."""
+    storage = storage_for(
+        tuple(raw for raw, _ in parts),
+        channels=info.in_channels,
+        resolution=resolution,
+        budget=max_device_bytes,
+    )
+    train, evaluation = (
+        make_split(
+            raw,
+            idx,
+            storage=storage,
+            resolution=resolution,
+            flip=info.flip,
+            mean=info.mean,
+            std=info.std,
+            device=device,
+            num_workers=num_workers,
+        )
+        for raw, idx in parts
+    )
+    return train, evaluation
+
+
+def _load_imagefolder(
+    key: str,
+    *,
+    info: DatasetInfo,
+    resolution: int,
+    device: torch.device,
+    max_device_bytes: int,
+    num_workers: int,
+    options: SplitOptions,
+) -> DataBundle:
+    """:func:`load` for ``imagefolder:PATH``: decoded whole when it fits, else a DataLoader."""
+    train_dir, test_dir = folders.split_dirs(key[len(IMAGEFOLDER) :])
+    train_folder = folders.list_folder(train_dir)
+    train_labels = torch.as_tensor(train_folder.targets, dtype=torch.int64)
+    if test_dir is None:
+        test_folder = train_folder
+        pool, test = carve_test(train_labels)
+    else:
+        test_folder = folders.list_folder(test_dir)
+        if test_folder.classes != train_folder.classes:
+            raise DatasetError(
+                f"imagefolder: the classes of {test_dir} differ from those of {train_dir}; "
+                "give both the same sub-directories"
+            )
+        pool, test = torch.arange(train_labels.numel()), torch.arange(len(test_folder.targets))
+    test_labels = torch.as_tensor(test_folder.targets, dtype=torch.int64)
+    train_idx, eval_idx = choose(
+        pool, test, train_labels=train_labels, test_labels=test_labels, options=options
+    )
+    eval_folder = test_folder if options.full else train_folder
+    eval_labels = test_labels if options.full else train_labels
+    uint8_bytes = (train_idx.numel() + eval_idx.numel()) * 3 * resolution * resolution
+    if uint8_bytes <= max_device_bytes:
+        decoded = [
+            folders.decode(f, idx, resolution=resolution, num_workers=num_workers)
+            for f, idx in ((train_folder, train_idx), (eval_folder, eval_idx))
+        ]
+        mean, std = folders.channel_stats(decoded[0], 255.0)
+        info = dataclasses.replace(info, mean=mean, std=std)
+        parts = (
+            (RawSet(decoded[0], train_labels[train_idx]), train_idx),
+            (RawSet(decoded[1], eval_labels[eval_idx]), eval_idx),
+        )
+        train, evaluation = _splits(parts, info, resolution, device, max_device_bytes, num_workers)
+    else:
+        mean, std = folders.sample_stats(
+            train_folder, train_idx, resolution=resolution, num_workers=num_workers, seed=0
+        )
+        info = dataclasses.replace(info, mean=mean, std=std)
+        mean_t, std_t = torch.tensor(mean), torch.tensor(std)
+        splits = [
+            LoaderSplit(
+                folders.FolderItems(f, idx, resolution=resolution, mean=mean_t, std=std_t),
+                labels[idx],
+                indices=idx,
+                resolution=resolution,
+                flip=info.flip,
+                fill=-mean_t / std_t,
+                device=device,
+                num_workers=num_workers,
+            )
+            for f, idx, labels in (
+                (train_folder, train_idx, train_labels),
+                (eval_folder, eval_idx, eval_labels),
+            )
+        ]
+        train, evaluation = splits[0], splits[1]
+    eval_name: Literal["val", "test"] = "test" if options.full else "val"
+    return DataBundle(key, info, resolution, device, train, evaluation, eval_name)

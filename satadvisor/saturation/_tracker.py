@@ -1,0 +1,381 @@
+"""SaturationTracker: forward hooks that stream layer-output covariances, per phase."""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from satadvisor.errors import UsageError
+from satadvisor.saturation import functional as F
+from satadvisor.saturation._result import LayerSaturation
+
+PHASES: tuple[str, ...] = ("train", "eval")
+TRACKED_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.conv._ConvNd,  # Conv1d/2d/3d, ConvTranspose1d/2d/3d and their lazy variants
+    nn.Linear,
+    nn.LSTM,
+    nn.GRU,
+)
+_STATE_FORMAT = "satadvisor.saturation/1"
+
+
+class SaturationTracker:
+    """Measures the saturation of a model's layers from their raw outputs during forward passes.
+
+    Every ``Conv*``/``ConvTranspose*``/``Linear``/``LSTM``/``GRU`` module of ``model`` is tracked
+    unless narrowed by ``include`` / ``exclude``: fnmatch patterns matched against the
+    qualified module name (``"features.3"``) or the class name (``"Linear"``). Each forward
+    pass of a tracked module adds its output rows to the statistics of the current phase,
+    ``"train"`` if the module is in training mode, else ``"eval"``.
+
+    Only forward hooks are added; :meth:`close` (or leaving the ``with`` block) removes them and
+    nothing is ever set on the user's modules. The statistics stay on the layer's device (or on
+    ``device``) and are never synchronised with the host during a pass.
+
+    Args:
+        model: the network to observe.
+        threshold: δ, the share of variance the intrinsic dimension must explain, in (0, 1].
+        include / exclude: fnmatch patterns (one string or several) on names or class names.
+        max_positions: if set, at most this many rows per batch and layer enter the statistics,
+            drawn without replacement from a generator seeded with ``seed`` (reproducible).
+        k_rule: ``"smallest"`` (correct) or ``"delve"`` (delve 0.1.50's rule, for comparisons);
+            see :func:`satadvisor.saturation.functional.intrinsic_dimension`.
+        device: where the statistics live and are computed; default: each layer's device.
+        seed: seed of the row subsampling.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        threshold: float = 0.99,
+        include: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
+        max_positions: int | None = None,
+        k_rule: F.KRule = "smallest",
+        device: torch.device | str | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise UsageError(f"saturation threshold {threshold} is outside (0, 1]; use e.g. 0.99")
+        if k_rule not in F.K_RULES:
+            raise UsageError(f"unknown k_rule {k_rule!r}; use one of {', '.join(F.K_RULES)}")
+        if max_positions is not None and max_positions < 1:
+            raise UsageError(
+                f"max_positions={max_positions} must be a positive number of rows or None"
+            )
+        self.threshold = float(threshold)
+        self.k_rule: F.KRule = k_rule
+        self.max_positions = max_positions
+        self.device = None if device is None else torch.device(device)
+        self.seed = seed
+        self._types: dict[str, str] = {}  # tracked name -> class name, registration order
+        self._handles: list[RemovableHandle] = []
+        self._states: dict[str, dict[str, F.CovarianceState]] = {p: {} for p in PHASES}
+        self._order: dict[str, None] = {}  # names in order of their first observed forward
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._scratch_buffers: dict[torch.dtype, Tensor] = {}
+        includes, excludes = _patterns(include), _patterns(exclude)
+        for name, module in model.named_modules():
+            if _selected(name, module, includes, excludes):
+                self._types[name] = type(module).__name__
+                hook = functools.partial(self._observe, name)
+                self._handles.append(module.register_forward_hook(hook))
+        if not self._types:
+            raise UsageError(
+                f"no Conv/ConvTranspose/Linear/LSTM/GRU layer of {type(model).__name__} matches "
+                f"include={include!r} exclude={exclude!r}; widen the patterns"
+            )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> SaturationTracker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every hook this tracker added (idempotent); the statistics are kept."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._scratch_buffers.clear()
+
+    def reset(self) -> None:
+        """Forget all statistics of both phases (e.g. at the start of an epoch)."""
+        self._states = {p: {} for p in PHASES}
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Qualified names of the tracked modules, in ``model.named_modules()`` order."""
+        return list(self._types)
+
+    # -- the hook ------------------------------------------------------------------------------
+
+    def _observe(self, name: str, module: nn.Module, args: object, output: object) -> None:
+        phase = "train" if module.training else "eval"
+        with torch.no_grad():
+            batch = self._batch_state(module, output)
+            states = self._states[phase]
+            running = states.get(name)
+            if running is None:
+                self._order.setdefault(name, None)
+                states[name] = batch
+            else:
+                if running.mean.device != batch.mean.device:  # e.g. loaded or synced elsewhere
+                    running = _to_device(running, batch.mean.device)
+                states[name] = F.merge(running, batch)
+
+    def _batch_state(self, module: nn.Module, output: object) -> F.CovarianceState:
+        y = F.output_tensor(module, output).detach()
+        if self.device is not None:
+            y = y.to(self.device, non_blocking=True)
+        is_conv = isinstance(module, nn.modules.conv._ConvNd)
+        if is_conv and y.dim() == len(module.kernel_size) + 1:  # type: ignore[arg-type]
+            y = y.unsqueeze(0)  # unbatched input
+        width = y.shape[1] if is_conv else y.shape[-1]
+        rows = y.numel() // width if width else 0
+        if self.max_positions is not None and rows > self.max_positions:
+            index = torch.randperm(rows, generator=self._generator(y.device), device=y.device)
+            return F.batch_state(F.take_rows(module, y, index[: self.max_positions]))
+        scratch = self._scratch(y, rows * (width + 1))
+        if is_conv and not y.movedim(1, -1).is_contiguous():
+            return F.channels_first_batch_state(y, scratch=scratch)  # NCHW: one pass
+        return F.batch_state(F.flatten_output(module, y), scratch=scratch)
+
+    def _scratch(self, y: Tensor, size: int) -> Tensor | None:
+        """A reusable centering buffer on CPU, where fresh large allocations page-fault each
+        time (CUDA's caching allocator already reuses memory, and is stream-safe)."""
+        if y.device.type != "cpu":
+            return None
+        dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
+        buf = self._scratch_buffers.get(dtype)
+        if buf is None or buf.numel() < size:
+            buf = torch.empty(size, dtype=dtype)
+            self._scratch_buffers[dtype] = buf
+        return buf
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        gen = self._generators.get(device)
+        if gen is None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self.seed)
+            self._generators[device] = gen
+        return gen
+
+    # -- results -------------------------------------------------------------------------------
+
+    def state(self, name: str, *, phase: str = "train") -> F.CovarianceState | None:
+        """The running ``(n, mean, m2)`` of one layer and phase, or None if it saw no pass."""
+        return self._states[_check_phase(phase)].get(name)
+
+    def compute(self, phase: str = "train") -> list[LayerSaturation]:
+        """Saturation of every layer observed in ``phase``, in forward-execution order.
+
+        Eigenvalues come from ``torch.linalg.eigvalsh`` of the float64 population covariance on
+        the statistics' device, one batched call per group of layers of equal width.
+        """
+        states = self._states[_check_phase(phase)]
+        names = [n for n in self._order if n in states]
+        groups: dict[tuple[int, torch.device], list[str]] = {}
+        for name in names:
+            mean = states[name].mean
+            groups.setdefault((mean.shape[0], mean.device), []).append(name)
+        results: dict[str, LayerSaturation] = {}
+        for (width, _), group in groups.items():
+            group_states = [states[n] for n in group]
+            cov = torch.stack([F.covariance(s) for s in group_states])
+            n = torch.stack([s.n for s in group_states])
+            eig = F.eigenvalues(cov)
+            k = F.intrinsic_dimension(eig, threshold=self.threshold, k_rule=self.k_rule)
+            k = torch.where(n > 0, k, torch.zeros_like(k))  # no samples: saturation 0.0
+            for name, n_i, k_i, eig_i in zip(
+                group, n.tolist(), k.tolist(), eig.cpu().tolist(), strict=True
+            ):
+                results[name] = LayerSaturation(
+                    name=name,
+                    module_type=self._types[name],
+                    width=width,
+                    samples=int(n_i),
+                    saturation=k_i / width if width else 0.0,
+                    intrinsic_dimension=int(k_i),
+                    eigenvalues=tuple(eig_i),
+                )
+        return [results[n] for n in names]
+
+    # -- moving state between processes and runs -----------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """A snapshot of the statistics (tensors cloned, on their devices), for saving or merging."""
+        return {
+            "format": _STATE_FORMAT,
+            "order": list(self._order),
+            "types": dict(self._types),
+            "states": {
+                phase: {
+                    name: {k: v.clone() for k, v in s._asdict().items()} for name, s in st.items()
+                }
+                for phase, st in self._states.items()
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the statistics with a :meth:`state_dict` snapshot of the same layers."""
+        self.reset()
+        self.merge_from(state)
+
+    def merge_from(self, other: SaturationTracker | Mapping[str, Any]) -> None:
+        """Add another tracker's (or snapshot's) statistics to ours, as if we had seen its data."""
+        snapshot = other.state_dict() if isinstance(other, SaturationTracker) else other
+        if snapshot.get("format") != _STATE_FORMAT:
+            raise UsageError(
+                "not a SaturationTracker.state_dict() snapshot; pass one saved by this version"
+            )
+        unknown = set(snapshot["order"]) - set(self._types)
+        if unknown:
+            raise UsageError(
+                f"snapshot has layers this tracker does not track ({', '.join(sorted(unknown))}); "
+                "merge snapshots of the same model"
+            )
+        for phase, layer_states in snapshot["states"].items():
+            for name, raw in layer_states.items():
+                self._merge_state(_check_phase(phase), name, F.CovarianceState(**raw))
+        for name in snapshot["order"]:
+            self._order.setdefault(name, None)
+
+    def _merge_state(self, phase: str, name: str, incoming: F.CovarianceState) -> None:
+        states = self._states[phase]
+        running = states.get(name)
+        if running is None:
+            device = self.device or incoming.mean.device
+            running = F.empty_state(incoming.mean.shape[0], device=device)
+        if running.mean.shape != incoming.mean.shape:
+            raise UsageError(
+                f"layer {name!r} has width {running.mean.shape[0]} here and "
+                f"{incoming.mean.shape[0]} in the merged state; merge states of the same model"
+            )
+        states[name] = F.merge(running, incoming)
+
+    def sync(self, group: Any = None) -> None:
+        """Merge the statistics of all torch.distributed ranks into every rank (a collective).
+
+        Every rank must call it. Afterwards each rank holds the statistics of all ranks' data,
+        so call it once per accumulation period (a second call would count the data again).
+        A no-op when torch.distributed is not initialised or has a single rank.
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        merged, order = _all_gather_states(self._states, list(self._order), group)
+        for phase, layer_states in merged.items():
+            for name, st in layer_states.items():
+                local = self._states[phase].get(name)
+                device = local.mean.device if local is not None else self.device
+                self._states[phase][name] = st if device is None else _to_device(st, device)
+        for name in order:
+            self._order.setdefault(name, None)
+
+    def __repr__(self) -> str:
+        return (
+            f"SaturationTracker({len(self._types)} layers, threshold={self.threshold}, "
+            f"k_rule={self.k_rule!r}, hooks={'on' if self._handles else 'removed'})"
+        )
+
+
+def _patterns(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _matches(name: str, module: nn.Module, patterns: Iterable[str]) -> bool:
+    kind = type(module).__name__
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(kind, p) for p in patterns)
+
+
+def _selected(
+    name: str,
+    module: nn.Module,
+    includes: tuple[str, ...] | None,
+    excludes: tuple[str, ...] | None,
+) -> bool:
+    if not isinstance(module, TRACKED_TYPES):
+        return False
+    if includes is not None and not _matches(name, module, includes):
+        return False
+    return not (excludes is not None and _matches(name, module, excludes))
+
+
+def _all_gather_states(
+    states: dict[str, dict[str, F.CovarianceState]], order: list[str], group: Any
+) -> tuple[dict[str, dict[str, F.CovarianceState]], list[str]]:
+    """Every rank's states, merged in rank order with :func:`F.merge` (identical on all ranks).
+
+    The keys (phase, layer, width) are exchanged first, so a rank that missed a layer or a
+    phase contributes an empty state; then all tensors travel in one flat float64 all_gather.
+    """
+    dist = torch.distributed
+    world = dist.get_world_size(group)
+    local_keys = [(p, n, int(s.mean.shape[0])) for p, st in states.items() for n, s in st.items()]
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, (order, local_keys), group=group)
+    keys: dict[tuple[str, str, int], None] = {}
+    merged_order: dict[str, None] = {}
+    for rank_order, rank_keys in gathered:
+        keys.update(dict.fromkeys(tuple(k) for k in rank_keys))
+        merged_order.update(dict.fromkeys(rank_order))
+    device = _collective_device(group, states)
+    parts = []
+    for phase, name, width in keys:
+        st = states[phase].get(name) or F.empty_state(width, device=device)
+        parts += [
+            st.n.to(device, torch.float64).view(1),
+            st.mean.to(device),
+            st.m2.to(device).flatten(),
+        ]
+    flat = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=device)
+    buffers = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(buffers, flat, group=group)
+    merged: dict[str, dict[str, F.CovarianceState]] = {p: {} for p in PHASES}
+    offset = 0
+    for phase, name, width in keys:
+        size = 1 + width + width * width
+        total = F.empty_state(width, device=device)
+        for buf in buffers:
+            chunk = buf[offset : offset + size]
+            part = F.CovarianceState(
+                n=chunk[0].round().to(torch.int64),
+                mean=chunk[1 : 1 + width],
+                m2=chunk[1 + width :].view(width, width),
+            )
+            total = F.merge(total, part)
+        merged[phase][name] = total
+        offset += size
+    return merged, list(merged_order)
+
+
+def _collective_device(group: Any, states: dict[str, dict[str, F.CovarianceState]]) -> torch.device:
+    """CUDA for NCCL (it only moves CUDA tensors), else where the statistics already are."""
+    backend = str(torch.distributed.get_backend(group)).lower()
+    if "nccl" in backend and "gloo" not in backend:
+        return torch.device("cuda", torch.cuda.current_device())
+    for st in states.values():
+        for s in st.values():
+            return s.mean.device
+    return torch.device("cpu")
+
+
+def _to_device(state: F.CovarianceState, device: torch.device) -> F.CovarianceState:
+    return F.CovarianceState(*(t.to(device) for t in state))
+
+
+def _check_phase(phase: str) -> str:
+    if phase not in PHASES:
+        raise UsageError(f"unknown phase {phase!r}; use 'train' or 'eval'")
+    return phase

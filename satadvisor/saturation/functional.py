@@ -1,0 +1,309 @@
+"""Pure functions behind the saturation tracker: streaming covariance, reductions, k rules.
+
+The running statistics of one layer are a :class:`CovarianceState` ``(n, mean, m2)``: the sample
+count, the mean and the centered second moment ``M2 = Σ (x − mean)(x − mean)ᵀ`` of the rows seen
+so far. Each batch is reduced to its own state by :func:`batch_state` (centered scatter in
+float32, TF32 and autocast off) and folded in with :func:`merge` (Chan et al.'s parallel
+formula, float64). The same :func:`merge` combines batches, torch.distributed ranks and whole
+runs, so there is one code path for all three. Nothing here synchronises with the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+KRule = Literal["smallest", "delve"]
+K_RULES: tuple[str, ...] = ("smallest", "delve")
+
+
+class CovarianceState(NamedTuple):
+    """Streaming statistics of observation rows with ``F`` features.
+
+    ``n``: 0-dim int64 tensor, number of rows; ``mean``: float64 ``(F,)``; ``m2``: float64
+    ``(F, F)``, the centered second moment (``m2 / n`` is the population covariance).
+    All three live on the same device.
+    """
+
+    n: Tensor
+    mean: Tensor
+    m2: Tensor
+
+
+def empty_state(width: int, *, device: torch.device | str | None = None) -> CovarianceState:
+    """The state of zero rows with ``width`` features (the identity of :func:`merge`)."""
+    return CovarianceState(
+        n=torch.zeros((), dtype=torch.int64, device=device),
+        mean=torch.zeros(width, dtype=torch.float64, device=device),
+        m2=torch.zeros(width, width, dtype=torch.float64, device=device),
+    )
+
+
+def batch_state(x: Tensor, *, scratch: Tensor | None = None) -> CovarianceState:
+    """Statistics of the rows of ``x`` (shape ``(rows, F)``, any float dtype, not modified).
+
+    Float64 input is reduced in float64, everything else in float32 (autocast and TF32 off).
+    The rows are centered on a rough mean (of a spread-out subset of rows) before the scatter
+    ``xcᵀ xc`` is formed, so large offsets cost no precision; the column sums of ``xc`` come
+    out of the same matmul (a column of ones rides along) and correct the rough mean exactly
+    in float64. ``scratch``: optional flat tensor of the compute dtype with at least
+    ``rows · (F + 1)`` elements, reused as the centered buffer instead of a fresh allocation.
+    """
+    if x.dim() != 2:
+        raise ValueError(
+            f"batch_state expects a (rows, features) matrix, got shape {tuple(x.shape)}"
+        )
+    rows, width = x.shape
+    dtype = _compute_dtype(x)
+    if rows == 0:
+        return empty_state(width, device=x.device)
+    with _exact_matmul(x.device):
+        x = x.detach()
+        shift = x[:: max(1, rows // _SHIFT_SAMPLES)].mean(dim=0, dtype=dtype)
+        buf = _buffer(scratch, (rows, width + 1), dtype, x.device)
+        torch.sub(x, shift, out=buf[:, :width])
+        buf[:, width].fill_(1.0)
+        gram = _gram(buf.T)
+        return _finish(rows, shift, gram[:width, width], gram[:width, :width])
+
+
+def channels_first_batch_state(y: Tensor, *, scratch: Tensor | None = None) -> CovarianceState:
+    """:func:`batch_state` of a ``(B, C, *spatial)`` map seen as ``(B·∏spatial, C)`` rows.
+
+    Equal to ``batch_state(y.movedim(1, -1).reshape(-1, C))`` but writes the centered rows
+    straight into a channels-first buffer, so an NCHW activation is read once and not also
+    transposed into a copy. ``y`` is not modified; ``scratch`` as in :func:`batch_state`.
+    """
+    if y.dim() < 2:
+        raise ValueError(f"expected a (B, C, *spatial) tensor, got shape {tuple(y.shape)}")
+    channels = y.shape[1]
+    rows = y.numel() // channels if channels else 0
+    dtype = _compute_dtype(y)
+    if rows == 0:
+        return empty_state(channels, device=y.device)
+    with _exact_matmul(y.device):
+        y = y.detach()
+        other_dims = [d for d in range(y.dim()) if d != 1]
+        examples = y[:: max(1, y.shape[0] // _SHIFT_EXAMPLES)]
+        shift = examples.mean(dim=other_dims, dtype=dtype)
+        buf = _buffer(scratch, (channels + 1, rows), dtype, y.device)
+        centered = buf[:channels].view(channels, y.shape[0], *y.shape[2:])
+        torch.sub(y.transpose(0, 1), shift.view(channels, *[1] * (y.dim() - 1)), out=centered)
+        buf[channels].fill_(1.0)
+        gram = _gram(buf)
+        return _finish(rows, shift, gram[:channels, channels], gram[:channels, :channels])
+
+
+# Rows (examples) averaged for the rough centering shift: any shift within about one standard
+# deviation of the mean keeps the float32 scatter accurate, and reading a subset is cheap.
+_SHIFT_SAMPLES = 256
+_SHIFT_EXAMPLES = 8
+
+
+def _gram(a: Tensor) -> Tensor:
+    """``a @ a.T`` for ``a`` of shape ``(m, k)``, with about 3/4 of the multiply-adds on CPU.
+
+    The product is symmetric, so with ``a = [top; bottom]`` only ``bottom @ a.T`` and (by
+    recursion) ``top @ top.T`` are computed and the rest mirrored. Same dot products, same
+    precision. On accelerators one full matmul is cheaper than several small launches.
+    """
+    m = a.shape[0]
+    if a.device.type != "cpu" or m < _GRAM_MIN_BLOCK:
+        return a @ a.T
+    half = m // 2
+    gram = torch.empty((m, m), dtype=a.dtype, device=a.device)
+    torch.mm(a[half:], a.T, out=gram[half:])
+    gram[:half, :half] = _gram(a[:half])
+    gram[:half, half:] = gram[half:, :half].T
+    return gram
+
+
+_GRAM_MIN_BLOCK = 64  # below this many rows a split loses more GEMM efficiency than it saves
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _buffer(
+    scratch: Tensor | None, shape: tuple[int, int], dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """A ``shape`` matrix backed by ``scratch`` when it fits, else freshly allocated."""
+    size = shape[0] * shape[1]
+    if (
+        scratch is not None
+        and scratch.numel() >= size
+        and scratch.dtype == dtype
+        and scratch.device == device
+    ):
+        return scratch[:size].view(shape)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _finish(rows: int, shift: Tensor, colsum: Tensor, scatter: Tensor) -> CovarianceState:
+    """Float64 state from a scatter ``Σ xc xcᵀ`` taken around ``shift`` (``colsum = Σ xc``)."""
+    device = scatter.device
+    offset = colsum.double() / rows  # the true mean minus the shift
+    mean = shift.double() + offset
+    m2 = scatter.to(torch.float64, memory_format=torch.contiguous_format, copy=True)
+    m2.addmm_(offset.unsqueeze(1), offset.unsqueeze(0), alpha=-rows)  # Σ xc xcᵀ − n·o·oᵀ
+    n = torch.full((), rows, dtype=torch.int64, device=device)
+    return CovarianceState(n=n, mean=mean, m2=m2)
+
+
+def merge(a: CovarianceState, b: CovarianceState) -> CovarianceState:
+    """Statistics of the union of the rows behind ``a`` and ``b`` (Chan's parallel formula).
+
+    ``mean = mean_a + δ·n_b/n``, ``M2 = M2_a + M2_b + δδᵀ·n_a·n_b/n`` with ``δ = mean_b − mean_a``.
+    Either side may be empty (``n = 0``). Computed in float64 on ``a``'s device without a host
+    sync (autocast never touches float64 ops); the inputs are not modified.
+    """
+    n = a.n + b.n.to(a.n.device)
+    na = a.n.double()
+    nb = b.n.to(na.device).double()
+    total = n.clamp(min=1).double()  # n = 0 only when both sides are empty; then δ terms vanish
+    delta = b.mean.to(a.mean.device, torch.float64) - a.mean
+    mean = a.mean + delta * (nb / total)
+    m2 = a.m2 + b.m2.to(a.m2.device, torch.float64)
+    # the δδᵀ term as a rank-1 update in place: one pass over the F×F matrix
+    m2.addmm_(delta.unsqueeze(1), (delta * (na * nb / total)).unsqueeze(0))
+    return CovarianceState(n=n, mean=mean, m2=m2)
+
+
+def covariance(state: CovarianceState) -> Tensor:
+    """Population covariance ``m2 / n`` (float64, ``(F, F)``); zeros when ``n = 0``."""
+    return state.m2 / state.n.clamp(min=1).double()
+
+
+def eigenvalues(cov: Tensor) -> Tensor:
+    """Eigenvalues of symmetric matrices ``(..., F, F)``, descending, via ``torch.linalg.eigvalsh``."""
+    return torch.linalg.eigvalsh(cov).flip(-1)
+
+
+def output_tensor(module: nn.Module, output: object) -> Tensor:
+    """The activation tensor inside a module's forward output.
+
+    LSTM/GRU/RNN return ``(output, h)``: the output sequence is used (``.data`` for a
+    PackedSequence); every other module must return a tensor.
+    """
+    if isinstance(module, nn.RNNBase) and isinstance(output, tuple):
+        output = output[0]
+    if isinstance(output, PackedSequence):
+        output = output.data
+    if not isinstance(output, Tensor):
+        raise TypeError(
+            f"{type(module).__name__} returned {type(output).__name__}, not a tensor; "
+            "exclude it from saturation tracking"
+        )
+    return output
+
+
+def flatten_output(module: nn.Module, output: object) -> Tensor:
+    """A module's output as an observation matrix ``(rows, F)`` (a view where possible).
+
+    Conv / ConvTranspose (any dimensionality): ``(B, C, *spatial)`` → ``(B·∏spatial, C)``, every
+    position of every example a row, the channels the features (unbatched ``(C, *spatial)`` is one
+    example). Linear and recurrent outputs: features last, ``(..., F)`` → ``(∏..., F)``, so the
+    time steps of a sequence are rows, whether batch_first or not.
+    """
+    y = output_tensor(module, output)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        if y.dim() == len(module.kernel_size) + 1:  # unbatched input
+            y = y.unsqueeze(0)
+        return y.movedim(1, -1).reshape(-1, y.shape[1])
+    return y.reshape(-1, y.shape[-1])
+
+
+def take_rows(module: nn.Module, output: object, index: Tensor) -> Tensor:
+    """``flatten_output(module, output)[index]`` without materialising the whole matrix first."""
+    y = output_tensor(module, output)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        if y.dim() == len(module.kernel_size) + 1:
+            y = y.unsqueeze(0)
+        per_example = y.flatten(2) if y.dim() > 2 else y.unsqueeze(-1)  # (B, C, positions)
+        positions = per_example.shape[2]
+        index = index.to(y.device)
+        return per_example[index // positions, :, index % positions]
+    return y.reshape(-1, y.shape[-1])[index.to(y.device)]
+
+
+def intrinsic_dimension(
+    eigenvalues: Tensor, *, threshold: float = 0.99, k_rule: KRule = "smallest"
+) -> Tensor:
+    """Number of eigen-directions needed for a ``threshold`` share of the variance.
+
+    ``eigenvalues``: ``(..., F)``, one spectrum per row, any order (sorted here, descending);
+    negative round-off values count as 0. Returns an int64 tensor of shape ``(...)``.
+
+    ``k_rule="smallest"``: the smallest k whose cumulative share ``Σ_{i≤k} λ_i / Σ λ`` is
+    ``≥ threshold``; a spectrum with zero total variance gives k = 0.
+
+    ``k_rule="delve"``: delve 0.1.50's rule (``delve/metrics.py``,
+    ``compute_intrinsic_dimensionality``), reproduced exactly for comparisons: with the shares
+    ``p = cumsum / sum``, k = the number of shares ``< threshold``. (Its source has branches
+    meant to return at least 1, and one more direction when ``threshold − p_k > 0.02``, but
+    both slice the already-truncated eigenvector matrix and never change k.) Hence delve's k
+    is the correct k minus one for every layer with variance (0 when the largest eigenvalue
+    alone reaches the threshold), and 0 for a zero-variance layer (its shares are NaN).
+    """
+    lam = eigenvalues.sort(dim=-1, descending=True).values.clamp(min=0)
+    width = lam.shape[-1]
+    cum = lam.cumsum(dim=-1)
+    if k_rule == "smallest":
+        total = cum[..., -1:]
+        # Dividing by the last cumsum (not by a separate sum) makes the final share exactly 1,
+        # so some k <= F always qualifies for a threshold <= 1.
+        below = (cum / total < threshold).sum(dim=-1)
+        k = (below + 1).clamp(max=width)
+        return torch.where(total[..., 0] > 0, k, torch.zeros_like(k))
+    if k_rule == "delve":
+        share = cum / lam.sum(dim=-1, keepdim=True)
+        return (share < threshold).sum(dim=-1)
+    raise ValueError(f"unknown k_rule {k_rule!r}; use one of {', '.join(K_RULES)}")
+
+
+def saturation_from_eigenvalues(
+    eigenvalues: Tensor, *, threshold: float = 0.99, k_rule: KRule = "smallest"
+) -> Tensor:
+    """Saturation ``k / F`` per spectrum (float64, shape ``(...)``), a fraction in [0, 1].
+
+    k from :func:`intrinsic_dimension`; a layer with zero variance has saturation 0.0 (under
+    both rules).
+    """
+    k = intrinsic_dimension(eigenvalues, threshold=threshold, k_rule=k_rule)
+    return k.double() / eigenvalues.shape[-1]
+
+
+@contextlib.contextmanager
+def _exact_matmul(device: torch.device) -> Iterator[None]:
+    """Full-precision float32 matmuls here: autocast off, and on CUDA TF32 off (restored after)."""
+    kind = device.type
+    autocast = (
+        torch.autocast(kind, enabled=False)
+        if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        if kind != "cuda":
+            yield
+            return
+        backend = torch.backends.cuda.matmul
+        if hasattr(backend, "fp32_precision"):  # torch >= 2.9
+            saved = backend.fp32_precision
+            backend.fp32_precision = "ieee"
+            try:
+                yield
+            finally:
+                backend.fp32_precision = saved
+        else:
+            saved_tf32 = backend.allow_tf32
+            backend.allow_tf32 = False
+            try:
+                yield
+            finally:
+                backend.allow_tf32 = saved_tf32
