@@ -44,9 +44,7 @@ def _errors(debug: bool) -> Iterator[None]:
 
 
 def _debug_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--debug", is_flag=True, help="Show the full traceback on errors."
-    )(f)
+    return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(f)
 
 
 def _training_options(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -42,7 +42,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise UsageError(f"epochs must be at least 1, got {self.epochs}: pass --epochs 1 or more")
+            raise UsageError(
+                f"epochs must be at least 1, got {self.epochs}: pass --epochs 1 or more"
+            )
         if self.batch_size < 1:
             raise UsageError(
                 f"batch size must be at least 1, got {self.batch_size}: pass --batch-size 1 or more"

@@ -12,9 +12,9 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -27,34 +27,11 @@ from satadvisor.cost import count_macs, count_parameters
 from satadvisor.saturation._result import LayerSaturation
 
 if TYPE_CHECKING:
+    from satadvisor.data import DataBundle, Split
     from satadvisor.saturation import SaturationTracker
 
 Status = Literal["completed", "diverged", "pruned", "failed"]
 PHASES = ("train", "eval")
-
-
-class _Split(Protocol):
-    def __len__(self) -> int: ...
-
-    def batches(
-        self, batch_size: int, *, shuffle: bool, augment: bool, seed: int
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
-
-
-class _Data(Protocol):
-    """What the loop needs of a :class:`satadvisor.data.DataBundle`."""
-
-    name: str
-    resolution: int
-    train: _Split
-    eval: _Split
-    eval_name: str
-
-    @property
-    def num_classes(self) -> int: ...
-
-    @property
-    def in_channels(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -180,7 +157,7 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
 
 
 def _evaluate(
-    model: nn.Module, split: _Split, *, config: TrainConfig, device: torch.device
+    model: nn.Module, split: Split, *, config: TrainConfig, device: torch.device
 ) -> tuple[float, float]:
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -206,7 +183,7 @@ def _to_memory_format(x: torch.Tensor, config: TrainConfig, device: torch.device
 
 def run(
     model: nn.Module,
-    data: _Data,
+    data: DataBundle,
     *,
     config: TrainConfig | None = None,
     tracker: SaturationTracker | None = None,
@@ -224,7 +201,7 @@ def run(
     device = resolve_device(config.device)
     model.to(device)
     if config.channels_last and device.type == "cuda":
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.to(memory_format=torch.channels_last)
 
     result = RunResult(
         status="completed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -148,7 +149,12 @@ def test_storage_errors_are_one_line(tmp_path: Path) -> None:
 def test_hybrid_search_budget_baseline_rules_resume(model_file: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     summary = optimize(
-        model_file, budget=5, storage=url, study_name="s", config=FAST, validate_top=2,
+        model_file,
+        budget=5,
+        storage=url,
+        study_name="s",
+        config=FAST,
+        validate_top=2,
         full_epochs=1,
     )
     study = _study(url, "s")
@@ -185,12 +191,26 @@ def test_hybrid_search_budget_baseline_rules_resume(model_file: str, tmp_path: P
 @pytest.mark.integration
 def test_strategies_alone(model_file: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 't.db'}"
-    optimize(model_file, budget=4, strategy="tpe", storage=url, study_name="t", config=FAST,
-             validate_top=0)
+    optimize(
+        model_file,
+        budget=4,
+        strategy="tpe",
+        storage=url,
+        study_name="t",
+        config=FAST,
+        validate_top=0,
+    )
     sources = [t.user_attrs.get(tr.SOURCE) for t in tr.counted(_study(url, "t").get_trials())]
     assert sources[0] == "baseline" and not any(s.startswith("rule:") for s in sources[1:])
-    optimize(model_file, budget=6, strategy="rules", storage=url, study_name="r", config=FAST,
-             validate_top=0)
+    optimize(
+        model_file,
+        budget=6,
+        strategy="rules",
+        storage=url,
+        study_name="r",
+        config=FAST,
+        validate_top=0,
+    )
     sources = [t.user_attrs.get(tr.SOURCE) for t in tr.counted(_study(url, "r").get_trials())]
     assert sources[0] == "baseline"
     assert all(s.startswith("rule:") for s in sources[1:]), sources
@@ -200,8 +220,15 @@ def test_study_with_other_space_is_refused(model_file: str, tmp_path: Path) -> N
     url = f"sqlite:///{tmp_path / 'x.db'}"
     optimize(model_file, budget=1, storage=url, study_name="x", config=FAST, validate_top=0)
     with pytest.raises(StudyError, match="another search space"):
-        optimize(model_file, budget=2, storage=url, study_name="x", config=FAST,
-                 validate_top=0, pinned={"width": 8})
+        optimize(
+            model_file,
+            budget=2,
+            storage=url,
+            study_name="x",
+            config=FAST,
+            validate_top=0,
+            pinned={"width": 8},
+        )
     with pytest.raises(StudyError, match="no study 'nope'"):
         load_summary("nope", storage=url)
 
@@ -209,8 +236,15 @@ def test_study_with_other_space_is_refused(model_file: str, tmp_path: Path) -> N
 def test_diverging_trial_is_recorded_and_study_goes_on(model_file: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'd.db'}"
     config = FAST.replace(lr=1e6)  # SGD explodes: every trial diverges
-    optimize(model_file, budget=2, storage=url, study_name="d", config=config,
-             strategy="tpe", validate_top=0)
+    optimize(
+        model_file,
+        budget=2,
+        storage=url,
+        study_name="d",
+        config=config,
+        strategy="tpe",
+        validate_top=0,
+    )
     trials = tr.counted(_study(url, "d").get_trials())
     assert len(trials) == 2
     failed = [t for t in trials if t.state == TrialState.FAIL]
@@ -233,8 +267,14 @@ WORKER = textwrap.dedent(
 
 
 def _run_worker(
-    tmp_path: Path, model: str, budget: int, url: str, *, workers: int = 1,
-    strategy: str = "hybrid", epochs: int = 1,
+    tmp_path: Path,
+    model: str,
+    budget: int,
+    url: str,
+    *,
+    workers: int = 1,
+    strategy: str = "hybrid",
+    epochs: int = 1,
 ) -> subprocess.Popen[bytes]:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -242,7 +282,10 @@ def _run_worker(
     log = open(tmp_path / f"worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
     return subprocess.Popen(
         [sys.executable, str(script), model, str(budget), url, strategy, str(workers), str(epochs)],
-        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -283,10 +326,8 @@ def test_two_machines_on_postgres(model_file: str, tmp_path: Path) -> None:
     if not url:
         pytest.skip("set SATADVISOR_TEST_POSTGRES_URL (e.g. .ci/run starts a server) to run")
     # a fresh database state per run: drop the study if a previous run left it
-    try:
+    with contextlib.suppress(KeyError):
         optuna.delete_study(study_name="w", storage=url)
-    except KeyError:
-        pass
     procs = [_run_worker(tmp_path, model_file, 6, url) for _ in range(2)]
     for p in procs:
         _finish(p)

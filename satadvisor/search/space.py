@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from satadvisor.errors import UsageError
 
@@ -37,7 +37,7 @@ class SearchSpace:
     choices: dict[str, tuple[Any, ...]]
     fixed: dict[str, Any] = field(default_factory=dict)
 
-    def distributions(self) -> dict[str, CategoricalDistribution]:
+    def distributions(self) -> dict[str, BaseDistribution]:
         return {k: CategoricalDistribution(list(v)) for k, v in self.choices.items()}
 
     def fingerprint(self) -> str:

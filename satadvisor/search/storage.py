@@ -51,7 +51,9 @@ def _check_sqlite_file(path: Path, url: str) -> None:
         return
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
     except sqlite3.DatabaseError as exc:
         raise StorageError(
             f"{path} is not an SQLite database ({exc}); it may be corrupt — move it aside or "
@@ -82,9 +84,9 @@ def open_storage(url: str) -> BaseStorage:
         )
     engine_kwargs: dict[str, object] = {}
     if scheme == "sqlite":
-        path = Path(url.split(":///", 1)[1]) if ":///" in url else None
-        if path is not None and str(path) not in ("", ":memory:"):
-            _check_sqlite_file(path, url)
+        db = Path(url.split(":///", 1)[1]) if ":///" in url else None
+        if db is not None and str(db) not in ("", ":memory:"):
+            _check_sqlite_file(db, url)
         # Several local workers share the file: wait for the lock instead of failing.
         engine_kwargs["connect_args"] = {"timeout": 120}
     else:

@@ -48,12 +48,10 @@ def parse_objectives(text: str | tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
-def create_or_load(
-    settings: SearchSettings, *, baseline: Mapping[str, Any]
-) -> optuna.Study:
+def create_or_load(settings: SearchSettings, *, baseline: Mapping[str, Any]) -> optuna.Study:
     """Create the study (or load it to resume) and check it was made with this search."""
     storage = open_storage(settings.storage_url)
-    directions = [OBJECTIVES[o] for o in settings.objectives]
+    directions = [optuna.study.StudyDirection[OBJECTIVES[o].upper()] for o in settings.objectives]
     try:
         study = optuna.create_study(
             study_name=settings.study_name,
@@ -186,9 +184,14 @@ def optimize(
     pinned = dict(pinned or {})
     dataset = dataset or spec.dataset or "digits"
     info = data_mod.dataset_info(dataset, data_dir=data_dir)
-    resolution = int(pinned.get("resolution") or resolution or spec.resolution or info.native_resolution)
+    resolution = int(
+        pinned.get("resolution") or resolution or spec.resolution or info.native_resolution
+    )
     space = derive_space(spec, resolution=resolution, pinned=pinned)
-    baseline_knobs = {**spec.resolve({k: v for k, v in pinned.items() if k != "resolution"}), "resolution": resolution}
+    baseline_knobs = {
+        **spec.resolve({k: v for k, v in pinned.items() if k != "resolution"}),
+        "resolution": resolution,
+    }
     space = _with_baseline(space, baseline_knobs)
     study_name = study_name or f"{spec.name}-{dataset}"
     url = storage or default_url(study_name)
@@ -248,9 +251,7 @@ def _validated(
     from satadvisor.search.validate import _attr_name
 
     todo = ([baseline] if baseline is not None else []) + picks
-    return all(
-        _attr_name(settings.space.configuration(t.params)) in study.user_attrs for t in todo
-    )
+    return all(_attr_name(settings.space.configuration(t.params)) in study.user_attrs for t in todo)
 
 
 def _plain(settings: SearchSettings) -> dict[str, Any]:

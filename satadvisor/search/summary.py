@@ -20,9 +20,7 @@ def evenness(profile: Sequence[Any]) -> float | None:
 
     ``profile`` holds LayerSaturation objects (or plain floats). None for an empty profile.
     """
-    values = np.array(
-        [getattr(p, "saturation", p) for p in profile], dtype=np.float64
-    )
+    values = np.array([getattr(p, "saturation", p) for p in profile], dtype=np.float64)
     if values.size == 0:
         return None
     if values.sum() <= 0:
@@ -108,7 +106,9 @@ def recommended(records: Sequence[Mapping[str, Any]], *, tolerance: float) -> li
     for r in records:
         if r.get("baseline") or r.get("test_accuracy") is None:
             continue
-        cheaper = r["macs"] < base["macs"] and r["test_accuracy"] >= base["test_accuracy"] - tolerance
+        cheaper = (
+            r["macs"] < base["macs"] and r["test_accuracy"] >= base["test_accuracy"] - tolerance
+        )
         better = r["test_accuracy"] > base["test_accuracy"]
         if cheaper or better:
             out.append(
@@ -129,7 +129,11 @@ def study_summary(
     """Everything the study report shows, as JSON-ready data."""
     trials = study.get_trials(deepcopy=False)
     records = validations(study)
-    paired = [r for r in records if r.get("proxy_accuracy") is not None and r.get("test_accuracy") is not None]
+    paired = [
+        r
+        for r in records
+        if r.get("proxy_accuracy") is not None and r.get("test_accuracy") is not None
+    ]
     rows = [_trial_row(t) for t in trials]
     return {
         "schema": SCHEMA,

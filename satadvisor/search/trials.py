@@ -62,17 +62,14 @@ def is_live_duplicate(trial: FrozenTrial, others: Sequence[FrozenTrial]) -> bool
     """Whether an earlier counted trial already ran (or runs) the same configuration."""
     key = config_key(trial_params(trial))
     return any(
-        o.number < trial.number and counts(o) and config_key(trial_params(o)) == key
-        for o in others
+        o.number < trial.number and counts(o) and config_key(trial_params(o)) == key for o in others
     )
 
 
 def known_keys(trials: Iterable[FrozenTrial]) -> set[str]:
     """Configurations that ran, run or wait: a rule candidate among them is not enqueued again."""
     return {
-        config_key(trial_params(t))
-        for t in trials
-        if counts(t) or t.state == TrialState.WAITING
+        config_key(trial_params(t)) for t in trials if counts(t) or t.state == TrialState.WAITING
     }
 
 

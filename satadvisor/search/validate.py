@@ -39,7 +39,9 @@ def select(
         floor = baseline.user_attrs["accuracy"] - tolerance
         cheap = [t for t in front if t.user_attrs["accuracy"] >= floor]
         if cheap:
-            picks.append(min(cheap, key=lambda t: (t.user_attrs["macs"], -t.user_attrs["accuracy"])))
+            picks.append(
+                min(cheap, key=lambda t: (t.user_attrs["macs"], -t.user_attrs["accuracy"]))
+            )
     picks += by_acc
     seen = {tr.config_key(baseline.params)} if baseline is not None else set()
     out = []
