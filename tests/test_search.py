@@ -367,3 +367,10 @@ def test_killed_worker_loses_no_trial_and_resumes(model_file: str, tmp_path: Pat
     retried = [t for t in trials if t.user_attrs.get("retry_of") == stale[0].number]
     assert retried and tr.trial_params(retried[0]) == tr.trial_params(stale[0])
     _assert_exact_budget(url, 5)
+
+
+def test_space_for_builtin_resnet_uses_its_valid_depths() -> None:
+    space = derive_space(spec_mod.load("resnet"), resolution=32)
+    assert space.choices["depth"] == (10, 18, 26, 34)
+    for depth in space.choices["depth"]:  # every value builds
+        spec_mod.load("resnet").create(num_classes=10, in_channels=3, depth=depth, width=8)

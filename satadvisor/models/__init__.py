@@ -21,10 +21,16 @@ from satadvisor.models._registry import (
 
 # Importing the family modules registers their models.
 from satadvisor.models.plain import PlainCNN, PlainStage
-from satadvisor.models.resnet import BasicBlock, ResNet, ResNetStage
+from satadvisor.models.resnet import RESNET_BLOCKS, BasicBlock, ResNet, ResNetStage
 from satadvisor.models.vgg import VGG, VGGStage
 
+#: Knobs whose valid values are a fixed set (the search uses these instead of scaling the default).
+KNOB_CHOICES: dict[str, dict[str, tuple[int, ...]]] = {
+    "resnet": {"depth": tuple(sorted(RESNET_BLOCKS))},
+}
+
 __all__ = [
+    "KNOB_CHOICES",
     "VGG",
     "BasicBlock",
     "PlainCNN",

@@ -97,6 +97,12 @@ def derive_space(
         k = spec.knobs.get("kernel_size")
         if isinstance(k, int) and not isinstance(k, bool):
             choices["kernel_size"] = tuple(sorted({*KERNEL_SIZES, k}))
+        if spec.source.startswith("builtin:"):
+            from satadvisor.models import KNOB_CHOICES
+
+            for knob, values in KNOB_CHOICES.get(spec.name, {}).items():
+                if knob in choices:
+                    choices[knob] = values
     for knob in pinned:
         choices.pop(knob, None)
     choices = {k: v for k, v in choices.items() if len(v) > 1}
