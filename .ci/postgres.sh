@@ -2,7 +2,8 @@
 # Start a throwaway PostgreSQL server on loopback for the several-machines test.
 # Prints the URL on success; prints nothing (and the test skips) when no server can be had.
 set -u
-PGPORT=${PGPORT:-54329}
+# A free loopback port, so a server left by someone else cannot collide with ours.
+PGPORT=${PGPORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) >&2 || true
