@@ -149,6 +149,8 @@ class _Workbench:
     resolution: int
     num_classes: int
     in_channels: int
+    #: Resolution of the dataset's own images; None when unknown (no cap on raising it).
+    source_resolution: int | None = None
     _models: dict[str, nn.Module | None] = field(default_factory=dict)
     baseline: Cost | None = None
     # Built models kept for reuse; few, because a candidate may be a large network.
@@ -347,6 +349,9 @@ def _performance(
                 out.append(rec)
                 break
     best = bench.smallest_productive(base) if verified else None
+    # Upsampling past the images' own resolution adds pixels, not detail: no gain to expect.
+    if best is not None and bench.source_resolution is not None and best > bench.source_resolution:
+        best = None
     if best is not None and best > bench.resolution:
         check = bench.analyze(base, best)
         if check is not None and not check.unproductive:
@@ -471,8 +476,13 @@ def recommend(
     num_classes: int,
     in_channels: int,
     rf: ReceptiveFieldAnalysis | None,
+    source_resolution: int | None = None,
 ) -> list[Recommendation]:
     """Concrete changes of the model's own knobs for ``findings``, each built and measured.
+
+    ``source_resolution`` is the resolution of the dataset's own images: the resolution is never
+    raised past it (upsampling adds no detail), so for small images the performance move is a
+    slower receptive-field growth instead.
 
     ``knobs`` are the full current knobs (without ``resolution``), ``resolution`` the input
     resolution in px, ``rf`` the receptive-field analysis of the current model (None: not
@@ -481,7 +491,9 @@ def recommend(
     the findings are even. Candidates that fail to build or run are skipped, no-ops dropped,
     duplicates merged. Models without knobs get changes to make by hand (empty ``changes``).
     """
-    bench = _Workbench(spec, dict(knobs), int(resolution), num_classes, in_channels)
+    bench = _Workbench(
+        spec, dict(knobs), int(resolution), num_classes, in_channels, source_resolution
+    )
     first: dict[str, Finding] = {}
     for f in findings:
         first.setdefault(f.kind, f)

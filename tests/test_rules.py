@@ -604,3 +604,19 @@ def test_performance_moves_remove_the_unproductive_layers_per_receptive_analyze(
         after = receptive.analyze(built, rec.resolution, in_channels=3)
         assert after.unproductive == [] and rec.unproductive_after == 0
         assert math.isfinite(rec.cost.macs_ratio)
+
+
+def test_resolution_is_not_raised_past_the_images_own_resolution() -> None:
+    spec = FakeSpec(build_vgg, dict(VGG_KNOBS))
+    rf = reference_rf(spec.create(num_classes=10, in_channels=3), 32, in_channels=3)
+    findings = evaluate(None, rf)
+    common = dict(
+        findings=findings, spec=spec, knobs=dict(spec.knobs), resolution=32, num_classes=10,
+        in_channels=3, rf=rf,
+    )  # fmt: skip
+    free = recommend(**common)  # type: ignore[arg-type]
+    assert [r.changes for r in free if "resolution" in r.changes] == [{"resolution": 52}]
+    capped = recommend(**common, source_resolution=32)  # type: ignore[arg-type]
+    assert not [r for r in capped if "resolution" in r.changes]
+    # the slower-growth move stays: the images' size caps only the upsampling
+    assert [r for r in capped if r.kind == "performance"]
