@@ -10,6 +10,7 @@ Shared by the CLI, the search and library users::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import shlex
 import sys
@@ -150,7 +151,7 @@ def _training_summary(result: RunResult | None) -> dict[str, Any] | None:
         "wall_time": result.wall_time,
         "images_per_second": result.images_per_second,
         "device": result.device,
-        "history": [e.__dict__ for e in result.epochs],
+        "history": [dataclasses.asdict(e) for e in result.epochs],
         "saturation_history": history,
     }
 
@@ -178,6 +179,29 @@ def build_model(
     return spec.create(num_classes=num_classes, in_channels=in_channels, **model_knobs)
 
 
+def _check_data(
+    data: DataBundle, *, dataset: str | None, resolution: int | None, full: bool
+) -> None:
+    """UsageError when a reused ``data`` bundle is not what the other arguments ask for."""
+    from satadvisor import data as data_mod
+
+    if dataset is not None and data_mod.dataset_info(dataset).name != data.name:
+        raise UsageError(
+            f"the loaded data is {data.name!r} but dataset {dataset!r} was asked for; "
+            "pass one of them"
+        )
+    if resolution is not None and data.resolution != resolution:
+        raise UsageError(
+            f"the loaded data is at {data.resolution} px but {resolution} px was asked for; "
+            "load the data at that resolution"
+        )
+    if data.eval_name != ("test" if full else "val"):
+        raise UsageError(
+            f"the loaded data evaluates on its {data.eval_name} split but config.full={full}; "
+            f"load the data with full={full}"
+        )
+
+
 def analyze(
     model: ModelSpec | str | os.PathLike[str] | None = None,
     *,
@@ -201,7 +225,9 @@ def analyze(
     ``model`` is a :class:`~satadvisor.spec.ModelSpec`, a model-file path, a built-in name, or
     None (``./model.py`` when present, else the embedded default). ``knobs`` override the
     model's defaults and may hold ``resolution``. ``train=False`` does the receptive-field
-    analysis only (seconds). ``data`` reuses an already loaded dataset (the search does this).
+    analysis only (seconds). ``data`` reuses an already loaded dataset (the search does this):
+    its name and resolution are used, and a different ``dataset`` or ``resolution`` (or a
+    ``config.full`` that does not match its split) is a :class:`UsageError`.
     """
     from satadvisor import data as data_mod
 
@@ -214,14 +240,12 @@ def analyze(
         if resolution is not None and int(knobs["resolution"]) != resolution:
             raise UsageError("resolution given twice with different values; pass it once")
         resolution = int(knobs.pop("resolution"))
-    dataset = dataset or (data.name if data is not None else None) or spec.dataset
-    dataset = dataset or DEFAULT_DATASET
+    if data is not None:
+        _check_data(data, dataset=dataset, resolution=resolution, full=config.full)
+        dataset, resolution = data.name, resolution or data.resolution
+    dataset = dataset or spec.dataset or DEFAULT_DATASET
     info = data.info if data is not None else data_mod.dataset_info(dataset, data_dir=data_dir)
     resolution = resolution or spec.resolution or info.native_resolution
-    if data is not None and data.resolution != resolution:
-        raise UsageError(
-            f"the loaded data is at {data.resolution} px but {resolution} px was asked for"
-        )
     resolved = {k: v for k, v in spec.resolve(knobs).items() if k != "resolution"}
 
     seed_everything(config.seed)

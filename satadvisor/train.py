@@ -24,6 +24,7 @@ from torch import nn
 from satadvisor._env import device_name, resolve_device, versions
 from satadvisor.config import TrainConfig
 from satadvisor.cost import count_macs, count_parameters
+from satadvisor.errors import UsageError
 from satadvisor.saturation._result import LayerSaturation
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def _evaluate(
     n = 0
     with torch.no_grad():
         for x, y in split.batches(config.batch_size, shuffle=False, augment=False, seed=0):
-            x = _to_memory_format(x, config, device)
+            x, y = _to_device(x, y, config, device)
             with _autocast(device, config.amp):
                 out = model(x)
             loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
@@ -175,10 +176,36 @@ def _evaluate(
     return float(loss_sum) / max(n, 1), float(correct) / max(n, 1)
 
 
-def _to_memory_format(x: torch.Tensor, config: TrainConfig, device: torch.device) -> torch.Tensor:
+def _to_device(
+    x: torch.Tensor, y: torch.Tensor, config: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch on the model's device (a no-op when the data already lives there), NHWC on CUDA."""
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if config.channels_last and device.type == "cuda" and x.dim() == 4:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def _train_steps(images: int, batch_size: int) -> int:
+    """Optimizer steps of one epoch: every batch but a trailing batch of a single image.
+
+    A last batch of one image breaks BatchNorm's batch statistics, so it is skipped; with
+    ``batch_size == 1`` every batch has one image and none is skipped.
+    """
+    steps = math.ceil(images / batch_size)
+    if batch_size > 1 and images % batch_size == 1:
+        steps -= 1
+    return steps
+
+
+def _check_split(data: DataBundle, config: TrainConfig) -> None:
+    expected = "test" if config.full else "val"
+    if data.eval_name != expected:
+        kind = "full" if config.full else "proxy"
+        raise UsageError(
+            f"a {kind} run (full={config.full}) evaluates the {expected} split but the data "
+            f"holds the {data.eval_name} split; load the data with full={config.full}"
+        )
 
 
 def run(
@@ -195,9 +222,14 @@ def run(
     ``tracker`` (already attached to ``model``) is read with ``compute("train")`` and
     ``compute("eval")`` and reset at the end of every epoch. ``on_epoch`` is called after each
     epoch's evaluation; returning True stops the run with status ``"pruned"``. ``progress`` is
-    called after every step (the CLI draws a bar with it; the library prints nothing).
+    called after every optimizer step (the CLI draws a bar with it; the library prints
+    nothing). A non-finite training or evaluation loss ends the run with status
+    ``"diverged"``; the epochs measured before are kept. The global RNGs are seeded with
+    ``config.seed`` first (dropout), so the same seed and model reproduce a run on one device.
+    ``config.full`` must match the data (``eval_name`` "test" for full runs, else "val").
     """
     config = config or TrainConfig()
+    _check_split(data, config)
     device = resolve_device(config.device)
     model.to(device)
     if config.channels_last and device.type == "cuda":
@@ -219,8 +251,9 @@ def run(
     if tracker is not None:
         tracker.reset()  # the cost measurement's dry forward is not data
 
-    steps_per_epoch = max(1, math.ceil(len(data.train) / config.batch_size))
-    optimizer, scheduler = _make_optimizer(model, config, config.epochs * steps_per_epoch)
+    steps_per_epoch = _train_steps(len(data.train), config.batch_size)
+    optimizer, scheduler = _make_optimizer(model, config, max(1, config.epochs * steps_per_epoch))
+    seed_everything(config.seed)  # dropout and other global-RNG draws of the model
     started = time.perf_counter()
     train_seconds = 0.0
     images = 0
@@ -238,9 +271,9 @@ def run(
             seed=config.seed * 100_003 + epoch,
         )
         for step, (x, y) in enumerate(batches):
-            if y.numel() < 2:
-                continue  # a last batch of one image breaks BatchNorm's batch statistics
-            x = _to_memory_format(x, config, device)
+            if step >= steps_per_epoch:
+                break  # the trailing single image (see _train_steps)
+            x, y = _to_device(x, y, config, device)
             with _autocast(device, config.amp):
                 out = model(x)
                 loss = F.cross_entropy(out.float(), y)
@@ -261,6 +294,10 @@ def run(
             result.reason = f"training loss became {train_loss} in epoch {epoch + 1}"
             break
         eval_loss, eval_acc = _evaluate(model, data.eval, config=config, device=device)
+        if not math.isfinite(eval_loss):
+            result.status = "diverged"
+            result.reason = f"{data.eval_name} loss became {eval_loss} in epoch {epoch + 1}"
+            break
         record = EpochRecord(
             epoch=epoch + 1,
             train_loss=train_loss,
@@ -279,7 +316,7 @@ def run(
             result.reason = f"stopped by the epoch callback after epoch {epoch + 1}"
             break
 
-    if config.full and result.status == "completed" and result.epochs:
+    if data.eval_name == "test" and result.status == "completed" and result.epochs:
         result.test_accuracy = result.epochs[-1].eval_accuracy
     result.wall_time = time.perf_counter() - started
     result.images_per_second = images / train_seconds if train_seconds > 0 else 0.0
