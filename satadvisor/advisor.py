@@ -303,6 +303,7 @@ def analyze(
         num_classes=info.num_classes,
         in_channels=info.in_channels,
         rf=rf,
+        source_resolution=info.native_resolution,
     )
     return Analysis(
         name=name or spec.name,
