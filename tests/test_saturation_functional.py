@@ -287,9 +287,19 @@ def test_low_precision_input_is_reduced_in_float32_even_under_autocast() -> None
     np.testing.assert_allclose(half.m2.numpy(), ref, rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("width", [63, 100, 300])
-def test_wide_layers_match_numpy(width: int) -> None:
-    # widths from 64 up take the blocked symmetric product; both layouts are checked
+def test_wide_layers_match_numpy(width: int, threads: int) -> None:
+    # with one thread, widths from 64 up take the blocked symmetric product; both layouts
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_wide(width)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _check_wide(width: int) -> None:
     g = torch.Generator().manual_seed(width)
     y = torch.randn(6, width, 5, 4, generator=g) + torch.linspace(-3, 3, width).view(1, -1, 1, 1)
     x = _manual_channels_last(y)

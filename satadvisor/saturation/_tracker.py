@@ -36,7 +36,11 @@ class SaturationTracker:
 
     Only forward hooks are added; :meth:`close` (or leaving the ``with`` block) removes them and
     nothing is ever set on the user's modules. The statistics stay on the layer's device (or on
-    ``device``) and are never synchronised with the host during a pass.
+    ``device``) and are never synchronised with the host during a pass (unless ``device`` is
+    the CPU for a CUDA model: then every batch is copied over). Observations are the raw
+    outputs, detached and reduced in float32 (float64 for float64 layers) with autocast and
+    TF32 off, so autograd and AMP are unaffected. On CPU the tracker keeps one scratch buffer
+    the size of the largest tracked output (released by :meth:`close`).
 
     Args:
         model: the network to observe.
@@ -151,8 +155,11 @@ class SaturationTracker:
         return F.batch_state(F.flatten_output(module, y), scratch=scratch)
 
     def _scratch(self, y: Tensor, size: int) -> Tensor | None:
-        """A reusable centering buffer on CPU, where fresh large allocations page-fault each
-        time (CUDA's caching allocator already reuses memory, and is stream-safe)."""
+        """A reusable centering buffer on CPU, or None elsewhere.
+
+        Fresh CPU allocations of activation size page-fault on every batch; CUDA's caching
+        allocator already reuses memory (and, unlike a shared buffer, is stream-safe).
+        """
         if y.device.type != "cpu":
             return None
         dtype = torch.float64 if y.dtype == torch.float64 else torch.float32

@@ -106,14 +106,16 @@ _SHIFT_EXAMPLES = 8
 
 
 def _gram(a: Tensor) -> Tensor:
-    """``a @ a.T`` for ``a`` of shape ``(m, k)``, with about 3/4 of the multiply-adds on CPU.
+    """``a @ a.T`` for ``a`` of shape ``(m, k)``; single-threaded CPU: ~3/4 of the multiply-adds.
 
     The product is symmetric, so with ``a = [top; bottom]`` only ``bottom @ a.T`` and (by
-    recursion) ``top @ top.T`` are computed and the rest mirrored. Same dot products, same
-    precision. On accelerators one full matmul is cheaper than several small launches.
+    recursion) ``top @ top.T`` are computed and the rest mirrored: same dot products, same
+    precision. That pays where flops are the cost (one CPU thread: ~20 % less time). With
+    several threads, or on an accelerator, one large matmul parallelises better than a
+    cascade of small ones (measured 2-4x slower on a busy 2-core CPU), so it is used there.
     """
     m = a.shape[0]
-    if a.device.type != "cpu" or m < _GRAM_MIN_BLOCK:
+    if a.device.type != "cpu" or m < _GRAM_MIN_BLOCK or torch.get_num_threads() > 1:
         return a @ a.T
     half = m // 2
     gram = torch.empty((m, m), dtype=a.dtype, device=a.device)

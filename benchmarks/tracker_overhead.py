@@ -1,0 +1,431 @@
+"""Training-step overhead of SaturationTracker vs no tracking vs delve 0.1.50's SaturationTracker.
+
+Setup, once (delve and the packages it imports, installed ONLY for this benchmark, into a
+git-ignored folder that this script appends to sys.path):
+
+    .venv/bin/pip install --no-deps --target benchmarks/.deps delve==0.1.50
+    .venv/bin/pip install --target benchmarks/.deps pandas matplotlib
+
+Run:
+
+    .venv/bin/python benchmarks/tracker_overhead.py [--device cpu|cuda] [--steps N] [--json out.json]
+
+For a VGG16-style and a ResNet-18-style CNN (CIFAR variants, 32x32 inputs, batch 128, every
+conv and linear tracked at full positions) it times SGD training steps of three identical
+model copies — untracked, tracked by ours, tracked by delve — interleaved round by round in one
+process (the order rotates every round), and reports median step times (wall clock and process
+CPU time), the overhead ratios, the analytic floor 1 + (scatter FLOPs ÷ step FLOPs) — the
+symmetric scatter costs rows·F·(F+1) FLOPs per tracked layer, the step's FLOPs are counted by
+FlopCounterMode over forward+backward — and each tool's saturation error against a NumPy
+reference (float64 population covariance, smallest k with ≥ 99 % variance) over the same few
+eval batches. Without delve installed its columns read "n/a". Computing the saturations at the
+end of an epoch is not part of the step time of either tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(Path(__file__).resolve().parent / ".deps"))  # after the venv: no shadowing
+
+from satadvisor.saturation import SaturationTracker  # noqa: E402
+
+BATCH = 128
+RESOLUTION = 32
+THRESHOLD = 0.99
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+def _local_vgg16() -> nn.Module:
+    layers: list[nn.Module] = []
+    c_in = 3
+    for c_out, convs in ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)):
+        for _ in range(convs):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+            c_in = c_out
+        layers.append(nn.MaxPool2d(2))
+    head = [nn.Flatten(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU()]
+    return nn.Sequential(*layers, *head, nn.Linear(512, 10))
+
+
+class _Block(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.short = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.short = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.short(x))
+
+
+def _local_resnet18() -> nn.Module:
+    blocks: list[nn.Module] = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
+    c_in = 64
+    for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        blocks += [_Block(c_in, c_out, stride), _Block(c_out, c_out, 1)]
+        c_in = c_out
+    return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 10))
+
+
+def build_models() -> dict[str, tuple[nn.Module, str]]:
+    """The two benchmark networks, from satadvisor.models when it has them, else local copies."""
+    models: dict[str, tuple[nn.Module, str]] = {}
+    for label, name, local in (
+        ("VGG16", "vgg16", _local_vgg16),
+        ("ResNet-18", "resnet18_cifar", _local_resnet18),
+    ):
+        torch.manual_seed(0)
+        try:
+            from satadvisor.models import create_model
+
+            models[label] = (
+                create_model(name, num_classes=10, in_channels=3),
+                f"satadvisor.models.{name}",
+            )
+        except Exception:  # the registry is optional here; the local definitions are equivalent
+            models[label] = (local(), "local definition")
+    return models
+
+
+# -- delve --------------------------------------------------------------------------------------
+
+
+def delve_tracker(model: nn.Module, device: torch.device, out_dir: str) -> Any | None:
+    """delve 0.1.50's tracker on ``model`` (hooks it can never remove), or None if not installed."""
+    try:
+        import delve
+    except ImportError:
+        return None
+    if getattr(delve, "__version__", None) != "0.1.50":
+        return None
+    import logging
+
+    logging.getLogger("delve.logger").setLevel(logging.WARNING)
+    return delve.SaturationTracker(
+        out_dir,
+        save_to="csv",
+        modules=model,
+        device=str(device),
+        stats=["lsat"],
+        sat_threshold=THRESHOLD,
+    )
+
+
+def delve_saturations(tracker: Any, phase: str) -> dict[str, float]:
+    from delve.metrics import compute_saturation
+
+    logs = tracker.logs[f"{phase}-covariance-matrix"]
+    return {name: compute_saturation(cov.fix(), thresh=THRESHOLD) for name, cov in logs.items()}
+
+
+# -- measurements -------------------------------------------------------------------------------
+
+
+def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    steps: dict[str, Callable[[], None]], *, rounds: int, warmup: int, device: torch.device
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds per step of each variant, one step of each per round, order rotating.
+
+    Two clocks: "wall" (perf_counter) and "cpu" (this process's CPU time, all threads). On a
+    shared machine the CPU time is the steadier of the two: waiting for a core is not counted.
+    """
+    names = list(steps)
+    for _ in range(warmup):
+        for name in names:
+            steps[name]()
+    _sync(device)
+    times: dict[str, dict[str, list[float]]] = {"wall": {n: [] for n in names}}
+    times["cpu"] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            _sync(device)
+            w0, c0 = time.perf_counter(), time.process_time()
+            steps[name]()
+            _sync(device)
+            times["wall"][name].append(time.perf_counter() - w0)
+            times["cpu"][name].append(time.process_time() - c0)
+    if device.type != "cpu":
+        del times["cpu"]  # host CPU time says nothing about an accelerator's work
+    return times
+
+
+def ratios(median: dict[str, float]) -> dict[str, float]:
+    """Step-time ratios to the untracked step, and ours' overhead over delve's."""
+    out = {"ours_ratio": median["ours"] / median["plain"]}
+    if "delve" in median:
+        out["delve_ratio"] = median["delve"] / median["plain"]
+        out["ours_over_delve_overhead"] = (median["ours"] - median["plain"]) / (
+            median["delve"] - median["plain"]
+        )
+    return out
+
+
+def flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """(training-step FLOPs, covariance FLOPs per step) for one batch."""
+    rows_width: list[tuple[int, int]] = []
+
+    def record(module: nn.Module, args: Any, out: torch.Tensor) -> None:
+        width = out.shape[1] if isinstance(module, nn.Conv2d) else out.shape[-1]
+        rows_width.append((out.numel() // width, width))
+
+    handles = [
+        m.register_forward_hook(record)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    counter = FlopCounterMode(display=False)
+    with counter:
+        nn.functional.cross_entropy(model(x), y).backward()
+    for h in handles:
+        h.remove()
+    model.zero_grad(set_to_none=True)
+    # the symmetric scatter xcᵀxc needs rows·F·(F+1) flops (one triangle, multiply + add)
+    return counter.get_total_flops(), sum(r * w * (w + 1) for r, w in rows_width)
+
+
+@contextlib.contextmanager
+def reference_capture(model: nn.Module) -> Iterator[dict[str, list[Any]]]:
+    """Float64 NumPy sums (n, Σx, Σxxᵀ) of every conv/linear output, keyed by qualified name."""
+    sums: dict[str, list[Any]] = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(module: nn.Module, args: Any, out: torch.Tensor) -> None:
+            x = out.detach()
+            x = x.movedim(1, -1) if isinstance(module, nn.Conv2d) else x
+            x64 = x.reshape(-1, x.shape[-1]).cpu().double().numpy()
+            n, s, sxx = sums.setdefault(name, [0, 0.0, 0.0])
+            sums[name] = [n + len(x64), s + x64.sum(0), sxx + x64.T @ x64]
+
+        return record
+
+    handles = [
+        m.register_forward_hook(hook(name))
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    try:
+        yield sums
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def reference_saturation(n: int, s: np.ndarray, sxx: np.ndarray) -> float:
+    mean = s / n
+    cov = sxx / n - np.outer(mean, mean)
+    lam = np.clip(np.linalg.eigvalsh(cov)[::-1], 0, None)
+    share = np.cumsum(lam) / lam.sum()
+    return (int(np.argmax(share >= THRESHOLD)) + 1) / len(lam)
+
+
+def saturation_errors(
+    model: nn.Module, device: torch.device, batches: list[torch.Tensor], out_dir: str
+) -> dict[str, Any]:
+    """Mean and max |saturation − reference| over the layers, for ours and delve, eval passes."""
+    ours_model, delve_model = copy.deepcopy(model).eval(), copy.deepcopy(model).eval()
+    ours = SaturationTracker(ours_model)
+    delve = delve_tracker(delve_model, device, out_dir)
+    with reference_capture(ours_model) as sums, torch.no_grad():
+        for x in batches:
+            ours_model(x)
+            delve_model(x)
+    ours.close()
+    ref = {name: reference_saturation(*v) for name, v in sums.items()}
+    got_ours = {r.name: r.saturation for r in ours.compute("eval")}
+    out: dict[str, Any] = {"reference": ref, "ours": got_ours}
+    err = [abs(got_ours[n] - ref[n]) for n in ref]
+    out["ours_error"] = (statistics.fmean(err), max(err))
+    if delve is not None:
+        got_delve = {k.replace("-", "."): v for k, v in delve_saturations(delve, "eval").items()}
+        derr = [abs(got_delve[n] - ref[n]) for n in ref]
+        out["delve"] = got_delve
+        out["delve_error"] = (statistics.fmean(derr), max(derr))
+    return out
+
+
+def bench_model(
+    label: str,
+    model: nn.Module,
+    *,
+    device: torch.device,
+    rounds: int,
+    warmup: int,
+    eval_batches: int,
+) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, 3, RESOLUTION, RESOLUTION, generator=g).to(device)
+    y = torch.randint(0, 10, (BATCH,), generator=g).to(device)
+    model = model.to(device)
+    step_flops, cov_flops = flops(model, x, y)
+    tmp = tempfile.mkdtemp(prefix="delve_bench_")
+    plain, ours_m, delve_m = model, copy.deepcopy(model), copy.deepcopy(model)
+    steps = {"plain": make_step(plain, x, y), "ours": make_step(ours_m, x, y)}
+    tracker = SaturationTracker(ours_m)
+    if delve_tracker(delve_m, device, tmp) is not None:
+        steps["delve"] = make_step(delve_m, x, y)
+    times = time_interleaved(steps, rounds=rounds, warmup=warmup, device=device)
+    tracker.close()
+    batches = [
+        torch.randn(BATCH, 3, RESOLUTION, RESOLUTION, generator=g).to(device)
+        for _ in range(eval_batches)
+    ]
+    clocks = {}
+    for clock, per_variant in times.items():
+        median = {k: statistics.median(v) for k, v in per_variant.items()}
+        clocks[clock] = {"median_s": median, "all_s": per_variant, **ratios(median)}
+    return {
+        "model": label,
+        "tracked_layers": len(tracker.layer_names),
+        "clocks": clocks,
+        "floor_ratio": 1 + cov_flops / step_flops,
+        "step_gflop": step_flops / 1e9,
+        "cov_gflop": cov_flops / 1e9,
+        "saturation": saturation_errors(model, device, batches, tmp),
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """Markdown table: one row per model and clock."""
+    cols = [
+        "model",
+        "clock",
+        "plain s/step",
+        "ours s/step",
+        "delve s/step",
+        "ours ×",
+        "delve ×",
+        "ours ovh ÷ delve ovh",
+        "floor ×",
+        "sat. error ours (mean / max)",
+        "sat. error delve (mean / max)",
+    ]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in results:
+        sat = r["saturation"]
+        for clock, c in r["clocks"].items():
+            s = c["median_s"]
+            has_delve = "delve" in s
+            cells = [
+                r["model"],
+                clock,
+                f"{s['plain']:.3f}",
+                f"{s['ours']:.3f}",
+                f"{s['delve']:.3f}" if has_delve else "n/a",
+                f"{c['ours_ratio']:.3f}",
+                f"{c['delve_ratio']:.3f}" if has_delve else "n/a",
+                f"{c['ours_over_delve_overhead']:.2f}" if has_delve else "n/a",
+                f"{r['floor_ratio']:.3f}",
+                "{:.3f} / {:.3f}".format(*sat["ours_error"]),
+                "{:.3f} / {:.3f}".format(*sat["delve_error"]) if "delve_error" in sat else "n/a",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (rounds)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    parser.add_argument("--eval-batches", type=int, default=3, help="batches for the error columns")
+    parser.add_argument("--models", nargs="*", default=None, help="subset: VGG16 ResNet-18")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    device = torch.device(args.device)
+    if device.type == "cuda":  # the untracked steps run at the usual TF32 setting
+        torch.backends.cudnn.benchmark = True
+    results = []
+    for label, (model, source) in build_models().items():
+        if args.models and label not in args.models:
+            continue
+        r = bench_model(
+            label,
+            model,
+            device=device,
+            rounds=args.steps,
+            warmup=args.warmup,
+            eval_batches=args.eval_batches,
+        )
+        r["source"] = source
+        results.append(r)
+        print(f"{label}: done ({source})", file=sys.stderr)
+    env = {
+        "device": _device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "batch": BATCH,
+        "resolution": RESOLUTION,
+        "steps": args.steps,
+        "warmup": args.warmup,
+    }
+    print(json.dumps(env))
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps({"env": env, "results": results}, indent=1, default=str))
+    return 0
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
