@@ -102,6 +102,34 @@ def staged_dir(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def check_output_dir(final_dir: str | os.PathLike[str]) -> None:
+    """Raise :class:`OutputError` now if :func:`staged_dir` could not write ``final_dir`` later.
+
+    Creates nothing. Checks that ``final_dir`` is missing, empty or an earlier report, and that
+    its nearest existing ancestor is a directory this process may write into. Commands call it
+    before long work, so a bad ``--out`` is reported before the training, not after it.
+    """
+    final = Path(final_dir)
+    if final.is_symlink():
+        final = final.resolve()
+    final = final.absolute()
+    _check_replaceable(final)
+    # staged_dir writes into final.parent (the stage is a sibling), so that must be creatable.
+    ancestor = final.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(
+            f"cannot write report to {final}: {ancestor} is not a directory; "
+            "pass --out with a writable directory"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"cannot write report to {final}: {ancestor} is not writable; "
+            "pass --out with a writable directory"
+        )
+
+
 def _check_replaceable(final: Path) -> None:
     if not final.exists():
         return

@@ -41,6 +41,35 @@ def _errors(debug: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         click.echo("satadvisor: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        if debug or not _out_of_memory(exc):
+            raise
+        raise _Fail(
+            "out of device memory; pass a smaller --batch-size or --resolution, or --device cpu"
+        ) from exc
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError, checked without importing torch (it is loaded when it ran)."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return oom is not None and isinstance(exc, oom)
+
+
+def _folder_name(param: click.Parameter, value: str | None) -> str | None:
+    """A name that becomes one folder under --out: no separators, not '', '.' or '..'.
+
+    Anything else could make the report replace --out itself or a folder above it.
+    """
+    if value is None:
+        return None
+    if value in ("", ".", "..") or any(c in value for c in ("/", "\\", "\0")):
+        raise click.BadParameter(
+            f"{value!r} is not a plain folder name; use letters, digits, '-', '_' or '.', "
+            "e.g. vgg16-run2",
+            param=param,
+        )
+    return value
 
 
 def _debug_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -152,7 +181,12 @@ def _check_device(device: str) -> None:
 @main.command(context_settings=CONTEXT)
 @click.argument("model", required=False)
 @_training_options
-@click.option("--name", default=None, help="Report folder name. Default: the model's name.")
+@click.option(
+    "--name",
+    default=None,
+    callback=lambda ctx, param, value: _folder_name(param, value),
+    help="Report folder name. Default: the model's name.",
+)
 @click.option(
     "--no-train", is_flag=True, help="Receptive-field analysis only (no training; seconds)."
 )
@@ -184,6 +218,7 @@ def analyze(
     """
     with _errors(debug):
         from satadvisor import spec as spec_mod
+        from satadvisor._io import check_output_dir
         from satadvisor.advisor import analyze as run_analysis
         from satadvisor.config import TrainConfig
         from satadvisor.report import write_analysis
@@ -191,6 +226,7 @@ def analyze(
         _check_device(device)
         spec = spec_mod.load(model)
         knobs = spec.parse_set(list(set_items))
+        check_output_dir(out / (name or spec.name))
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed)
         with _progress_bar(enabled=not as_json) as progress:
             analysis = run_analysis(
@@ -311,7 +347,12 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
     show_default=True,
     help="accuracy, optionally with macs and/or params (comma-separated).",
 )
-@click.option("--study-name", default=None, help="Default: <model>-<dataset>.")
+@click.option(
+    "--study-name",
+    default=None,
+    callback=lambda ctx, param, value: _folder_name(param, value),
+    help="Default: <model>-<dataset>.",
+)
 @click.option(
     "--storage",
     default=None,
@@ -378,6 +419,7 @@ def optimize(
     """
     with _errors(debug):
         from satadvisor import spec as spec_mod
+        from satadvisor._io import check_output_dir
         from satadvisor.config import TrainConfig
         from satadvisor.report import write_study
         from satadvisor.search import optimize as run_search
@@ -387,6 +429,8 @@ def optimize(
         parse_objectives(objectives)
         spec = spec_mod.load(model)
         pinned = spec.parse_set(list(set_items))
+        # the folder optimize() will name the report after (see search.study.optimize)
+        check_output_dir(out / (study_name or f"{spec.name}-{dataset or spec.dataset or 'digits'}"))
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed)
         verbose = sys.stderr.isatty()
         summary = run_search(
@@ -430,10 +474,17 @@ def _print_trial(event: Any) -> None:
     )
 
 
+def _accuracy(value: float | None) -> str:
+    """A test accuracy, or '—' for a full run that has none (it diverged)."""
+    return "—" if value is None else f"{value:.3f}"
+
+
 def _print_validation(record: dict[str, Any]) -> None:
     label = "baseline" if record["baseline"] else f"trial #{record['trial']}"
+    status = "" if record.get("status", "completed") == "completed" else f" ({record['status']})"
     click.echo(
-        f"full run {label} {_knobs_text(record['knobs'])}: test acc {record['test_accuracy']:.3f}",
+        f"full run {label} {_knobs_text(record['knobs'])}: test acc "
+        f"{_accuracy(record['test_accuracy'])}{status}",
         err=True,
     )
 
@@ -447,8 +498,8 @@ def format_study(summary: dict[str, Any], index: Path) -> str:
     base = next((r for r in summary["validation"] if r.get("baseline")), None)
     if base is not None:
         lines.append(
-            f"  baseline   {_knobs_text(base['knobs'])}: test acc {base['test_accuracy']:.3f}, "
-            f"{base['macs'] / 1e6:.2f} MMACs"
+            f"  baseline   {_knobs_text(base['knobs'])}: test acc "
+            f"{_accuracy(base['test_accuracy'])}, {base['macs'] / 1e6:.2f} MMACs"
         )
     for rec in summary["recommended"]:
         set_line = " ".join(f"--set {k}={v}" for k, v in rec["knobs"].items())

@@ -36,6 +36,7 @@ from torch import Tensor
 from satadvisor import _data_imagefolder as folders
 from satadvisor._data_plan import SplitOptions, carve_test, choose, make_split, storage_for
 from satadvisor._data_sources import (
+    _MNIST_FILES,
     TORCHVISION_SETS,
     RawSet,
     make_synthetic,
@@ -53,6 +54,7 @@ __all__ = [
     "DatasetInfo",
     "Split",
     "augment_batch",
+    "check_available",
     "crop_padding",
     "dataset_info",
     "default_data_dir",
@@ -141,9 +143,54 @@ def dataset_info(name: str, *, data_dir: str | os.PathLike[str] | None = None) -
     """
     key = _canonical(name)
     if key.startswith(IMAGEFOLDER):
-        num_classes, native = folders.describe_folder(key[len(IMAGEFOLDER) :])
+        try:
+            num_classes, native = folders.describe_folder(key[len(IMAGEFOLDER) :])
+        except OSError as exc:  # PIL's UnidentifiedImageError is one: a corrupt image
+            raise _unreadable_image(key, exc) from exc
         return DatasetInfo(key, num_classes, 3, native, True, _IMAGENET_MEAN, _IMAGENET_STD)
     return _INFO[key]
+
+
+def _unreadable_image(key: str, exc: OSError) -> DatasetError:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    # From a DataLoader worker the message is "Caught X in DataLoader worker …" plus the
+    # worker's traceback, whose last line names the file.
+    text = lines[-1] if lines[0].startswith("Caught ") else lines[0]
+    return DatasetError(f"{key}: cannot read an image ({text}); remove or replace that file")
+
+
+def check_available(
+    name: str,
+    *,
+    resolution: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+) -> None:
+    """Raise :class:`DatasetError` / :class:`UsageError` now for a dataset :func:`load` could
+    not read, without reading it: unknown names, an image folder without class directories, a
+    torchvision root without the expected files (unless ``download``), a resolution outside
+    4–1024 px. For a search this runs before the study is created, so bad input writes nothing.
+    """
+    key = _canonical(name)
+    _check_resolution(resolution)
+    if key.startswith(IMAGEFOLDER):
+        dataset_info(key)  # lists the class directories, opens one image header
+        return
+    if key not in TORCHVISION_SETS or download:
+        return
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    class_name, marker = TORCHVISION_SETS[key]
+    if (root / marker).is_file():
+        return
+    raw = root / class_name / "raw"
+    if class_name in ("MNIST", "FashionMNIST") and all(
+        (raw / f"{file}.gz").is_file() for file in _MNIST_FILES
+    ):
+        return
+    raise DatasetError(
+        f"{key}: no data in {root} (expected {root / marker}); pass --data-dir with a "
+        "torchvision root or --download"
+    )
 
 
 @dataclass
@@ -196,14 +243,18 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _check_options(
-    resolution: int | None, val_fraction: float, subset: int | None, max_device_bytes: int
-) -> None:
+def _check_resolution(resolution: int | None) -> None:
     if resolution is not None and not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
         raise UsageError(
             f"resolution must be {MIN_RESOLUTION} to {MAX_RESOLUTION} pixels, got {resolution}: "
             "pass a --resolution in that range"
         )
+
+
+def _check_options(
+    resolution: int | None, val_fraction: float, subset: int | None, max_device_bytes: int
+) -> None:
+    _check_resolution(resolution)
     if not 0.0 < val_fraction < 1.0:
         raise UsageError(f"val_fraction must be in (0, 1), got {val_fraction}: 0.1 is usual")
     if subset is not None and subset < 1:
@@ -244,18 +295,31 @@ def load(
     res = info.native_resolution if resolution is None else resolution
     options = SplitOptions(full=full, val_fraction=val_fraction, seed=seed, subset=subset)
     if key.startswith(IMAGEFOLDER):
-        return _load_imagefolder(
-            key,
-            info=info,
-            resolution=res,
-            device=dev,
-            max_device_bytes=max_device_bytes,
-            num_workers=workers,
-            options=options,
-        )
+        try:
+            return _load_imagefolder(
+                key,
+                info=info,
+                resolution=res,
+                device=dev,
+                max_device_bytes=max_device_bytes,
+                num_workers=workers,
+                options=options,
+            )
+        except OSError as exc:  # decoded up front: a corrupt image surfaces here
+            raise _unreadable_image(key, exc) from exc
     if key in TORCHVISION_SETS:
         root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-        train_src, test_src = read_torchvision(key, root=root, download=download)
+        try:
+            train_src, test_src = read_torchvision(key, root=root, download=download)
+        except DatasetError as exc:
+            marker = root / TORCHVISION_SETS[key][1]
+            if download or not marker.is_file():
+                raise
+            # The files are there but torchvision refused them (checksum, truncation).
+            raise DatasetError(
+                f"{key}: the files under {root} are incomplete or corrupt (torchvision's "
+                "integrity check failed); download them again, e.g. with --download"
+            ) from exc
         pool, test = torch.arange(len(train_src)), torch.arange(len(test_src))
     else:
         train_src = test_src = read_digits() if key == "digits" else make_synthetic()

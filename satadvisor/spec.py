@@ -194,6 +194,10 @@ def load(
             return _load_file(default_file, MODEL_FILE)
         return builtin_spec(DEFAULT_MODEL, dataset=DEFAULT_DATASET, resolution=DEFAULT_RESOLUTION)
     text = os.fspath(path_or_name)
+    if not text.strip():
+        raise ModelFileError(
+            "empty MODEL argument; pass a model file, a built-in name, or nothing for the default"
+        )
     path = Path(text) if os.path.isabs(text) else base / text
     if path.is_file():
         return _load_file(path, text)
@@ -276,6 +280,14 @@ def check_output(
 
 def _load_file(path: Path, shown: str) -> ModelSpec:
     path = Path(os.path.abspath(path))
+    try:
+        with open(path, "rb"):
+            pass  # unreadable files fail here with a clear reason, not inside the import system
+    except OSError as exc:
+        raise ModelFileError(
+            f"{shown}: cannot be read ({exc.strerror or type(exc).__name__}); check the file's "
+            "permissions"
+        ) from exc
     module = _execute(path, shown)
     build = getattr(module, "build_model", None)
     fixed = getattr(module, "model", None)
@@ -332,9 +344,10 @@ def _execute(path: Path, shown: str) -> Any:
             loader.exec_module(module)
     except SyntaxError as exc:
         sys.modules.pop(name, None)
-        where = f"{shown}:{exc.lineno}"
+        line = f":{exc.lineno}" if exc.lineno is not None else ""
+        where = f"{shown}{line}"
         if exc.filename and os.path.abspath(exc.filename) != str(path):
-            where = f"{shown}: in {exc.filename}:{exc.lineno}"
+            where = f"{shown}: in {exc.filename}{line}"
         raise ModelFileError(f"{where}: syntax error: {exc.msg}; fix the model file") from None
     except SystemExit:
         sys.modules.pop(name, None)

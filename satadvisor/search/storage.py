@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -66,16 +67,69 @@ def _check_sqlite_file(path: Path, url: str) -> None:
         )
 
 
+def _is_journal(url: str) -> bool:
+    return url.startswith("journal:") or url.endswith((".log", ".journal"))
+
+
+def storage_file(url: str) -> Path | None:
+    """The local file behind a journal or SQLite URL (None for servers and in-memory SQLite)."""
+    if _is_journal(url):
+        return Path(url.removeprefix("journal:")).expanduser()
+    if _scheme(url) == "sqlite" and ":///" in url:
+        db = url.split(":///", 1)[1].split("?", 1)[0]
+        return Path(db).expanduser() if db not in ("", ":memory:") else None
+    return None
+
+
+def _check_journal_file(path: Path) -> None:
+    """Refuse a file that is not an Optuna journal, before Optuna appends to it.
+
+    Every complete line must be a JSON object with an ``op_code``; a last line without its
+    newline is a write cut short by a crash, which Optuna itself skips.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise StorageError(
+            f"cannot read journal file {path}: {_first_line(exc)}; check its permissions"
+        ) from exc
+    lines = text.split(b"\n")[:-1]  # the part after the last newline may be a torn write
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict) or "op_code" not in entry:
+            raise StorageError(
+                f"{path} is not an Optuna journal file (line {number} is not a journal entry); "
+                "it may be corrupt or of another program — move it aside or pass another --storage"
+            )
+
+
+def _open_journal(path: Path) -> BaseStorage:
+    _check_journal_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        return JournalStorage(backend)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot open journal file {path}: {_first_line(exc)}; pass --storage with a "
+            "writable location"
+        ) from exc
+    except Exception as exc:  # entries Optuna cannot replay: another version, hand-edited
+        raise StorageError(
+            f"cannot read journal file {path} ({type(exc).__name__}: {_first_line(exc)}); it may "
+            "be corrupt or of another Optuna version — move it aside or pass another --storage"
+        ) from exc
+
+
 def open_storage(url: str) -> BaseStorage:
     """An Optuna storage for ``url``; unknown schemes and unreachable servers raise StorageError."""
-    if url.startswith("journal:") or url.endswith((".log", ".journal")):
-        path = Path(url.removeprefix("journal:")).expanduser()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-            return JournalStorage(backend)
-        except (OSError, ValueError) as exc:
-            raise StorageError(f"cannot open journal file {path}: {_first_line(exc)}") from exc
+    if _is_journal(url):
+        return _open_journal(Path(url.removeprefix("journal:")).expanduser())
     scheme = _scheme(url)
     if scheme not in RDB_SCHEMES:
         raise StorageError(
@@ -101,10 +155,12 @@ def open_storage(url: str) -> BaseStorage:
             "install it, e.g. pip install 'satadvisor[postgres]'"
         ) from exc
     except Exception as exc:  # sqlalchemy errors of every kind: unreachable, auth, corrupt
-        raise StorageError(
-            f"cannot open storage {redact(url)}: {_first_line(exc)}; check the URL and that "
-            "the database server is running"
-        ) from exc
+        fix = (
+            "move the file aside or pass another --storage"
+            if scheme == "sqlite"
+            else "check the URL and that the database server is running"
+        )
+        raise StorageError(f"cannot open storage {redact(url)}: {_first_line(exc)}; {fix}") from exc
 
 
 def redact(url: str) -> str:

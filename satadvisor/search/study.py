@@ -21,8 +21,9 @@ from satadvisor.advisor import command_line
 from satadvisor.config import TrainConfig
 from satadvisor.errors import StorageError, StudyError, UsageError
 from satadvisor.search import trials as tr
+from satadvisor.search._signals import checkpoint, deferred_interrupts
 from satadvisor.search.space import SearchSpace, derive_space
-from satadvisor.search.storage import default_url, open_storage, redact
+from satadvisor.search.storage import default_url, open_storage, redact, storage_file
 from satadvisor.search.summary import study_summary
 from satadvisor.search.validate import select, validate
 from satadvisor.search.worker import (
@@ -90,8 +91,6 @@ def create_or_load(settings: SearchSettings, *, baseline: Mapping[str, Any]) -> 
                 "train": settings.train.to_dict(),
             },
         )
-    study.set_user_attr("budget", settings.budget)
-    study.set_user_attr("command", command_line())
     trials = study.get_trials(deepcopy=False)
     if not any(t.user_attrs.get(tr.SOURCE) == "baseline" for t in trials):
         study.enqueue_trial(dict(baseline), user_attrs={tr.SOURCE: "baseline"})
@@ -132,6 +131,7 @@ def run_workers(
         for p in procs:
             p.join(timeout=60)
         raise
+    checkpoint()  # Ctrl-C reached the workers too: they recorded their trials and exited
     failed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
     if failed:
         raise StudyError(
@@ -193,6 +193,9 @@ def optimize(
         "resolution": resolution,
     }
     space = _with_baseline(space, baseline_knobs)
+    # Bad input fails here, before the study exists: every trial would fail the same way.
+    data_mod.check_available(dataset, resolution=resolution, data_dir=data_dir, download=download)
+    _check_baseline(spec, baseline_knobs, info=info, resolution=resolution)
     study_name = study_name or f"{spec.name}-{dataset}"
     url = storage or default_url(study_name)
     settings = SearchSettings(
@@ -210,29 +213,48 @@ def optimize(
         timeout=timeout,
         subset=subset,
     )
-    study = create_or_load(settings, baseline={k: baseline_knobs[k] for k in space.choices})
-    counted = len(tr.counted(study.get_trials(deepcopy=False)))
-    baseline, picks = select(study, k=validate_top, tolerance=tolerance)
-    if counted >= budget and validate_top > 0 and _validated(study, baseline, picks, settings):
-        raise StudyError(
-            f"study {study_name!r} already has {counted} trials of a budget of {budget} and is "
-            f"validated; raise --budget to continue, or re-render with `satadvisor report {study_name}`"
-        )
-    run_workers(settings, workers=workers, on_trial=on_trial)
-    baseline, picks = select(study, k=validate_top, tolerance=tolerance)
-    if validate_top > 0:
-        validate(
-            study,
-            settings,
-            trials=picks,
-            baseline=baseline,
-            full_epochs=full_epochs or 4 * config.epochs,
-            on_run=on_validation,
-        )
+    with deferred_interrupts():  # Ctrl-C stops at the next training step (see _signals)
+        study = create_or_load(settings, baseline={k: baseline_knobs[k] for k in space.choices})
+        counted = len(tr.counted(study.get_trials(deepcopy=False)))
+        baseline, picks = select(study, k=validate_top, tolerance=tolerance)
+        if counted >= budget and validate_top > 0 and _validated(study, baseline, picks, settings):
+            raise StudyError(
+                f"study {study_name!r} already has {counted} trials of a budget of {budget} and "
+                f"is validated; raise --budget to continue, or re-render with "
+                f"`satadvisor report {study_name}`"
+            )
+        # Recorded only now: a refused rerun leaves the study as it was.
+        study.set_user_attr("budget", settings.budget)
+        study.set_user_attr("command", command_line())
+        run_workers(settings, workers=workers, on_trial=on_trial)
+        baseline, picks = select(study, k=validate_top, tolerance=tolerance)
+        if validate_top > 0:
+            validate(
+                study,
+                settings,
+                trials=picks,
+                baseline=baseline,
+                full_epochs=full_epochs or 4 * config.epochs,
+                on_run=on_validation,
+            )
     return study_summary(
         study,
         tolerance=tolerance,
         extra={"storage": redact(url), "settings_used": _plain(settings)},
+    )
+
+
+def _check_baseline(
+    spec: spec_mod.ModelSpec, knobs: Mapping[str, Any], *, info: Any, resolution: int
+) -> None:
+    """Build the baseline once and run a dry forward: ModelBuildError when it cannot work."""
+    net = spec.create(num_classes=info.num_classes, in_channels=info.in_channels, **knobs)
+    spec_mod.check_output(
+        net,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        resolution=resolution,
+        source=spec.source,
     )
 
 
@@ -265,6 +287,7 @@ def load_summary(
 ) -> dict[str, Any]:
     """The summary of an existing study (``satadvisor report STUDY``)."""
     url = storage or default_url(study_name)
+    _require_file(url, study_name)
     st = open_storage(url)
     names = [s.study_name for s in st.get_all_studies()]
     if study_name not in names:
@@ -275,3 +298,13 @@ def load_summary(
         )
     study = optuna.load_study(study_name=study_name, storage=st)
     return study_summary(study, tolerance=tolerance, extra={"storage": redact(url)})
+
+
+def _require_file(url: str, study_name: str) -> None:
+    """A file storage that does not exist: StudyError, instead of creating an empty one."""
+    path = storage_file(url)
+    if path is not None and not path.exists():
+        raise StudyError(
+            f"no study {study_name!r}: {path} does not exist; run `satadvisor optimize` first, "
+            "or pass the --storage it used"
+        )

@@ -2,7 +2,8 @@
 
 Budget rule: a trial *counts* when it is complete, pruned, running, or failed for a reason of
 its own (diverged, the model raised, out of memory twice). Trials stopped from outside —
-Ctrl-C, a killed worker found stale — do not count and their configuration is enqueued again,
+Ctrl-C, a killed worker found stale, a dataset that cannot be read — do not count and their
+configuration is enqueued again,
 so rerunning the command resumes to the same total. Trials a worker drew but did not run (over
 budget, a duplicate configuration) are recorded as failed with ``skipped`` and do not count.
 """

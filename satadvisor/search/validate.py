@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from satadvisor import spec as spec_mod
 from satadvisor.search import trials as tr
+from satadvisor.search._signals import checkpoint
 from satadvisor.search.summary import VALIDATION_PREFIX, evenness
 from satadvisor.search.worker import SearchSettings
 
@@ -79,6 +80,7 @@ def validate(
     records = []
     cache: dict[int, Any] = {}
     for t in todo:
+        checkpoint()
         knobs = settings.space.configuration(t.params)
         name = _attr_name(knobs)
         if name in study.user_attrs:  # validated before this run was interrupted
@@ -95,7 +97,13 @@ def validate(
                 seed=config.seed,
                 device=device,
             )
-        analysis = analyze(spec, knobs=knobs, data=cache[resolution], config=config)
+        analysis = analyze(
+            spec,
+            knobs=knobs,
+            data=cache[resolution],
+            config=config,
+            progress=lambda _: checkpoint(),  # where a deferred Ctrl-C stops a full run
+        )
         run = analysis.run
         assert run is not None
         record = {

@@ -7,6 +7,7 @@ from the storage alone (trial numbers order the workers), so no worker needs to 
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import time
@@ -20,8 +21,9 @@ from optuna.trial import TrialState
 
 from satadvisor import spec as spec_mod
 from satadvisor.config import TrainConfig
-from satadvisor.errors import SatAdvisorError, StudyError
+from satadvisor.errors import DatasetError, SatAdvisorError, StudyError
 from satadvisor.search import trials as tr
+from satadvisor.search._signals import checkpoint, deferred_interrupts
 from satadvisor.search.space import SearchSpace
 from satadvisor.search.storage import open_storage
 
@@ -109,10 +111,15 @@ class Worker:
     # ---------------------------------------------------------------- loop
     def run(self) -> int:
         """Run trials until the budget (or timeout, or the rule queue) is spent; returns #run."""
+        with deferred_interrupts():
+            return self._run()
+
+    def _run(self) -> int:
         deadline = time.time() + self.settings.timeout if self.settings.timeout else None
         ran = 0
         duplicates = 0
         while True:
+            checkpoint()
             tr.reap_stale(self.study)
             trials = self.study.get_trials(deepcopy=False)
             if len(tr.counted(trials)) >= self.settings.budget:
@@ -188,6 +195,7 @@ class Worker:
         single = len(self.settings.objectives) == 1
 
         def on_epoch(record: Any) -> bool:
+            checkpoint()
             if not single:
                 return False
             trial.report(record.eval_accuracy, record.epoch)
@@ -200,6 +208,7 @@ class Worker:
             config=config,
             name=f"{self.settings.study_name}-trial{trial.number}",
             on_epoch=on_epoch,
+            progress=_step_checkpoint,
         )
 
     def _execute(self, trial: optuna.Trial) -> None:
@@ -215,9 +224,12 @@ class Worker:
             try:
                 analysis = self._analyze_with_retry(trial, knobs)
             except KeyboardInterrupt:
-                trial.set_user_attr(tr.INTERRUPTED, "sigint")
-                self.study.tell(trial, state=TrialState.FAIL)
-                tr.requeue(self.study, self.study.get_trials(deepcopy=False)[trial.number])
+                self._interrupt(trial, "sigint")
+                raise
+            except DatasetError:
+                # Not this configuration's fault: every trial would fail alike. Stop the study
+                # (the trial does not count and is queued again) and let the user fix the data.
+                self._interrupt(trial, "dataset")
                 raise
             except SatAdvisorError as exc:
                 reason = str(exc)
@@ -241,21 +253,30 @@ class Worker:
         self.study.tell(trial, values)
         self._report(trial.number, "complete", knobs, run.accuracy, analysis.macs, source)
 
+    def _interrupt(self, trial: optuna.Trial, why: str) -> None:
+        """Record a trial stopped from outside (it does not count) and queue it again."""
+        trial.set_user_attr(tr.INTERRUPTED, why)
+        self.study.tell(trial, state=TrialState.FAIL)
+        tr.requeue(self.study, self.study.get_trials(deepcopy=False)[trial.number])
+
     def _analyze_with_retry(self, trial: optuna.Trial, knobs: dict[str, Any]) -> Any:
         """Out of GPU memory: retry once with half the batch size, then fail with the reason."""
         try:
             return self._analyze(trial, knobs, self.config)
         except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            half = max(1, self.config.batch_size // 2)
-            trial.set_user_attr("oom_retry_batch_size", half)
-            try:
-                return self._analyze(trial, knobs, replace(self.config, batch_size=half))
-            except torch.cuda.OutOfMemoryError as exc:
-                torch.cuda.empty_cache()
-                raise StudyError(
-                    f"out of GPU memory twice (batch {self.config.batch_size} and {half})"
-                ) from exc
+            pass  # retried below: inside this block the traceback still holds the run's tensors
+        _release_memory()
+        half = max(1, self.config.batch_size // 2)
+        trial.set_user_attr("oom_retry_batch_size", half)
+        try:
+            return self._analyze(trial, knobs, replace(self.config, batch_size=half))
+        except torch.cuda.OutOfMemoryError:
+            pass
+        _release_memory()
+        raise StudyError(
+            f"out of GPU memory twice (batch size {self.config.batch_size}, then {half}); "
+            "pass a smaller --batch-size or --resolution"
+        )
 
     @staticmethod
     def _objective(name: str, analysis: Any) -> float:
@@ -315,6 +336,17 @@ class Worker:
                 number, done, self.settings.budget, state, knobs, accuracy, macs, source, reason
             )
         )
+
+
+def _step_checkpoint(progress: Any) -> None:
+    """Called after every training step: where a deferred Ctrl-C stops the run."""
+    checkpoint()
+
+
+def _release_memory() -> None:
+    """Free what a failed run left on the GPU (frames kept alive by reference cycles first)."""
+    gc.collect()
+    torch.cuda.empty_cache()
 
 
 def worker_main(

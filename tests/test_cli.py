@@ -1,0 +1,473 @@
+"""The command line under bad input: one line naming the problem and the fix, exit 2, nothing written.
+
+Every case runs in an empty working directory with the default ``--out reports`` and
+``studies/`` storage, so "nothing written" is checked by listing that directory before and
+after. Click's own usage errors (wrong type, out of range, missing option) also exit 2; for
+those the message must name the option. The happy paths check exit 0, the report, ``--json``
+and the resume refusal of ``optimize``.
+
+With ``SATADVISOR_RECORD=FILE`` set, every observed outcome is appended to FILE as JSON lines
+(docs/reliability.md is made from that record).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from satadvisor.cli import main
+
+TINY = textwrap.dedent(
+    """
+    import torch.nn as nn
+
+    SEARCH_SPACE = {"depth": [1, 2, 3], "width": [4, 8], "resolution": [8, 12]}
+    DATASET = "digits"
+    RESOLUTION = 8
+
+    def build_model(depth=2, width=4, kernel_size=3, *, num_classes, in_channels):
+        layers, c = [], in_channels
+        for i in range(depth):
+            layers += [nn.Conv2d(c, width, kernel_size, padding=kernel_size // 2),
+                       nn.BatchNorm2d(width), nn.ReLU()]
+            if i < 2:
+                layers.append(nn.MaxPool2d(2))
+            c = width
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(c, num_classes))
+    """
+)
+HEAD = "import torch\nimport torch.nn as nn\n"
+BUILD = "def build_model(depth: int = 2, *, num_classes, in_channels):\n"
+BODY = "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n"
+
+# name -> source of every model file the cases use (written into the working directory)
+MODEL_FILES: dict[str, str | bytes] = {
+    "tiny.py": TINY,
+    "syntax.py": "def build_model(:\n",
+    "nullbyte.py": b"x = 1\x00\n",
+    "importerr.py": "import satadvisor_no_such_module_xyz\n",
+    "raises.py": "x = 1\nraise RuntimeError('boom at load')\n",
+    "exits.py": "import sys\nsys.exit(3)\n",
+    "nothing.py": "x = 1\n",
+    "notcallable.py": "build_model = 3\n",
+    "nodefault.py": "def build_model(depth, *, num_classes):\n    pass\n",
+    "modelclass.py": HEAD + "model = nn.Linear\n",
+    "ss_unknown.py": TINY + "SEARCH_SPACE = {'layers': [1, 2]}\n",
+    "ss_empty.py": TINY + "SEARCH_SPACE = {'depth': []}\n",
+    "ss_duplicate.py": TINY + "SEARCH_SPACE = {'depth': [2, 4, 2]}\n",
+    "ss_string.py": TINY + "SEARCH_SPACE = {'depth': [2, 'four']}\n",
+    "ss_nan.py": TINY + "SEARCH_SPACE = {'width': [4, float('nan')]}\n",
+    "ss_notdict.py": TINY + "SEARCH_SPACE = [('depth', [1, 2])]\n",
+    "resolution_str.py": TINY + "RESOLUTION = '32'\n",
+    "dataset_int.py": TINY + "DATASET = 10\n",
+    "classes.py": HEAD
+    + "def build_model(width: int = 4, *, in_channels):\n"
+    + "    return nn.Sequential(nn.Conv2d(in_channels, width, 3), nn.AdaptiveAvgPool2d(1),\n"
+    + "                         nn.Flatten(), nn.Linear(width, 7))\n",
+    "notensor.py": HEAD
+    + "class M(nn.Module):\n    def forward(self, x):\n        return {'logits': x}\n"
+    + BUILD
+    + "    return M()\n",
+    "buildraises.py": HEAD + BUILD + "    raise ValueError(f'depth {depth} is not supported')\n",
+    "notmodule.py": HEAD + BUILD + "    return 'a network'\n",
+    "fixed.py": HEAD + "model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n",
+}
+
+
+# the fix a message names: "…; pass --out with …", "…: use one of …"
+FIX = re.compile(
+    r"[;:—] (use|pass|fix|give|write|add|define|check|install|run|raise|move|remove|put|make|"
+    r"return|choose|drop|flatten|assign|list|rerun|keep)\b"
+)
+
+
+def _record(section: str, case: str, args: list[str], code: int, message: str) -> None:
+    """Append one observed outcome to $SATADVISOR_RECORD (no-op when unset)."""
+    target = os.environ.get("SATADVISOR_RECORD")
+    if not target:
+        return
+    entry = {"section": section, "case": case, "args": args, "exit": code, "message": message}
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry) + "\n")
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.fixture()
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated working directory holding the model files and a few data roots."""
+    monkeypatch.chdir(tmp_path)
+    # torchvision roots must not come from the user's cache
+    monkeypatch.setenv("SATADVISOR_DATA_DIR", str(tmp_path / "no-data-here"))
+    for name, source in MODEL_FILES.items():
+        if isinstance(source, bytes):
+            (tmp_path / name).write_bytes(source)
+        else:
+            (tmp_path / name).write_text(source)
+    (tmp_path / "emptyroot").mkdir()
+    (tmp_path / "emptyfolder").mkdir()
+    (tmp_path / "adir.py").mkdir()
+    (tmp_path / "afile").write_text("not a directory\n")
+    (tmp_path / "dangling.py").symlink_to(tmp_path / "gone" / "model.py")
+    (tmp_path / "corrupt.db").write_bytes(b"\x13\x37 this is not a database " * 200)
+    with sqlite3.connect(tmp_path / "foreign.db") as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+    (tmp_path / "garbage.log").write_text("garbage {not json\n")
+    (tmp_path / "foreign.journal").write_text('{"op_code": 0, "who": "someone else"}\n')
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file\n")
+    return tmp_path
+
+
+def invoke(args: list[str]) -> Result:
+    return CliRunner().invoke(main, args)
+
+
+OPT = ["optimize", "tiny.py", "--budget", "2", "--epochs", "1", "--validate-top", "0"]
+
+# (id, args, what the message must contain); click's usage errors are marked with "click:"
+BAD_INPUT: list[tuple[str, list[str], str]] = [
+    # options out of range or of the wrong type (click validates, exit 2)
+    ("epochs 0", ["analyze", "tiny.py", "--epochs", "0"], "click:--epochs"),
+    ("epochs not int", ["analyze", "tiny.py", "--epochs", "abc"], "click:--epochs"),
+    ("batch-size 0", ["analyze", "tiny.py", "--batch-size", "0"], "click:--batch-size"),
+    ("batch-size float", ["analyze", "tiny.py", "--batch-size", "1.5"], "click:--batch-size"),
+    ("lr 0", ["analyze", "tiny.py", "--lr", "0"], "click:--lr"),
+    ("lr negative", ["analyze", "tiny.py", "--lr", "-1"], "click:--lr"),
+    ("lr not float", ["analyze", "tiny.py", "--lr", "fast"], "click:--lr"),
+    ("resolution 3", ["analyze", "tiny.py", "--resolution", "3"], "click:--resolution"),
+    ("resolution 1025", ["analyze", "tiny.py", "--resolution", "1025"], "click:--resolution"),
+    ("seed negative", ["analyze", "tiny.py", "--seed", "-1"], "click:--seed"),
+    ("unknown option", ["analyze", "tiny.py", "--epoch", "3"], "click:--epoch"),
+    ("data-dir is a file", ["analyze", "tiny.py", "--data-dir", "afile"], "click:--data-dir"),
+    ("out is a file", ["analyze", "tiny.py", "--out", "afile"], "click:--out"),
+    ("budget missing", ["optimize", "tiny.py"], "click:--budget"),
+    ("budget 0", ["optimize", "tiny.py", "--budget", "0"], "click:--budget"),
+    ("budget not int", ["optimize", "tiny.py", "--budget", "many"], "click:--budget"),
+    ("strategy unknown", [*OPT, "--strategy", "grid"], "click:--strategy"),
+    ("workers 0", [*OPT, "--workers", "0"], "click:--workers"),
+    ("validate-top -1", [*OPT[:-1], "-1"], "click:--validate-top"),
+    ("full-epochs 0", [*OPT, "--full-epochs", "0"], "click:--full-epochs"),
+    ("timeout 0", [*OPT, "--timeout", "0"], "click:--timeout"),
+    ("report without study", ["report"], "click:STUDY"),
+    ("name empty", ["analyze", "tiny.py", "--no-train", "--name", ""], "click:--name"),
+    ("name ..", ["analyze", "tiny.py", "--no-train", "--name", ".."], "click:--name"),
+    ("name with /", ["analyze", "tiny.py", "--no-train", "--name", "a/b"], "click:--name"),
+    ("study-name .", [*OPT, "--study-name", "."], "click:--study-name"),
+    # option values only satadvisor can judge
+    ("device unknown", ["analyze", "tiny.py", "--device", "gpu0"], "unknown device 'gpu0'"),
+    ("objectives unknown", [*OPT, "--objectives", "accuracy,speed"], "--objectives"),
+    ("objectives no accuracy", [*OPT, "--objectives", "macs"], "use accuracy, optionally"),
+    ("objectives twice", [*OPT, "--objectives", "accuracy,accuracy"], "--objectives"),
+    # unknown names
+    ("dataset unknown", ["analyze", "tiny.py", "--dataset", "imagenet"], "unknown dataset"),
+    ("dataset unknown (optimize)", [*OPT, "--dataset", "imagenet"], "unknown dataset"),
+    ("model name unknown", ["analyze", "vgg17", "--no-train"], "vgg17: no such file"),
+    # missing or unreadable files
+    ("model file missing", ["analyze", "missing.py"], "missing.py: no such file"),
+    ("model path dangling link", ["analyze", "dangling.py"], "dangling.py: no such file"),
+    ("model path is a directory", ["analyze", "adir.py"], "is a directory"),
+    ("model argument empty", ["analyze", ""], "empty MODEL argument"),
+    # model files that fail in each way
+    ("syntax error", ["analyze", "syntax.py", "--no-train"], "syntax.py:1: syntax error"),
+    ("null bytes", ["analyze", "nullbyte.py", "--no-train"], "nullbyte.py: syntax error"),
+    ("import error", ["analyze", "importerr.py", "--no-train"], "importerr.py:1: import failed"),
+    ("raises at load", ["analyze", "raises.py", "--no-train"], "raises.py:2: loading the file"),
+    ("sys.exit at load", ["analyze", "exits.py", "--no-train"], "the file exits when loaded"),
+    ("no build_model/model", ["analyze", "nothing.py"], "defines neither build_model nor model"),
+    ("build_model not callable", ["analyze", "notcallable.py"], "not a function"),
+    ("knob without default", ["analyze", "nodefault.py"], "parameter 'depth' has no default"),
+    ("model is a class", ["analyze", "modelclass.py"], "model is the class Linear"),
+    ("SEARCH_SPACE unknown knob", ["analyze", "ss_unknown.py"], "SEARCH_SPACE names 'layers'"),
+    ("SEARCH_SPACE empty", ["analyze", "ss_empty.py"], "SEARCH_SPACE['depth'] is empty"),
+    ("SEARCH_SPACE duplicate", ["analyze", "ss_duplicate.py"], "lists 2 twice"),
+    ("SEARCH_SPACE non-numeric", ["analyze", "ss_string.py"], "holds 'four' (str)"),
+    ("SEARCH_SPACE NaN", ["analyze", "ss_nan.py"], "SEARCH_SPACE['width'] holds nan"),
+    ("SEARCH_SPACE not a dict", ["analyze", "ss_notdict.py"], "SEARCH_SPACE is a list"),
+    ("RESOLUTION wrong type", ["analyze", "resolution_str.py"], "RESOLUTION is '32'"),
+    ("DATASET wrong type", ["analyze", "dataset_int.py"], "DATASET is a int"),
+    ("output != classes", ["analyze", "classes.py", "--no-train"], "has 10 classes"),
+    ("output != classes (optimize)", ["optimize", "classes.py", "--budget", "2"], "10 classes"),
+    ("output not a tensor", ["analyze", "notensor.py", "--no-train"], "outputs a dict"),
+    ("build_model raises", ["analyze", "buildraises.py", "--no-train"], "raised ValueError"),
+    ("build_model no module", ["analyze", "notmodule.py", "--no-train"], "returned str"),
+    ("model fails at resolution", ["analyze", "tiny.py", "--set", "resolution=2"], "at 2 px"),
+    # --set
+    ("--set unknown knob", ["analyze", "tiny.py", "--set", "layers=3"], "unknown knob 'layers'"),
+    ("--set unknown (optimize)", [*OPT, "--set", "layers=3"], "unknown knob 'layers'"),
+    ("--set wrong type", ["analyze", "tiny.py", "--set", "depth=deep"], "expects an int"),
+    ("--set without =", ["analyze", "tiny.py", "--set", "depth"], "write KNOB=VALUE"),
+    ("--set resolution 0", ["analyze", "tiny.py", "--set", "resolution=0"], "positive int"),
+    ("--set on fixed model", ["analyze", "fixed.py", "--set", "depth=3"], "unknown knob 'depth'"),
+    ("--set resolution 2 (optimize)", [*OPT, "--set", "resolution=2"], "4 to 1024 pixels"),
+    (
+        "--set pins everything",
+        [*OPT, "--set", "depth=2", "--set", "width=4", "--set", "resolution=8"],
+        "nothing to search",
+    ),
+    ("optimize a fixed model", ["optimize", "fixed.py", "--budget", "2"], "fixed `model`"),
+    # data roots without the expected files
+    (
+        "torchvision root empty",
+        ["analyze", "tiny.py", "--epochs", "1", "--dataset", "mnist", "--data-dir", "emptyroot"],
+        "mnist: no data in emptyroot",
+    ),
+    (
+        "torchvision root empty (optimize)",
+        [*OPT, "--dataset", "cifar10", "--data-dir", "emptyroot"],
+        "cifar10: no data in emptyroot",
+    ),
+    (
+        "image folder missing",
+        ["analyze", "tiny.py", "--dataset", "imagefolder:nowhere"],
+        "nowhere is not a directory",
+    ),
+    (
+        "image folder empty",
+        ["analyze", "tiny.py", "--dataset", "imagefolder:emptyfolder"],
+        "imagefolder: no images in emptyfolder",
+    ),
+    # output directories that cannot be written
+    (
+        "out under a file",
+        ["analyze", "tiny.py", "--no-train", "--out", "afile/reports"],
+        "afile is not a directory",
+    ),
+    ("out under a file (optimize)", [*OPT, "--out", "afile/reports"], "afile is not a directory"),
+    (
+        "out is a foreign directory",
+        ["analyze", "tiny.py", "--no-train", "--out", ".", "--name", "mine"],
+        "holds files satadvisor did not write",
+    ),
+    # storages: unknown scheme, corrupt, foreign, missing
+    ("storage scheme", [*OPT, "--storage", "redis://localhost/0"], "unknown storage scheme"),
+    ("storage corrupt", [*OPT, "--storage", "sqlite:///corrupt.db"], "not an SQLite database"),
+    ("storage foreign", [*OPT, "--storage", "sqlite:///foreign.db"], "of another program"),
+    ("journal garbage", [*OPT, "--storage", "journal:garbage.log"], "not an Optuna journal"),
+    ("journal foreign", [*OPT, "--storage", "foreign.journal"], "foreign.journal"),
+    ("report corrupt", ["report", "s", "--storage", "sqlite:///corrupt.db"], "not an SQLite"),
+    ("report foreign", ["report", "s", "--storage", "sqlite:///foreign.db"], "another program"),
+    ("report garbage journal", ["report", "s", "--storage", "garbage.log"], "not an Optuna"),
+    ("report missing study", ["report", "nostudy"], "studies/nostudy.db does not exist"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"), [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    work: Path, args: list[str], expected: str, request: pytest.FixtureRequest
+) -> None:
+    before = _tree(work)
+    result = invoke(args)
+    err = result.stderr
+    _record("bad input", request.node.callspec.id, args, result.exit_code, err.strip())
+    assert result.exit_code == 2, (result.exit_code, err, result.exception)
+    assert result.stdout == ""
+    assert "Traceback" not in err
+    if expected.startswith("click:"):
+        # click's usage error: "Usage: …", "Try … --help", "Error: <names the option>"
+        error_lines = [line for line in err.splitlines() if line.startswith("Error:")]
+        assert len(error_lines) == 1, err
+        assert expected.removeprefix("click:") in error_lines[0], err
+    else:
+        assert err.endswith("\n") and err.count("\n") == 1, f"not one line: {err!r}"
+        assert err.startswith("satadvisor: error: "), err
+        assert expected in err, err
+        assert FIX.search(err), f"no fix named: {err!r}"
+    assert _tree(work) == before, "bad input left files behind"
+
+
+def test_device_cuda_without_cuda(work: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    result = invoke(["analyze", "tiny.py", "--device", "cuda", "--no-train"])
+    _record("bad input", "device cuda (none here)", ["--device", "cuda"], 2, result.stderr.strip())
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "satadvisor: error: --device cuda: CUDA is not available here; use --device cpu or auto\n"
+    )
+    assert not (work / "reports").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True, reason="root reads all")
+def test_unreadable_model_file(work: Path) -> None:
+    (work / "tiny.py").chmod(0)
+    result = invoke(["analyze", "tiny.py", "--no-train"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("satadvisor: error: tiny.py: cannot be read (Permission")
+
+
+def test_unreadable_model_file_as_any_user(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read failure itself, simulated (root can read a chmod 000 file)."""
+    import builtins
+
+    real_open = builtins.open
+
+    def deny(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file).endswith("tiny.py"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    result = invoke(["analyze", "tiny.py", "--no-train"])
+    monkeypatch.undo()
+    _record("bad input", "model file unreadable", ["analyze", "tiny.py"], 2, result.stderr.strip())
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "satadvisor: error: tiny.py: cannot be read (Permission denied); check the file's "
+        "permissions\n"
+    )
+
+
+def test_corrupt_image_in_image_folder(work: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for label in ("cat", "dog"):
+        (work / "imgs" / label).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.full((12, 12, 3), 20 * i, dtype=np.uint8)
+            Image.fromarray(pixels).save(work / "imgs" / label / f"{i:02d}.png")
+    (work / "imgs" / "dog" / "99.png").write_bytes(b"not a png")
+    before = _tree(work)
+    args = ["analyze", "tiny.py", "--epochs", "1", "--dataset", "imagefolder:imgs"]
+    result = invoke(args)
+    _record("bad input", "corrupt image in image folder", args, result.exit_code, result.stderr)
+    assert result.exit_code == 2, result.exception
+    assert result.stderr.count("\n") == 1
+    assert "cannot read an image" in result.stderr and "99.png" in result.stderr
+    assert _tree(work) == before
+
+
+# ------------------------------------------------------------------ happy paths
+def test_analyze_no_train(work: Path) -> None:
+    result = invoke(["analyze", "tiny.py", "--no-train"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.rstrip().endswith("report: reports/tiny/index.html")
+    payload = json.loads((work / "reports" / "tiny" / "analysis.json").read_text())
+    assert payload["training"] is None and payload["resolution"] == 8
+    assert [row["r_min"] for row in payload["layers"]] == [3, 8, None]
+
+
+def test_analyze_json_prints_what_it_writes(work: Path) -> None:
+    args = [
+        "analyze",
+        "tiny.py",
+        "--epochs",
+        "1",
+        "--json",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "512",
+    ]
+    result = invoke(args)
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["schema"] == "satadvisor.analysis/1"
+    assert payload["training"]["epochs"] == 1
+    assert 0.0 <= payload["training"]["accuracy"] <= 1.0
+    assert all(0.0 <= row["saturation"] <= 1.0 for row in payload["layers"] if row["saturation"])
+    written = json.loads((work / "reports" / "tiny" / "analysis.json").read_text())
+    assert written == payload
+
+
+def test_optimize_report_and_refused_rerun(work: Path) -> None:
+    args = ["optimize", "tiny.py", "--budget", "3", "--epochs", "1", "--validate-top", "1"]
+    args += ["--full-epochs", "1", "--device", "cpu", "--batch-size", "512"]
+    first = invoke(args)
+    assert first.exit_code == 0, (first.stderr, first.exception)
+    index = work / "reports" / "tiny-digits" / "index.html"
+    summary = json.loads((work / "reports" / "tiny-digits" / "study.json").read_text())
+    assert summary["counted_trials"] == 3 and summary["budget"] == 3
+    assert summary["validation"][0]["baseline"] is True
+    assert (work / "studies" / "tiny-digits.db").is_file()
+    page = index.read_bytes()
+    again = invoke(args)
+    _record("bad input", "optimize rerun at budget", args, again.exit_code, again.stderr.strip())
+    assert again.exit_code == 2
+    assert again.stderr.startswith("satadvisor: error: study 'tiny-digits' already has 3 trials")
+    assert again.stderr.count("\n") == 1
+    assert index.read_bytes() == page
+    lower = invoke([*args[:3], "2", *args[4:]])
+    assert lower.exit_code == 2 and "already has 3 trials of a budget of 2" in lower.stderr
+    # re-render from the storage alone, into another folder: the refused runs changed nothing
+    rendered = invoke(["report", "tiny-digits", "--out", "again"])
+    assert rendered.exit_code == 0, rendered.stderr
+    assert rendered.stdout.startswith("study tiny-digits: 3 trials (budget 3)")
+    again_summary = json.loads((work / "again" / "tiny-digits" / "study.json").read_text())
+    assert again_summary["trials"] == summary["trials"]
+    assert again_summary["validation"] == summary["validation"]
+    assert again_summary["budget"] == 3
+
+
+def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_does_not_import_torch(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        from click.testing import CliRunner
+        from satadvisor.cli import main
+        for args in (["--help"], ["analyze", "--help"], ["optimize", "--help"],
+                     ["report", "--help"], ["--version"]):
+            result = CliRunner().invoke(main, args)
+            assert result.exit_code == 0, (args, result.output)
+            assert result.output.strip(), args
+        print(sorted(m for m in ("torch", "optuna", "numpy", "sklearn") if m in sys.modules))
+        """
+    )
+    done = _python(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.integration
+def test_real_process_bad_input(work: Path) -> None:
+    """``python -m satadvisor`` as a user runs it: exit codes and stderr of a real process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "satadvisor", *args],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    before = _tree(work)
+    bad = run("analyze", "ss_unknown.py", "--no-train")
+    _record("bad input", "real process", ["analyze", "ss_unknown.py"], bad.returncode, bad.stderr)
+    assert bad.returncode == 2
+    assert bad.stdout == ""
+    assert bad.stderr == (
+        "satadvisor: error: ss_unknown.py: SEARCH_SPACE names 'layers', which build_model does "
+        "not take; use its knobs (depth, width, kernel_size, resolution)\n"
+    )
+    debug = run("analyze", "ss_unknown.py", "--no-train", "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert "satadvisor.errors.ModelFileError: ss_unknown.py: SEARCH_SPACE names" in debug.stderr
+    assert _tree(work) == before
