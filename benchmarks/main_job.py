@@ -44,24 +44,36 @@ def main() -> None:
     from satadvisor._env import environment
 
     exe = [sys.executable, "-m", "satadvisor"]
-    record: dict[str, Any] = {"environment": environment(args.device), "options": vars(args)}
-    record["options"]["out"] = str(args.out)
+    options = {**vars(args), "out": str(args.out)}
+    record: dict[str, Any] = {"environment": environment(args.device), "options": options}
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
-        seconds, _ = _run([*exe, "analyze", "--epochs", str(args.epochs), "--device", args.device], cwd)
+        seconds, _ = _run(
+            [*exe, "analyze", "--epochs", str(args.epochs), "--device", args.device], cwd
+        )
         analysis = json.loads((cwd / "reports" / "vgg" / "analysis.json").read_text())
         record["analyze"] = {
             "command": f"satadvisor analyze --epochs {args.epochs}",
             "seconds": round(seconds, 1),
             "accuracy": analysis["training"]["accuracy"],
             "profile": {r["name"]: r["saturation"] for r in analysis["layers"]},
-            "findings": [f["kind"] + (" (predicted)" if f["predicted"] else "") for f in analysis["findings"]],
+            "findings": [
+                f["kind"] + (" (predicted)" if f["predicted"] else "") for f in analysis["findings"]
+            ],
             "verdict": analysis["verdict"],
         }
         print(f"analyze: {seconds:.1f} s — {analysis['verdict']}")
         if not args.skip_optimize:
-            cmd = [*exe, "optimize", "--budget", str(args.budget), "--epochs", str(args.epochs),
-                   "--device", args.device]
+            cmd = [
+                *exe,
+                "optimize",
+                "--budget",
+                str(args.budget),
+                "--epochs",
+                str(args.epochs),
+                "--device",
+                args.device,
+            ]
             seconds, stdout = _run(cmd, cwd)
             study = json.loads(next((cwd / "reports").glob("*/study.json")).read_text())
             base = next(r for r in study["validation"] if r["baseline"])
@@ -70,13 +82,35 @@ def main() -> None:
                 "seconds": round(seconds, 1),
                 "trials": study["counted_trials"],
                 "sources": sorted({t["source"] for t in study["trials"] if not t["skipped"]}),
-                "baseline": {k: base[k] for k in ("knobs", "proxy_accuracy", "test_accuracy", "macs", "params")},
+                "baseline": {
+                    k: base[k]
+                    for k in ("knobs", "proxy_accuracy", "test_accuracy", "macs", "params")
+                },
                 "validated": [
-                    {k: r[k] for k in ("trial", "source", "knobs", "proxy_accuracy", "test_accuracy", "macs")}
+                    {
+                        k: r[k]
+                        for k in (
+                            "trial",
+                            "source",
+                            "knobs",
+                            "proxy_accuracy",
+                            "test_accuracy",
+                            "macs",
+                        )
+                    }
                     for r in study["validation"]
                 ],
                 "recommended": [
-                    {k: r[k] for k in ("knobs", "test_accuracy", "accuracy_delta", "macs_ratio", "params_ratio")}
+                    {
+                        k: r[k]
+                        for k in (
+                            "knobs",
+                            "test_accuracy",
+                            "accuracy_delta",
+                            "macs_ratio",
+                            "params_ratio",
+                        )
+                    }
                     for r in study["recommended"]
                 ],
                 "rank_agreement": study["rank_agreement"],
