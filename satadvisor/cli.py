@@ -450,7 +450,7 @@ def optimize(
             download=download,
             pinned=pinned,
             timeout=timeout,
-            on_trial=_print_trial if verbose else None,
+            on_trial=_TrialPrinter() if verbose else None,
             on_validation=_print_validation if verbose else None,
         )
         index = write_study(summary, out / summary["study_name"])
@@ -461,17 +461,32 @@ def _knobs_text(knobs: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in knobs.items())
 
 
-def _print_trial(event: Any) -> None:
-    result = ""
-    if event.accuracy is not None:
-        result = f"acc {event.accuracy:.3f}, {event.macs / 1e6:.2f} MMACs"
-    elif event.reason:
-        result = event.reason
-    click.echo(
-        f"trial {event.done}/{event.budget} #{event.number} [{event.source}] "
-        f"{_knobs_text(event.knobs)}: {event.state} {result}",
-        err=True,
-    )
+class _TrialPrinter:
+    """One line per finished trial on a terminal: i/N, the result, and the ETA of the search."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._start = self._clock()
+        self._first_done: int | None = None
+
+    def __call__(self, event: Any) -> None:
+        result = ""
+        if event.accuracy is not None:
+            result = f"acc {event.accuracy:.3f}, {event.macs / 1e6:.2f} MMACs"
+        elif event.reason:
+            result = event.reason
+        if self._first_done is None:
+            self._first_done = event.done - 1  # trials already in the study when we started
+        ran = event.done - self._first_done
+        left = max(0, event.budget - event.done)
+        eta = (self._clock() - self._start) / max(1, ran) * left
+        click.echo(
+            f"trial {event.done}/{event.budget} #{event.number} [{event.source}] "
+            f"{_knobs_text(event.knobs)}: {event.state} {result} (ETA {eta / 60:.1f} min)",
+            err=True,
+        )
 
 
 def _accuracy(value: float | None) -> str:

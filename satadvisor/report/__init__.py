@@ -23,10 +23,13 @@ Schema ``satadvisor.analysis/1`` (``advisor.Analysis.to_dict()``; units in brack
      "model": {"name": str, "source": str},   # source: the MODEL argument (file or built-in)
      "knobs": {str: value},           # architecture knobs of the analysed configuration
      "dataset": str, "resolution": int [px],
+     "num_classes": int, "in_channels": int,
+     "profile_phase": "train" | "eval",   # which phase's saturation the rules read
      "training": null | {             # null: --no-train
          "status": "completed" | "diverged" | "pruned" | …, "reason": str | null,
          "epochs": int, "eval_name": "val" | "test",
-         "accuracy": float [0, 1], "params": int, "macs": int,
+         "accuracy": float [0, 1], "test_accuracy": float [0, 1] | null,  # null: proxy run
+         "params": int, "macs": int,
          "wall_time": float [s], "images_per_second": float, "device": str,
          "history": [{"epoch": int, "train_loss": float, "train_accuracy": float [0, 1],
                       "eval_loss": float, "eval_accuracy": float [0, 1], "lr": float,
