@@ -1,0 +1,298 @@
+"""Tail removal and the performance move: does acting on the advice pay off on real data?
+
+A VGG16-style network — the built-in ``vgg`` family at 13 convs over 5 max-pools, i.e. VGG16's
+conv stack (``--width`` channels in the first stage) — on Fashion-MNIST at 32 px:
+
+1. ``satadvisor.analyze`` (a proxy run, ``--epochs``) gives the baseline's measured saturation
+   profile, its findings (is the measured tail found? where does it start against the
+   receptive-field border?), the verdict, and the recommendations;
+2. the first *efficiency* recommendation (the tail removed) and the first *performance*
+   recommendation, used exactly as given, and the baseline are each trained in full
+   (``full=True``: whole training set, ``--full-epochs``, test set) with ``--seeds`` seeds.
+   Seed 0 runs through ``analyze`` (so its profile is measured too); the other seeds train
+   untracked, which gives the same accuracy.
+
+Reported: test accuracy (mean ± std over seeds), MACs and parameters of each against the
+baseline, the baseline's per-conv saturation profile with the receptive field, and the verdict.
+Published expectation (Richter et al. 2021): removing the tail costs at most ~0.5 points of
+accuracy for a large cut in compute, and the performance move gains accuracy.
+
+GPU-sized defaults (width 64 = VGG16's channels, whole dataset, 3 seeds)::
+
+    .venv/bin/python benchmarks/tail_removal.py --device cuda
+
+Reduced CPU run recorded in RESULTS.md::
+
+    .venv/bin/python benchmarks/tail_removal.py --device cpu --threads 1 --width 16 \\
+        --subset 3000 --full-subset 3000 --epochs 5 --full-epochs 6 --seeds 3
+
+``--analyze-only`` records the proxy profile, findings and verdict without the full runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import _common as common
+import torch
+
+from satadvisor import data as data_mod
+from satadvisor import spec as spec_mod
+from satadvisor._env import resolve_device
+from satadvisor.advisor import Analysis, analyze, build_model
+from satadvisor.config import TrainConfig
+from satadvisor.rules import Recommendation
+from satadvisor.search.summary import evenness
+from satadvisor.train import run, seed_everything
+
+NAME = "tail_removal"
+DATASET = "fashion-mnist"
+
+
+def baseline_knobs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "depth": args.depth,
+        "downsamplings": args.downsamplings,
+        "kernel_size": 3,
+        "width": args.width,
+    }
+
+
+def profile_rows(analysis: Analysis) -> list[dict[str, Any]]:
+    """Per conv layer: proxy saturation (train and eval phase) and the receptive field."""
+    assert analysis.run is not None
+    eval_sat = {s.name: s.saturation for s in analysis.run.profile("eval")}
+    return [
+        {
+            "layer": row["name"].rsplit(".", 1)[-1],
+            "width": row["width"],
+            "saturation_train": row["saturation"],
+            "saturation_eval": eval_sat.get(row["name"]),
+            "r_min": row["r_min"],
+            "unproductive": row["unproductive"],
+            "critical": row["critical"],
+            "tail": row["tail"],
+        }
+        for row in analysis.layers()
+        if "conv" in row["type"].lower()
+    ]
+
+
+def tail_summary(analysis: Analysis) -> dict[str, Any]:
+    """Whether the measured tail was found, where it starts, and the receptive-field border."""
+    measured = next((f for f in analysis.findings if f.kind == "tail" and not f.predicted), None)
+    predicted = next((f for f in analysis.findings if f.kind == "tail" and f.predicted), None)
+    short = [name.rsplit(".", 1)[-1] for name in analysis.tail]
+    border = analysis.receptive_field.border_layer
+    return {
+        "measured_tail_found": measured is not None,
+        "measured_tail": short,
+        "measured_tail_start": short[0] if short else None,
+        "rf_border": border.rsplit(".", 1)[-1] if border else None,
+        "rf_offset": measured.evidence.get("rf_offset") if measured else None,
+        "rf_agrees": measured.evidence.get("rf_agrees") if measured else None,
+        "predicted_only": predicted is not None and measured is None,
+        "findings": [f.to_dict() for f in analysis.findings],
+    }
+
+
+def pick(recs: Sequence[Recommendation], kind: str) -> Recommendation | None:
+    """The first recommendation of ``kind`` that changes knobs (one the script can train)."""
+    return next((r for r in recs if r.kind == kind and r.changes), None)
+
+
+def full_runs(
+    name: str,
+    knobs: dict[str, Any],
+    resolution: int,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Train ``knobs`` in full with every seed; seed 0 tracked (profile), the others not."""
+    spec = spec_mod.load(args.model)
+    knobs = {k: v for k, v in knobs.items() if k != "resolution"}
+    seeds: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"name": name, "knobs": knobs, "resolution": resolution}
+    for seed in range(args.seeds):
+        bundle = data_mod.load(
+            DATASET,
+            resolution=resolution,
+            data_dir=args.data_root,
+            full=True,
+            seed=seed,
+            device=device,
+            subset=args.full_subset,
+        )
+        config = TrainConfig(epochs=args.full_epochs, seed=seed, device=str(device), full=True)
+        if seed == 0:
+            analysis = analyze(
+                spec, knobs={**knobs, "resolution": resolution}, data=bundle, config=config
+            )
+            result = analysis.run
+            assert result is not None
+            out.update(macs=analysis.macs, params=analysis.params)
+            out["profile_full_seed0"] = {
+                s.name.rsplit(".", 1)[-1]: round(s.saturation, 4) for s in analysis.profile
+            }
+            out["tail_full_seed0"] = [n.rsplit(".", 1)[-1] for n in analysis.tail]
+            out["evenness_full_seed0"] = evenness(analysis.profile)
+        else:
+            seed_everything(seed)
+            net = build_model(spec, knobs, num_classes=10, in_channels=1)
+            result = run(net, bundle, config=config)
+        seeds.append(
+            {
+                "seed": seed,
+                "test_accuracy": result.test_accuracy,
+                "status": result.status,
+                "seconds": round(result.wall_time, 1),
+            }
+        )
+        print(f"  {name} seed {seed}: test {result.test_accuracy}", flush=True)
+    accs = [s["test_accuracy"] for s in seeds if s["test_accuracy"] is not None]
+    out["seeds"] = seeds
+    out["test_accuracy_mean"], out["test_accuracy_std"] = common.mean_std(accs)
+    return out
+
+
+def tables(result: dict[str, Any]) -> str:
+    if not result["runs"]:  # --analyze-only
+        return f"{profile_table(result, {})}\n\nverdict: {result['verdict']}"
+    base = result["runs"][0]
+    rows = []
+    for r in result["runs"]:
+        delta = r["test_accuracy_mean"] - base["test_accuracy_mean"]
+        rows.append(
+            [
+                r["name"],
+                r.get("change", "—"),
+                f"{r['resolution']}",
+                common.pct(r["test_accuracy_mean"], r["test_accuracy_std"]),
+                f"{100 * delta:+.2f}" if r is not base else "—",
+                common.human(r["macs"]),
+                f"{r['macs'] / base['macs']:.2f}×",
+                common.human(r["params"]),
+                f"{r['params'] / base['params']:.2f}×",
+                ", ".join(r["tail_full_seed0"][:1] + r["tail_full_seed0"][-1:]) or "none",
+            ]
+        )
+    headers = ["model", "change", "px", "test acc. %", "Δ points", "MACs", "MACs ×"]
+    first = common.markdown_table(
+        [*headers, "params", "params ×", "measured tail (full, seed 0)"], rows
+    )
+    second = profile_table(result, base.get("profile_full_seed0", {}))
+    return f"{first}\n\n{second}\n\nverdict: {result['verdict']}"
+
+
+def profile_table(result: dict[str, Any], full0: dict[str, float]) -> str:
+    """The baseline's per-conv profile (proxy, and seed 0's full run when given)."""
+    prof = [
+        [
+            p["layer"],
+            p["width"],
+            f"{p['saturation_train']:.3f}",
+            f"{p['saturation_eval']:.3f}" if p["saturation_eval"] is not None else "",
+            f"{full0[p['layer']]:.3f}" if p["layer"] in full0 else "",
+            p["r_min"],
+            "unproductive" if p["unproductive"] else ("critical" if p["critical"] else ""),
+            "tail" if p["tail"] else "",
+        ]
+        for p in result["baseline_profile"]
+    ]
+    return common.markdown_table(
+        [
+            "layer",
+            "width",
+            "sat. proxy train",
+            "sat. proxy eval",
+            "sat. full train (seed 0)",
+            "r_min px",
+            "receptive field",
+            "measured tail",
+        ],
+        prof,
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common.add_run_options(
+        parser,
+        subset=None,
+        epochs=5,
+        full_epochs=30,
+        seeds=3,
+        out=common.RESULTS_DIR / f"{NAME}.json",
+    )
+    parser.add_argument("--model", default="vgg", help="built-in family (default vgg)")
+    parser.add_argument("--depth", type=int, default=13, help="convs (default 13 = VGG16)")
+    parser.add_argument("--downsamplings", type=int, default=5, help="max-pools (default 5)")
+    parser.add_argument("--width", type=int, default=64, help="first-stage channels (default 64)")
+    parser.add_argument("--resolution", type=int, default=32, help="input px (default 32)")
+    parser.add_argument(
+        "--full-subset", type=int, default=None, help="cap the full runs' splits (default all)"
+    )
+    parser.add_argument(
+        "--analyze-only", action="store_true", help="the proxy analysis only, no full runs"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    common.setup(args)
+    started = time.time()
+    device = resolve_device(args.device)
+    args.data_root = args.data_dir or common.fashion_root()
+    knobs = baseline_knobs(args)
+    proxy_data = data_mod.load(
+        DATASET,
+        resolution=args.resolution,
+        data_dir=args.data_root,
+        seed=0,
+        device=device,
+        subset=args.subset,
+    )
+    config = TrainConfig(epochs=args.epochs, seed=0, device=str(device))
+    analysis = analyze(
+        args.model, knobs={**knobs, "resolution": args.resolution}, data=proxy_data, config=config
+    )
+    del proxy_data
+    print(analysis.verdict, flush=True)
+    runs = (
+        [] if args.analyze_only else [full_runs("baseline", knobs, args.resolution, args, device)]
+    )
+    for kind in () if args.analyze_only else ("efficiency", "performance"):
+        rec = pick(analysis.recommendations, kind)
+        if rec is None:
+            print(f"no {kind} recommendation with knob changes: skipped", flush=True)
+            continue
+        row = full_runs(kind, dict(rec.knobs), rec.resolution, args, device)
+        row.update(
+            change=rec.set_args or rec.title,
+            title=rec.title,
+            predicted_cost=rec.cost.to_dict() if rec.cost else None,
+        )
+        runs.append(row)
+    del args.data_root
+    result = {
+        "benchmark": NAME,
+        **common.record(args, started=started, finished=time.time()),
+        "dataset": DATASET,
+        "baseline_knobs": knobs,
+        "proxy_accuracy": analysis.run.accuracy if analysis.run else None,
+        "verdict": analysis.verdict,
+        "tail": tail_summary(analysis),
+        "baseline_profile": profile_rows(analysis),
+        "recommendations": [r.to_dict() for r in analysis.recommendations],
+        "runs": runs,
+    }
+    print(tables(result))
+    print(f"wrote {common.write_json(args.out, result)}")
+
+
+if __name__ == "__main__":
+    main()
