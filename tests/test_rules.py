@@ -620,3 +620,30 @@ def test_resolution_is_not_raised_past_the_images_own_resolution() -> None:
     assert not [r for r in capped if "resolution" in r.changes]
     # the slower-growth move stays: the images' size caps only the upsampling
     assert [r for r in capped if r.kind == "performance"]
+
+
+def test_unevenly_decaying_measured_tail_starts_at_the_drop() -> None:
+    # Measured: VGG16-style, width 32, Fashion-MNIST at 32 px, 5 proxy epochs
+    # (benchmarks/results/tail_removal_width32_profile.json). The drop is at conv8, where the
+    # receptive field puts the border too; conv9 (0.113) sits just above half the median (0.109).
+    values = [
+        0.094,
+        0.094,
+        0.125,
+        0.219,
+        0.227,
+        0.359,
+        0.352,
+        0.094,
+        0.113,
+        0.094,
+        0.027,
+        0.027,
+        0.016,
+    ]
+    assert [n.split(".")[-1] for n in tail_layers(profile(values))] == [
+        f"conv{i}" for i in range(8, 14)
+    ]
+    # a run whose later layer climbs back to the earlier level is no tail
+    back_up = [0.3, 0.4, 0.45, 0.5, 0.45, 0.1, 0.12, 0.48]
+    assert tail_layers(profile(back_up)) == []
