@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from _tiny import TINY_MODEL_SOURCE
 from optuna.trial import TrialState
 from scipy import stats
 
@@ -27,26 +28,7 @@ from satadvisor.search import trials as tr
 from satadvisor.search.space import SearchSpace
 from satadvisor.search.storage import open_storage, redact
 
-MODEL = textwrap.dedent(
-    """
-    import torch.nn as nn
-
-    SEARCH_SPACE = {"depth": [1, 2, 3], "width": [4, 8], "resolution": [8, 12]}
-    DATASET = "digits"
-    RESOLUTION = 8
-
-    def build_model(depth=2, width=4, kernel_size=3, *, num_classes, in_channels):
-        layers, c = [], in_channels
-        for i in range(depth):
-            layers += [nn.Conv2d(c, width, kernel_size, padding=kernel_size // 2),
-                       nn.BatchNorm2d(width), nn.ReLU()]
-            if i < 2:
-                layers.append(nn.MaxPool2d(2))
-            c = width
-        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                             nn.Linear(c, num_classes))
-    """
-)
+MODEL = TINY_MODEL_SOURCE
 FAST = TrainConfig(epochs=1, batch_size=128, device="cpu", lr=0.05)
 
 
