@@ -194,7 +194,7 @@ class _Workbench:
     def analyze(self, model: nn.Module, resolution: int) -> ReceptiveFieldAnalysis | None:
         try:
             rf = receptive.analyze(model, resolution, in_channels=self.in_channels)
-        except (SatAdvisorError, NotImplementedError):
+        except SatAdvisorError:
             return None
         return rf if rf.supported else None
 
@@ -206,7 +206,7 @@ class _Workbench:
                 found = receptive.smallest_productive_resolution(
                     model, in_channels=self.in_channels, candidates=candidates
                 )
-            except (SatAdvisorError, NotImplementedError):
+            except SatAdvisorError:
                 return None
             if found is not None:
                 return int(found)
