@@ -572,20 +572,6 @@ def test_verdict_names_the_main_finding_and_the_top_move() -> None:
 # --------------------------------------------------------------------------- real receptive.py
 
 
-def _real_receptive() -> bool:
-    try:
-        receptive.analyze(build_vgg(num_classes=10, in_channels=3), 32, in_channels=3)
-    except (AttributeError, NotImplementedError):
-        return False
-    return True
-
-
-needs_receptive = pytest.mark.skipif(
-    not _real_receptive(), reason="satadvisor.receptive.analyze is not implemented yet"
-)
-
-
-@needs_receptive
 def test_performance_moves_remove_the_unproductive_layers_per_receptive_analyze() -> None:
     spec = FakeSpec(build_vgg, VGG_KNOBS)
     model = spec.create(num_classes=10, in_channels=3)
