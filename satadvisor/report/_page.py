@@ -65,7 +65,7 @@ def to_json(value: Any, *, indent: int | None = None) -> str:
 def script_json(value: Any) -> Markup:
     """JSON that is safe inside ``<script type="application/json">`` (no ``</script>``, no ``<!--``).
 
-    ``<``, ``>``, ``&`` and the two JS line separators become ``\\uXXXX`` escapes, which
+    ``<``, ``>``, ``&`` and the two JS line separators become ``\\u003c``-style escapes, which
     ``JSON.parse`` turns back into the same characters.
     """
     text = json.dumps(finite(value), allow_nan=False, default=_json_default, ensure_ascii=True)
