@@ -78,8 +78,8 @@ class Analysis:
         """One row per tracked layer in forward order: saturation and receptive field merged."""
         rf = self.receptive_field.by_name()
         sat = {layer.name: layer for layer in self.profile}
-        order = list(sat) if sat else list(rf)
-        order += [name for name in rf if name not in sat and sat]
+        # measured layers in forward order, then any the tracker did not see (e.g. never called)
+        order = list(sat) + [name for name in rf if name not in sat]
         tail = set(self.tail)
         rows = []
         for name in order:

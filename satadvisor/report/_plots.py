@@ -101,6 +101,11 @@ def log_ticks(lo: float, hi: float) -> list[int]:
 # Saturation profile: one bar per layer, forward order.
 
 
+def _position(layers: tuple[str, ...], name: str | None) -> int | None:
+    """Index of ``name`` in ``layers``, or None when absent."""
+    return layers.index(name) if name is not None and name in layers else None
+
+
 @dataclass(frozen=True)
 class ProfileData:
     """Final saturation per layer (fraction in [0, 1], None = not measured), forward order."""
@@ -119,9 +124,7 @@ class ProfileData:
     @property
     def border_index(self) -> int | None:
         """Position of the receptive-field border layer in :attr:`layers`, or None."""
-        if self.border_layer is None or self.border_layer not in self.layers:
-            return None
-        return self.layers.index(self.border_layer)
+        return _position(self.layers, self.border_layer)
 
 
 def profile_data(analysis: Mapping[str, Any]) -> ProfileData | None:
@@ -374,9 +377,7 @@ class ReceptiveFieldData:
 
     @property
     def border_index(self) -> int | None:
-        if self.border_layer is None or self.border_layer not in self.layers:
-            return None
-        return self.layers.index(self.border_layer)
+        return _position(self.layers, self.border_layer)
 
 
 def receptive_field_data(analysis: Mapping[str, Any]) -> ReceptiveFieldData | None:

@@ -8,7 +8,6 @@ rerun with another space is refused instead of silently mixing results).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,12 +38,6 @@ class SearchSpace:
 
     def distributions(self) -> dict[str, BaseDistribution]:
         return {k: CategoricalDistribution(list(v)) for k, v in self.choices.items()}
-
-    def fingerprint(self) -> str:
-        """A stable text identity of the space, stored with the study."""
-        return json.dumps(
-            {"choices": {k: list(v) for k, v in sorted(self.choices.items())}}, sort_keys=True
-        )
 
     def snap(self, knobs: Mapping[str, Any]) -> dict[str, Any]:
         """Project a configuration onto the space: each searched knob to its nearest choice."""

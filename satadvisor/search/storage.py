@@ -173,13 +173,6 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in creds else url
 
 
-def study_exists(storage: BaseStorage, study_name: str) -> bool:
-    try:
-        return any(s.study_name == study_name for s in storage.get_all_studies())
-    except Exception as exc:
-        raise StorageError(f"cannot read studies from the storage: {_first_line(exc)}") from exc
-
-
 def pid_alive(pid: int) -> bool:
     """Whether a process of this machine with ``pid`` still runs."""
     try:

@@ -25,7 +25,7 @@ from satadvisor.search._signals import checkpoint, deferred_interrupts
 from satadvisor.search.space import SearchSpace, derive_space
 from satadvisor.search.storage import default_url, open_storage, redact, storage_file
 from satadvisor.search.summary import study_summary
-from satadvisor.search.validate import select, validate
+from satadvisor.search.validate import select, validate, validation_key
 from satadvisor.search.worker import (
     OBJECTIVES,
     STRATEGIES,
@@ -270,10 +270,10 @@ def _with_baseline(space: SearchSpace, knobs: Mapping[str, Any]) -> SearchSpace:
 def _validated(
     study: optuna.Study, baseline: Any, picks: list[Any], settings: SearchSettings
 ) -> bool:
-    from satadvisor.search.validate import _attr_name
-
     todo = ([baseline] if baseline is not None else []) + picks
-    return all(_attr_name(settings.space.configuration(t.params)) in study.user_attrs for t in todo)
+    return all(
+        validation_key(settings.space.configuration(t.params)) in study.user_attrs for t in todo
+    )
 
 
 def _plain(settings: SearchSettings) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def select(
     return baseline, out[:k]
 
 
-def _attr_name(knobs: dict[str, Any]) -> str:
+def validation_key(knobs: dict[str, Any]) -> str:
     digest = hashlib.sha1(tr.config_key(knobs).encode()).hexdigest()[:12]
     return f"{VALIDATION_PREFIX}{digest}"
 
@@ -82,7 +82,7 @@ def validate(
     for t in todo:
         checkpoint()
         knobs = settings.space.configuration(t.params)
-        name = _attr_name(knobs)
+        name = validation_key(knobs)
         if name in study.user_attrs:  # validated before this run was interrupted
             records.append(study.user_attrs[name])
             continue
