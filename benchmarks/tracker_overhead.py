@@ -160,19 +160,61 @@ def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[]
     return step
 
 
+class HookClock:
+    """CPU time spent inside the forward hooks of a model, summed over the steps it is on.
+
+    Wraps every forward (pre-)hook already registered on the model's modules — ours or delve's,
+    whichever tool added them — so the tracker's own cost can be read apart from the noise of
+    the whole step. Benchmark-only: it reaches into ``Module._forward_hooks``.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        self.seconds = 0.0
+        self.device = device
+        for module in model.modules():
+            for hooks in (module._forward_hooks, module._forward_pre_hooks):
+                for key, fn in list(hooks.items()):
+                    hooks[key] = self._timed(fn)
+
+    def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            _sync(self.device)
+            start = time.process_time() if self.device.type == "cpu" else time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _sync(self.device)
+                now = time.process_time() if self.device.type == "cpu" else time.perf_counter()
+                self.seconds += now - start
+
+        return timed
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def time_interleaved(
-    steps: dict[str, Callable[[], None]], *, rounds: int, warmup: int, device: torch.device
+    steps: dict[str, Callable[[], None]],
+    *,
+    rounds: int,
+    warmup: int,
+    device: torch.device,
+    hook_clocks: dict[str, HookClock] | None = None,
 ) -> dict[str, dict[str, list[float]]]:
     """Seconds per step of each variant, one step of each per round, order rotating.
 
     Two clocks: "wall" (perf_counter) and "cpu" (this process's CPU time, all threads). On a
     shared machine the CPU time is the steadier of the two: waiting for a core is not counted.
+    With ``hook_clocks`` a third series, "hooks", holds the time inside each tracked variant's
+    hooks per step (CPU time on CPU, synchronised wall time on CUDA).
     """
+    hook_clocks = hook_clocks or {}
     names = list(steps)
     for _ in range(warmup):
         for name in names:
@@ -180,6 +222,9 @@ def time_interleaved(
     _sync(device)
     times: dict[str, dict[str, list[float]]] = {"wall": {n: [] for n in names}}
     times["cpu"] = {n: [] for n in names}
+    times["hooks"] = {n: [] for n in hook_clocks}
+    for clock in hook_clocks.values():
+        clock.take()
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             _sync(device)
@@ -188,6 +233,8 @@ def time_interleaved(
             _sync(device)
             times["wall"][name].append(time.perf_counter() - w0)
             times["cpu"][name].append(time.process_time() - c0)
+            if name in hook_clocks:
+                times["hooks"][name].append(hook_clocks[name].take())
     if device.type != "cpu":
         del times["cpu"]  # host CPU time says nothing about an accelerator's work
     return times
@@ -305,9 +352,14 @@ def bench_model(
     plain, ours_m, delve_m = model, copy.deepcopy(model), copy.deepcopy(model)
     steps = {"plain": make_step(plain, x, y), "ours": make_step(ours_m, x, y)}
     tracker = SaturationTracker(ours_m)
+    clocks_in_hooks = {"ours": HookClock(ours_m, device)}
     if delve_tracker(delve_m, device, tmp) is not None:
         steps["delve"] = make_step(delve_m, x, y)
-    times = time_interleaved(steps, rounds=rounds, warmup=warmup, device=device)
+        clocks_in_hooks["delve"] = HookClock(delve_m, device)
+    times = time_interleaved(
+        steps, rounds=rounds, warmup=warmup, device=device, hook_clocks=clocks_in_hooks
+    )
+    hook_times = times.pop("hooks")
     tracker.close()
     batches = [
         torch.randn(BATCH, 3, RESOLUTION, RESOLUTION, generator=g).to(device)
@@ -317,10 +369,21 @@ def bench_model(
     for clock, per_variant in times.items():
         median = {k: statistics.median(v) for k, v in per_variant.items()}
         clocks[clock] = {"median_s": median, "all_s": per_variant, **ratios(median)}
+    # The hooks' own time over the untracked step: the tracker's cost without the step-to-step
+    # noise of the two whole steps it is otherwise the difference of.
+    base = "cpu" if "cpu" in clocks else "wall"
+    hook_median = {k: statistics.median(v) for k, v in hook_times.items()}
+    plain_s = clocks[base]["median_s"]["plain"]
+    hooks: dict[str, Any] = {"clock": base, "median_s": hook_median, "all_s": hook_times}
+    hooks["ours_ratio"] = 1 + hook_median["ours"] / plain_s
+    if "delve" in hook_median:
+        hooks["delve_ratio"] = 1 + hook_median["delve"] / plain_s
+        hooks["ours_over_delve_overhead"] = hook_median["ours"] / hook_median["delve"]
     return {
         "model": label,
         "tracked_layers": len(tracker.layer_names),
         "clocks": clocks,
+        "hooks": hooks,
         "floor_ratio": 1 + cov_flops / step_flops,
         "step_gflop": step_flops / 1e9,
         "cov_gflop": cov_flops / 1e9,
@@ -363,6 +426,23 @@ def table(results: list[dict[str, Any]]) -> str:
                 "{:.3f} / {:.3f}".format(*sat["delve_error"]) if "delve_error" in sat else "n/a",
             ]
             lines.append("| " + " | ".join(cells) + " |")
+        h = r["hooks"]
+        has_delve = "delve_ratio" in h
+        hs = h["median_s"]
+        cells = [
+            r["model"],
+            f"in hooks ({h['clock']})",
+            "—",
+            f"{hs['ours']:.3f}",
+            f"{hs['delve']:.3f}" if has_delve else "n/a",
+            f"{h['ours_ratio']:.3f}",
+            f"{h['delve_ratio']:.3f}" if has_delve else "n/a",
+            f"{h['ours_over_delve_overhead']:.2f}" if has_delve else "n/a",
+            f"{r['floor_ratio']:.3f}",
+            "",
+            "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -308,3 +308,37 @@ def _check_wide(width: int) -> None:
         assert int(state.n) == x.shape[0]
         np.testing.assert_allclose(state.m2.numpy(), ref, rtol=0, atol=1e-4)
         np.testing.assert_allclose(state.m2.numpy(), state.m2.numpy().T, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_accumulate_in_place_equals_merge_and_numpy(dtype: torch.dtype) -> None:
+    # The tracker's per-batch path (float32 scatter added into the float64 M2 plus one rank-2
+    # correction) against Chan's merge and against NumPy's population covariance, with a mean
+    # far from zero and batches of unequal size, one of them empty.
+    x = _spectrum_data(700, GEOMETRIC, mean=300.0, dtype=dtype, seed=11)
+    parts = _split(x, [1, 250, 0, 160, 289])
+    running = F.empty_state(12)
+    merged = F.empty_state(12)
+    for p in parts:
+        running = F.accumulate_(running, F.batch_moments(p))
+        merged = F.merge(merged, F.batch_state(p))
+    ref = x.double().numpy()
+    assert int(running.n) == len(ref)
+    scale = float(np.cov(ref.T, bias=True).max())
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    np.testing.assert_allclose(running.mean.numpy(), ref.mean(0), rtol=1e-12, atol=tol * 300)
+    np.testing.assert_allclose(
+        F.covariance(running).numpy(), np.cov(ref.T, bias=True), rtol=0, atol=tol * scale
+    )
+    torch.testing.assert_close(running.m2, merged.m2, rtol=0, atol=tol * scale * len(ref))
+
+
+def test_accumulate_falls_back_for_inference_tensors() -> None:
+    x = torch.randn(40, 5, dtype=torch.float64)
+    with torch.inference_mode():
+        state = F.batch_state(x[:20])
+    out = F.accumulate_(state, F.batch_moments(x[20:]))  # outside inference mode: no in-place
+    assert not out.m2.is_inference()
+    np.testing.assert_allclose(
+        F.covariance(out).numpy(), np.cov(x.numpy().T, bias=True), rtol=0, atol=1e-12
+    )

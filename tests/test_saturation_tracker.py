@@ -386,3 +386,37 @@ def test_cuda_hook_never_syncs_and_ignores_tf32() -> None:
     torch.testing.assert_close(
         F.covariance(state).cpu(), ref.T.cov(correction=0), rtol=1e-5, atol=1e-5
     )
+
+
+def test_inference_mode_passes_mix_with_plain_ones_on_conv_maps() -> None:
+    # The first passes run under torch.inference_mode (as evaluation loops often do), later ones
+    # do not: the scratch buffer and the in-place running statistics must stay usable.
+    torch.manual_seed(5)
+    conv = nn.Conv2d(3, 8, 3).eval()
+    xs = [torch.randn(4, 3, 9, 9) + 5 for _ in range(4)]
+    with SaturationTracker(conv) as tracker:
+        for i, x in enumerate(xs):
+            ctx = torch.inference_mode() if i < 2 else torch.no_grad()
+            with ctx:
+                conv(x)
+    state = tracker.state("", phase="eval")
+    assert state is not None
+    with torch.no_grad():
+        rows = torch.cat([conv(x).movedim(1, -1).reshape(-1, 8) for x in xs]).double().numpy()
+    assert int(state.n) == len(rows)
+    np.testing.assert_allclose(state.mean.numpy(), rows.mean(0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        F.covariance(state).numpy(), np.cov(rows.T, bias=True), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_state_is_a_snapshot_not_the_live_running_statistics() -> None:
+    lin = nn.Linear(4, 3)
+    with SaturationTracker(lin) as tracker, torch.no_grad():
+        lin(torch.randn(10, 4))
+        before = tracker.state("")
+        assert before is not None
+        kept = before.m2.clone()
+        lin(torch.randn(10, 4) * 3)
+    assert before is not None
+    torch.testing.assert_close(before.m2, kept, rtol=0, atol=0)

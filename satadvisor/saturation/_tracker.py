@@ -125,19 +125,21 @@ class SaturationTracker:
 
     def _observe(self, name: str, module: nn.Module, args: object, output: object) -> None:
         phase = "train" if module.training else "eval"
-        with torch.no_grad():
-            batch = self._batch_state(module, output)
+        # Outside inference mode even when the forward runs in it: the running statistics and
+        # the scratch buffer are updated in place by later passes, which inference tensors forbid.
+        with torch.no_grad(), torch.inference_mode(False):
+            batch = self._batch_moments(module, output)
             states = self._states[phase]
             running = states.get(name)
             if running is None:
                 self._order.setdefault(name, None)
-                states[name] = batch
+                states[name] = F.to_state(batch)
             else:
-                if running.mean.device != batch.mean.device:  # e.g. loaded or synced elsewhere
-                    running = _to_device(running, batch.mean.device)
-                states[name] = F.merge(running, batch)
+                if running.m2.device != batch.scatter.device:  # e.g. loaded or synced elsewhere
+                    running = _to_device(running, batch.scatter.device)
+                states[name] = F.accumulate_(running, batch)  # owned: updated in place
 
-    def _batch_state(self, module: nn.Module, output: object) -> F.CovarianceState:
+    def _batch_moments(self, module: nn.Module, output: object) -> F.BatchMoments:
         y = F.output_tensor(module, output).detach()
         if self.device is not None:
             y = y.to(self.device, non_blocking=True)
@@ -148,11 +150,11 @@ class SaturationTracker:
         rows = y.numel() // width if width else 0
         if self.max_positions is not None and rows > self.max_positions:
             index = torch.randperm(rows, generator=self._generator(y.device), device=y.device)
-            return F.batch_state(F.take_rows(module, y, index[: self.max_positions]))
+            return F.batch_moments(F.take_rows(module, y, index[: self.max_positions]))
         scratch = self._scratch(y, rows * (width + 1))
         if is_conv and not y.movedim(1, -1).is_contiguous():
-            return F.channels_first_batch_state(y, scratch=scratch)  # NCHW: one pass
-        return F.batch_state(F.flatten_output(module, y), scratch=scratch)
+            return F.channels_first_batch_moments(y, scratch=scratch)  # NCHW: one pass
+        return F.batch_moments(F.flatten_output(module, y), scratch=scratch)
 
     def _scratch(self, y: Tensor, size: int) -> Tensor | None:
         """A reusable centering buffer on CPU, or None elsewhere.
@@ -180,8 +182,12 @@ class SaturationTracker:
     # -- results -------------------------------------------------------------------------------
 
     def state(self, name: str, *, phase: str = "train") -> F.CovarianceState | None:
-        """The running ``(n, mean, m2)`` of one layer and phase, or None if it saw no pass."""
-        return self._states[_check_phase(phase)].get(name)
+        """A copy of the running ``(n, mean, m2)`` of one layer and phase (None: no pass seen).
+
+        A copy, because the tracker updates its running ``m2`` in place batch after batch.
+        """
+        state = self._states[_check_phase(phase)].get(name)
+        return None if state is None else F.CovarianceState(*(t.clone() for t in state))
 
     def compute(self, phase: str = "train") -> list[LayerSaturation]:
         """Saturation of every layer observed in ``phase``, in forward-execution order.

@@ -35,6 +35,21 @@ class CovarianceState(NamedTuple):
     m2: Tensor
 
 
+class BatchMoments(NamedTuple):
+    """One batch's rows summarised around a rough ``shift``, before the float64 fold-in.
+
+    ``rows``: number of rows; ``shift``: ``(F,)`` in the compute dtype; ``colsum``: ``Σ (x −
+    shift)``, ``(F,)``; ``scatter``: ``Σ (x − shift)(x − shift)ᵀ``, ``(F, F)`` (compute dtype, may
+    be a view of a larger buffer). :func:`to_state` turns it into a :class:`CovarianceState`;
+    :func:`accumulate_` folds it straight into a running one.
+    """
+
+    rows: int
+    shift: Tensor
+    colsum: Tensor
+    scatter: Tensor
+
+
 def empty_state(width: int, *, device: torch.device | str | None = None) -> CovarianceState:
     """The state of zero rows with ``width`` features (the identity of :func:`merge`)."""
     return CovarianceState(
@@ -46,6 +61,14 @@ def empty_state(width: int, *, device: torch.device | str | None = None) -> Cova
 
 def batch_state(x: Tensor, *, scratch: Tensor | None = None) -> CovarianceState:
     """Statistics of the rows of ``x`` (shape ``(rows, F)``, any float dtype, not modified).
+
+    ``to_state(batch_moments(x))``; see :func:`batch_moments`.
+    """
+    return to_state(batch_moments(x, scratch=scratch), device=x.device)
+
+
+def batch_moments(x: Tensor, *, scratch: Tensor | None = None) -> BatchMoments:
+    """The :class:`BatchMoments` of the rows of ``x`` (shape ``(rows, F)``, not modified).
 
     Float64 input is reduced in float64, everything else in float32 (autocast and TF32 off).
     The rows are centered on a rough mean (of a spread-out subset of rows) before the scatter
@@ -61,7 +84,7 @@ def batch_state(x: Tensor, *, scratch: Tensor | None = None) -> CovarianceState:
     rows, width = x.shape
     dtype = _compute_dtype(x)
     if rows == 0:
-        return empty_state(width, device=x.device)
+        return _no_rows(width, dtype, x.device)
     with _exact_matmul(x.device):
         x = x.detach()
         shift = x[:: max(1, rows // _SHIFT_SAMPLES)].mean(dim=0, dtype=dtype)
@@ -69,11 +92,16 @@ def batch_state(x: Tensor, *, scratch: Tensor | None = None) -> CovarianceState:
         torch.sub(x, shift, out=buf[:, :width])
         buf[:, width].fill_(1.0)
         gram = _gram(buf.T)
-        return _finish(rows, shift, gram[:width, width], gram[:width, :width])
+        return BatchMoments(rows, shift, gram[:width, width], gram[:width, :width])
 
 
 def channels_first_batch_state(y: Tensor, *, scratch: Tensor | None = None) -> CovarianceState:
-    """:func:`batch_state` of a ``(B, C, *spatial)`` map seen as ``(B·∏spatial, C)`` rows.
+    """:func:`batch_state` of a ``(B, C, *spatial)`` map seen as ``(B·∏spatial, C)`` rows."""
+    return to_state(channels_first_batch_moments(y, scratch=scratch), device=y.device)
+
+
+def channels_first_batch_moments(y: Tensor, *, scratch: Tensor | None = None) -> BatchMoments:
+    """:func:`batch_moments` of a ``(B, C, *spatial)`` map seen as ``(B·∏spatial, C)`` rows.
 
     Equal to ``batch_state(y.movedim(1, -1).reshape(-1, C))`` but writes the centered rows
     straight into a channels-first buffer, so an NCHW activation is read once and not also
@@ -85,7 +113,7 @@ def channels_first_batch_state(y: Tensor, *, scratch: Tensor | None = None) -> C
     rows = y.numel() // channels if channels else 0
     dtype = _compute_dtype(y)
     if rows == 0:
-        return empty_state(channels, device=y.device)
+        return _no_rows(channels, dtype, y.device)
     with _exact_matmul(y.device):
         y = y.detach()
         other_dims = [d for d in range(y.dim()) if d != 1]
@@ -96,7 +124,7 @@ def channels_first_batch_state(y: Tensor, *, scratch: Tensor | None = None) -> C
         torch.sub(y.transpose(0, 1), shift.view(channels, *[1] * (y.dim() - 1)), out=centered)
         buf[channels].fill_(1.0)
         gram = _gram(buf)
-        return _finish(rows, shift, gram[:channels, channels], gram[:channels, :channels])
+        return BatchMoments(rows, shift, gram[:channels, channels], gram[:channels, :channels])
 
 
 # Rows (examples) averaged for the rough centering shift: any shift within about one standard
@@ -147,14 +175,50 @@ def _buffer(
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _finish(rows: int, shift: Tensor, colsum: Tensor, scatter: Tensor) -> CovarianceState:
-    """Float64 state from a scatter ``Σ xc xcᵀ`` taken around ``shift`` (``colsum = Σ xc``)."""
-    device = scatter.device
+def _no_rows(width: int, dtype: torch.dtype, device: torch.device) -> BatchMoments:
+    zeros = torch.zeros(width, dtype=dtype, device=device)
+    return BatchMoments(0, zeros, zeros, torch.zeros(width, width, dtype=dtype, device=device))
+
+
+def to_state(moments: BatchMoments, *, device: torch.device | str | None = None) -> CovarianceState:
+    """The float64 :class:`CovarianceState` of one batch's moments (``device``: of an empty one)."""
+    rows, shift, colsum, scatter = moments
+    if rows == 0:
+        return empty_state(shift.shape[0], device=device or shift.device)
     offset = colsum.double() / rows  # the true mean minus the shift
     mean = shift.double() + offset
     m2 = scatter.to(torch.float64, memory_format=torch.contiguous_format, copy=True)
     m2.addmm_(offset.unsqueeze(1), offset.unsqueeze(0), alpha=-rows)  # Σ xc xcᵀ − n·o·oᵀ
-    n = torch.full((), rows, dtype=torch.int64, device=device)
+    n = torch.full((), rows, dtype=torch.int64, device=scatter.device)
+    return CovarianceState(n=n, mean=mean, m2=m2)
+
+
+def accumulate_(state: CovarianceState, moments: BatchMoments) -> CovarianceState:
+    """``merge(state, to_state(moments))``, with ``state.m2`` updated in place.
+
+    The per-batch path of the tracker: the float32 scatter is added straight into the float64
+    running ``M2`` and both corrections (the batch's own offset from its shift, Chan's δδᵀ term)
+    go in as one rank-2 update — two passes over the F×F matrix instead of four and no F×F
+    temporaries. Same formula as :func:`merge`: ``M2 += S − n_b·o·oᵀ + δδᵀ·n_a·n_b/n`` with
+    ``o = colsum/n_b`` and ``δ = (shift + o) − mean_a``. The returned state shares ``m2`` with
+    ``state``; ``n`` and ``mean`` are new tensors. No host sync.
+    """
+    rows, shift, colsum, scatter = moments
+    if rows == 0:
+        return state
+    if state.m2.is_inference() and not torch.is_inference_mode_enabled():
+        return merge(state, to_state(moments))  # inference tensors admit no in-place update
+    m2 = state.m2
+    offset = colsum.to(m2.device, torch.float64) / rows
+    delta = shift.to(m2.device, torch.float64) + offset - state.mean
+    n = state.n + rows
+    na = state.n.double()
+    weight = na * rows / n.double()
+    m2.add_(scatter.to(m2.device))
+    left = torch.stack([offset, delta], dim=1)  # (F, 2)
+    right = torch.stack([offset * -rows, delta * weight])  # (2, F)
+    m2.addmm_(left, right)
+    mean = state.mean + delta * (rows / n.double())
     return CovarianceState(n=n, mean=mean, m2=m2)
 
 
