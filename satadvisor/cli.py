@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from satadvisor.config import RESOLUTION_RANGE
 from satadvisor.errors import SatAdvisorError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -100,7 +101,7 @@ def _training_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--resolution",
-            type=click.IntRange(4, 1024),
+            type=click.IntRange(*RESOLUTION_RANGE),
             default=None,
             help="Input resolution in px. Default: RESOLUTION of the model file, else native.",
         ),

@@ -8,6 +8,11 @@ from typing import Any, Literal
 
 from satadvisor.errors import UsageError
 
+#: Input resolutions (px) accepted everywhere: --resolution, --set resolution=, RESOLUTION and
+#: SEARCH_SPACE['resolution'] in a model file. 4 px is the smallest map a 3x3 conv stack can
+#: use; above 1024 px the activations of a proxy run no longer fit a GPU's memory.
+RESOLUTION_RANGE = (4, 1024)
+
 Optimizer = Literal["sgd", "adam"]
 Phase = Literal["train", "eval"]
 

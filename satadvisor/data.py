@@ -46,6 +46,7 @@ from satadvisor._data_sources import (
 )
 from satadvisor._data_split import LoaderSplit, Split, augment_batch, crop_padding
 from satadvisor._env import resolve_device
+from satadvisor.config import RESOLUTION_RANGE
 from satadvisor.errors import DatasetError, UsageError
 
 __all__ = [
@@ -72,7 +73,7 @@ DATASETS: tuple[str, ...] = (
     "synthetic",
 )
 IMAGEFOLDER = "imagefolder:"
-MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024
+MIN_RESOLUTION, MAX_RESOLUTION = RESOLUTION_RANGE
 
 
 @dataclass(frozen=True)

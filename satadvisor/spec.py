@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from satadvisor.config import RESOLUTION_RANGE
 from satadvisor.errors import ModelBuildError, ModelFileError, SatAdvisorError, UsageError
 from satadvisor.models import get_model_fn, list_models, model_knobs
 
@@ -452,11 +453,12 @@ def _search_space(
 def _space_value(key: str, value: Any, knobs: Mapping[str, Any], shown: str) -> Any:
     """One SEARCH_SPACE value, checked against the type of the knob's default."""
     if key == DATA_KNOB and key not in knobs:
-        if _is_int(value) and value >= 1:
+        if _in_resolution_range(value):
             return int(value)
+        low, high = RESOLUTION_RANGE
         raise ModelFileError(
-            f"{shown}: SEARCH_SPACE['resolution'] holds {value!r}; resolutions are positive "
-            "ints (pixels)"
+            f"{shown}: SEARCH_SPACE['resolution'] holds {value!r}; resolutions are ints from "
+            f"{low} to {high} (pixels)"
         )
     kind = _kind(knobs[key])
     ok = {
@@ -486,12 +488,18 @@ def _dataset(raw: Any, shown: str) -> str | None:
 def _resolution(raw: Any, shown: str) -> int | None:
     if raw is None:
         return None
-    if _is_int(raw) and raw >= 1:
+    if _in_resolution_range(raw):
         return int(raw)
+    low, high = RESOLUTION_RANGE
     raise ModelFileError(
-        f"{shown}: RESOLUTION is {raw!r}; give the input size in pixels as a positive int, "
-        "e.g. RESOLUTION = 32"
+        f"{shown}: RESOLUTION is {raw!r}; give the input size in pixels as an int from {low} "
+        f"to {high}, e.g. RESOLUTION = 32"
     )
+
+
+def _in_resolution_range(value: Any) -> bool:
+    low, high = RESOLUTION_RANGE
+    return _is_int(value) and low <= value <= high
 
 
 def _source(path: Path) -> str:
@@ -592,9 +600,11 @@ def _coerce_resolution(value: Any, source: str) -> int:
         number = _convert("int", value)
     except (TypeError, ValueError):
         number = 0
-    if number < 1:
+    if not _in_resolution_range(number):
+        low, high = RESOLUTION_RANGE
         raise UsageError(
-            f"resolution for {source} must be a positive int (pixels), got {value!r}; fix the --set"
+            f"resolution for {source} must be an int from {low} to {high} (pixels), got "
+            f"{value!r}; fix the --set"
         )
     return int(number)
 

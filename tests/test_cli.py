@@ -37,6 +37,10 @@ BODY = "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n"
 # name -> source of every model file the cases use (written into the working directory)
 MODEL_FILES: dict[str, str | bytes] = {
     "tiny.py": TINY,
+    "kernel7.py": HEAD
+    + "def build_model(width: int = 4, *, num_classes, in_channels):\n"
+    + "    return nn.Sequential(nn.Conv2d(in_channels, width, 7), nn.AdaptiveAvgPool2d(1),\n"
+    + "                         nn.Flatten(), nn.Linear(width, num_classes))\n",
     "syntax.py": "def build_model(:\n",
     "nullbyte.py": b"x = 1\x00\n",
     "importerr.py": "import satadvisor_no_such_module_xyz\n",
@@ -188,15 +192,20 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("output not a tensor", ["analyze", "notensor.py", "--no-train"], "outputs a dict"),
     ("build_model raises", ["analyze", "buildraises.py", "--no-train"], "raised ValueError"),
     ("build_model no module", ["analyze", "notmodule.py", "--no-train"], "returned str"),
-    ("model fails at resolution", ["analyze", "tiny.py", "--set", "resolution=2"], "at 2 px"),
+    ("model fails at resolution", ["analyze", "kernel7.py", "--set", "resolution=5"], "at 5 px"),
     # --set
     ("--set unknown knob", ["analyze", "tiny.py", "--set", "layers=3"], "unknown knob 'layers'"),
     ("--set unknown (optimize)", [*OPT, "--set", "layers=3"], "unknown knob 'layers'"),
     ("--set wrong type", ["analyze", "tiny.py", "--set", "depth=deep"], "expects an int"),
     ("--set without =", ["analyze", "tiny.py", "--set", "depth"], "write KNOB=VALUE"),
-    ("--set resolution 0", ["analyze", "tiny.py", "--set", "resolution=0"], "positive int"),
+    ("--set resolution 0", ["analyze", "tiny.py", "--set", "resolution=0"], "from 4 to 1024"),
+    (
+        "--set resolution 2000 (no training)",
+        ["analyze", "tiny.py", "--no-train", "--set", "resolution=2000"],
+        "from 4 to 1024",
+    ),
     ("--set on fixed model", ["analyze", "fixed.py", "--set", "depth=3"], "unknown knob 'depth'"),
-    ("--set resolution 2 (optimize)", [*OPT, "--set", "resolution=2"], "4 to 1024 pixels"),
+    ("--set resolution 2 (optimize)", [*OPT, "--set", "resolution=2"], "from 4 to 1024"),
     (
         "--set pins everything",
         [*OPT, "--set", "depth=2", "--set", "width=4", "--set", "resolution=8"],
