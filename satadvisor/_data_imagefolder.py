@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from satadvisor.errors import DatasetError
+from satadvisor.errors import DatasetError, reraised_line
 
 STATS_SAMPLE = 512
 """Training images decoded to estimate mean/std when the set is too large to decode whole."""
@@ -97,7 +97,12 @@ class FolderItems(Dataset[tuple[Tensor, int]]):
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         path, label = self.folder.samples[self.indices[i]]
-        x = self.transform(self.folder.loader(path))
+        try:
+            x = self.transform(self.folder.loader(path))
+        except OSError as exc:  # PIL: not an image, truncated, unreadable
+            raise DatasetError(
+                f"cannot read an image ({path}: {reraised_line(exc)}); remove or replace that file"
+            ) from exc
         if self.mean is not None and self.std is not None:
             x = (x.to(torch.float32) / 255.0 - self.mean.view(-1, 1, 1)) / self.std.view(-1, 1, 1)
         return x, label

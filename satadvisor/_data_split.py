@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from satadvisor.errors import UsageError
+from satadvisor.errors import DatasetError, UsageError, reraised_line
 
 Batch = tuple[Tensor, Tensor]
 Storage = Literal["tensor", "tensor-uint8", "loader"]
@@ -236,8 +236,11 @@ class LoaderSplit(Split):
             num_workers=self.num_workers,
             pin_memory=pin,
         )
-        for x, y in loader:
-            yield x.to(self.device, non_blocking=pin), y.to(self.device, non_blocking=pin)
+        try:
+            for x, y in loader:
+                yield x.to(self.device, non_blocking=pin), y.to(self.device, non_blocking=pin)
+        except DatasetError as exc:  # e.g. a corrupt file met mid-epoch, maybe in a worker
+            raise DatasetError(reraised_line(exc)) from exc
 
 
 class RawImageDataset(Dataset[tuple[Tensor, int]]):

@@ -47,7 +47,7 @@ from satadvisor._data_sources import (
 from satadvisor._data_split import LoaderSplit, Split, augment_batch, crop_padding
 from satadvisor._env import resolve_device
 from satadvisor.config import RESOLUTION_RANGE
-from satadvisor.errors import DatasetError, UsageError
+from satadvisor.errors import DatasetError, UsageError, reraised_line
 
 __all__ = [
     "DATASETS",
@@ -147,17 +147,16 @@ def dataset_info(name: str, *, data_dir: str | os.PathLike[str] | None = None) -
         try:
             num_classes, native = folders.describe_folder(key[len(IMAGEFOLDER) :])
         except OSError as exc:  # PIL's UnidentifiedImageError is one: a corrupt image
-            raise _unreadable_image(key, exc) from exc
+            raise DatasetError(f"{key}: {_unreadable_image(exc)}") from exc
         return DatasetInfo(key, num_classes, 3, native, True, _IMAGENET_MEAN, _IMAGENET_STD)
     return _INFO[key]
 
 
-def _unreadable_image(key: str, exc: OSError) -> DatasetError:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-    # From a DataLoader worker the message is "Caught X in DataLoader worker …" plus the
-    # worker's traceback, whose last line names the file.
-    text = lines[-1] if lines[0].startswith("Caught ") else lines[0]
-    return DatasetError(f"{key}: cannot read an image ({text}); remove or replace that file")
+def _unreadable_image(exc: OSError | DatasetError) -> str:
+    text = reraised_line(exc)
+    if isinstance(exc, DatasetError):
+        return text  # FolderItems' own message names the file and the fix
+    return f"cannot read an image ({text}); remove or replace that file"
 
 
 def check_available(
@@ -306,8 +305,8 @@ def load(
                 num_workers=workers,
                 options=options,
             )
-        except OSError as exc:  # decoded up front: a corrupt image surfaces here
-            raise _unreadable_image(key, exc) from exc
+        except (OSError, DatasetError) as exc:  # decoded up front: a corrupt image is met here
+            raise DatasetError(f"{key}: {_unreadable_image(exc)}") from exc
     if key in TORCHVISION_SETS:
         root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         try:

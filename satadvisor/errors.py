@@ -44,3 +44,20 @@ class StudyError(SatAdvisorError):
 
 class OutputError(SatAdvisorError):
     """An output directory or file that cannot be written."""
+
+
+def reraised_line(exc: BaseException) -> str:
+    """The line of ``exc``'s message that names the problem, also after a DataLoader worker.
+
+    A DataLoader re-raises a worker's exception in the main process with the message
+    "Caught X in DataLoader worker process N." followed by the worker's traceback, whose last
+    line is "module.X: <the original message>"; that original message is returned.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if not lines[0].startswith("Caught "):
+        return lines[0]
+    last = lines[-1]
+    name = f"{type(exc).__module__}.{type(exc).__name__}: "
+    return last[len(name) :] if last.startswith(name) else last

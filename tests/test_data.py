@@ -430,6 +430,31 @@ def test_imagefolder_in_memory_and_loader_agree(tmp_path: Path) -> None:
     assert (len(full.train), len(full.eval)) == (19, 5)
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_image_met_mid_epoch_is_a_one_line_dataset_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    # Streamed from disk (too large for the device), an image outside the statistics sample is
+    # first read during training: the error must still name the file, on one line, also when
+    # a DataLoader worker process raised it.
+    from satadvisor import _data_imagefolder
+
+    write_folder(tmp_path / "train", per_class=6)
+    write_folder(tmp_path / "test", per_class=2)
+    bad = tmp_path / "train" / "dog" / "5.png"
+    bad.write_bytes(b"not a png")
+    monkeypatch.setattr(_data_imagefolder, "STATS_SAMPLE", 1)
+    name = f"imagefolder:{tmp_path}"
+    bundle = data.load(name, resolution=8, full=True, num_workers=workers, max_device_bytes=0)
+    assert bundle.train.storage == "loader"
+    with pytest.raises(DatasetError) as info:
+        epoch(bundle.train, batch_size=4)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("cannot read an image (") and str(bad) in message
+    assert message.endswith("remove or replace that file")
+
+
 def test_imagefolder_train_test_layout(tmp_path: Path) -> None:
     write_folder(tmp_path / "train", per_class=6)
     write_folder(tmp_path / "test", per_class=3)
