@@ -19,7 +19,14 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from satadvisor.errors import OutputError, UsageError
-from satadvisor.report import LAYER_COLUMNS, SCHEMA, _plots, render_analysis, write_analysis
+from satadvisor.report import (
+    LAYER_COLUMNS,
+    SCHEMA,
+    _plots,
+    _plots_analysis,
+    render_analysis,
+    write_analysis,
+)
 
 EVIL = "<script>alert(1)</script>"
 
@@ -482,7 +489,7 @@ def test_script_json_escapes_script_breakers() -> None:
 
 
 def test_profile_data_is_forward_order_with_tail_and_border(analysis: dict[str, Any]) -> None:
-    data = _plots.profile_data(analysis)
+    data = _plots_analysis.profile_data(analysis)
     assert data is not None
     assert data.layers == tuple(layer["name"] for layer in analysis["layers"])
     assert data.saturation[:13] == VGG_SATURATION
@@ -496,9 +503,9 @@ def test_profile_figure_colors_tail_hatches_unproductive_marks_border(
     analysis: dict[str, Any],
 ) -> None:
     analysis["layers"][13]["unproductive"] = True  # a non-tail unproductive layer, for the hatch
-    data = _plots.profile_data(analysis)
+    data = _plots_analysis.profile_data(analysis)
     assert data is not None
-    fig = _plots.profile_figure(data)
+    fig = _plots_analysis.profile_figure(data)
     go.Figure(fig)  # plotly's own validator: every property exists
     style = {
         x: (trace["marker"]["color"], trace["marker"]["pattern"]["shape"], y)
@@ -521,14 +528,14 @@ def test_profile_figure_colors_tail_hatches_unproductive_marks_border(
 
 def test_profile_without_border_has_no_marker(analysis: dict[str, Any]) -> None:
     analysis["receptive_field"]["border_layer"] = None
-    data = _plots.profile_data(analysis)
+    data = _plots_analysis.profile_data(analysis)
     assert data is not None
-    assert "shapes" not in _plots.profile_figure(data)["layout"]
+    assert "shapes" not in _plots_analysis.profile_figure(data)["layout"]
 
 
 def test_evolution_data_matches_the_history(analysis: dict[str, Any]) -> None:
     del analysis["training"]["saturation_history"][0]["layers"]["conv3"]
-    data = _plots.evolution_data(analysis)
+    data = _plots_analysis.evolution_data(analysis)
     assert data is not None
     assert data.layers == tuple(layer["name"] for layer in analysis["layers"])
     assert data.epochs == (1, 2, 3, 4, 5)
@@ -536,7 +543,7 @@ def test_evolution_data_matches_the_history(analysis: dict[str, Any]) -> None:
     row = data.layers.index("conv9")
     assert data.saturation[row] == tuple(h["layers"]["conv9"] for h in history)
     assert data.saturation[data.layers.index("conv3")][0] is None  # missing → gap
-    fig = _plots.evolution_figure(data)
+    fig = _plots_analysis.evolution_figure(data)
     go.Figure(fig)
     assert fig["data"][0]["z"][row][-1] == pytest.approx(0.09)
     ticks = dict(
@@ -546,17 +553,17 @@ def test_evolution_data_matches_the_history(analysis: dict[str, Any]) -> None:
 
 
 def test_curves_and_rf_figures(analysis: dict[str, Any]) -> None:
-    curves = _plots.curves_data(analysis)
+    curves = _plots_analysis.curves_data(analysis)
     assert curves is not None
     assert curves.epochs == (1, 2, 3, 4, 5)
     assert curves.eval_loss == tuple(2.2 / e for e in range(1, 6))
-    loss, acc = _plots.loss_figure(curves), _plots.accuracy_figure(curves)
+    loss, acc = _plots_analysis.loss_figure(curves), _plots_analysis.accuracy_figure(curves)
     go.Figure(loss), go.Figure(acc)
     assert [t["name"] for t in acc["data"]] == ["train", "val"]
     assert acc["data"][1]["y"] == [0.95 - 0.5 / e for e in range(1, 6)]
-    rf = _plots.receptive_field_data(analysis)
+    rf = _plots_analysis.receptive_field_data(analysis)
     assert rf is not None
-    fig = _plots.receptive_field_figure(rf)
+    fig = _plots_analysis.receptive_field_figure(rf)
     go.Figure(fig)
     r_min = next(t for t in fig["data"] if t["name"] == "r_min")
     assert r_min["y"][:8] == [3, 5, 10, 14, 24, 32, 40, 60]
@@ -569,10 +576,10 @@ def test_curves_and_rf_figures(analysis: dict[str, Any]) -> None:
 
 def test_no_train_has_no_training_plots() -> None:
     a = make_analysis(trained=False)
-    assert _plots.profile_data(a) is None
-    assert _plots.evolution_data(a) is None
-    assert _plots.curves_data(a) is None
-    assert _plots.receptive_field_data(a) is not None
+    assert _plots_analysis.profile_data(a) is None
+    assert _plots_analysis.evolution_data(a) is None
+    assert _plots_analysis.curves_data(a) is None
+    assert _plots_analysis.receptive_field_data(a) is not None
 
 
 # ---------------------------------------------------------------------------------------------

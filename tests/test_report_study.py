@@ -19,7 +19,7 @@ from sklearn.feature_selection import f_classif
 from satadvisor.errors import UsageError
 from satadvisor.report import (
     STUDY_SCHEMA,
-    _plots,
+    _plots_study,
     param_importances,
     render_study,
     trials_csv,
@@ -126,7 +126,9 @@ def make_summary() -> dict[str, Any]:
                evenness=0.82, parent=6),
     ]  # fmt: skip
     complete = [x for x in t if x["state"] == "complete"]
-    front = _plots.pareto_front([x["accuracy"] for x in complete], [x["macs"] for x in complete])
+    front = _plots_study.pareto_front(
+        [x["accuracy"] for x in complete], [x["macs"] for x in complete]
+    )
     records = [
         _record(t[0], test_accuracy=0.958, baseline=True, tail=3),
         _record(t[1], test_accuracy=0.960, tail=1),
@@ -519,12 +521,12 @@ def test_param_importances_match_scikit_learn_anova(summary: dict[str, Any]) -> 
         eta[knob] = f[0] * (k - 1) / (f[0] * (k - 1) + (n - k))
     total = sum(eta.values())
     expected = {knob: value / total for knob, value in eta.items()}
-    data = _plots.importance_data(summary)
+    data = _plots_study.importance_data(summary)
     assert data is not None and data.n_trials == 10
     assert dict(zip(data.knobs, data.importance, strict=True)) == pytest.approx(expected)
     assert list(data.importance) == sorted(data.importance, reverse=True)
     assert sum(data.importance) == pytest.approx(1.0)
-    fig = _plots.importance_figure(data)
+    fig = _plots_study.importance_figure(data)
     go.Figure(fig)
     assert fig["data"][0]["y"] == list(data.knobs)
 
@@ -537,17 +539,17 @@ def test_pareto_front_brute_force() -> None:
     acc = [0.9, 0.95, 0.93, 0.95, 0.80]
     macs = [1.0, 3.0, 3.0, 2.0, 0.5]
     # 1 dominated by 3 (same accuracy, cheaper); 2 dominated by 3.
-    assert _plots.pareto_front(acc, macs) == [True, False, False, True, True]
+    assert _plots_study.pareto_front(acc, macs) == [True, False, False, True, True]
 
 
 def test_pareto_data_and_figure(summary: dict[str, Any]) -> None:
-    data = _plots.pareto_data(summary)
+    data = _plots_study.pareto_data(summary)
     assert data is not None
     assert data.number == (0, 1, 2, 3, 5, 6, 7, 9, 10, 11)  # complete trials only
     assert data.front_numbers == (3, 5, 10, 1, 0, 2, 7)  # cheapest first
     assert data.baseline == 0
     assert data.knobs[1] == "depth=6 kernel_size=3 width=32 resolution=16"
-    fig = _plots.pareto_figure(data)
+    fig = _plots_study.pareto_figure(data)
     go.Figure(fig)
     line = fig["data"][0]
     assert line["name"] == "Pareto front"
@@ -567,7 +569,7 @@ def test_pareto_data_and_figure(summary: dict[str, Any]) -> None:
 
 def test_pareto_falls_back_to_computed_front(summary: dict[str, Any]) -> None:
     stored = summary.pop("pareto")
-    data = _plots.pareto_data(summary)
+    data = _plots_study.pareto_data(summary)
     assert data is not None
     assert sorted(data.front_numbers) == stored
 
@@ -576,12 +578,12 @@ def test_history_data_has_the_running_best(summary: dict[str, Any]) -> None:
     summary["trials"].append(
         {**_trial(12, "sampler", (4, 3, 16, 12)), "state": "pruned", "accuracy": 0.5}
     )
-    data = _plots.history_data(summary)
+    data = _plots_study.history_data(summary)
     assert data is not None
     assert data.number == (0, 1, 2, 3, 5, 6, 7, 9, 10, 11)
     assert data.best == (0.962, 0.962, 0.971, 0.971, 0.971, 0.971, 0.974, 0.974, 0.974, 0.974)
     assert data.pruned_number == (12,) and data.pruned_accuracy == (0.5,)
-    fig = _plots.history_figure(data)
+    fig = _plots_study.history_figure(data)
     go.Figure(fig)
     assert fig["data"][0]["line"]["shape"] == "hv"
     assert fig["data"][-1]["name"] == "pruned"
@@ -589,15 +591,15 @@ def test_history_data_has_the_running_best(summary: dict[str, Any]) -> None:
 
 def test_no_plot_data_without_complete_trials() -> None:
     s = empty_summary()
-    assert _plots.pareto_data(s) is None
-    assert _plots.history_data(s) is None
-    assert _plots.importance_data(s) is None
-    assert _plots.run_profile_data(None) is None
+    assert _plots_study.pareto_data(s) is None
+    assert _plots_study.history_data(s) is None
+    assert _plots_study.importance_data(s) is None
+    assert _plots_study.run_profile_data(None) is None
 
 
 def test_source_category() -> None:
     assert [
-        _plots.source_category(s)
+        _plots_study.source_category(s)
         for s in ("baseline", "rule:efficiency", "rule:width", "sampler", "random", "x", None)
     ] == ["baseline", "rule", "rule", "sampler", "random", "other", "sampler"]
 

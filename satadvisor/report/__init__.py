@@ -71,7 +71,7 @@ how to reproduce the study.
 """
 
 from satadvisor.report._analysis import LAYER_COLUMNS, SCHEMA, render_analysis, write_analysis
-from satadvisor.report._plots import param_importances
+from satadvisor.report._plots_study import param_importances
 from satadvisor.report._study import STUDY_SCHEMA, render_study, trials_csv, write_study
 
 __all__ = [

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from satadvisor.errors import UsageError
-from satadvisor.report import _plots
+from satadvisor.report import _plots_analysis
 from satadvisor.report._page import finite, fmt_value, render_page, to_json, write_bundle
 
 SCHEMA = "satadvisor.analysis/1"
@@ -298,14 +298,14 @@ def _layer_rows(a: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _figures(a: Mapping[str, Any]) -> dict[str, dict[str, Any] | None]:
     """Figure dicts by page slot; None where the analysis has nothing to plot there."""
-    profile = _plots.profile_data(a)
-    evolution = _plots.evolution_data(a)
-    curves = _plots.curves_data(a)
-    rf = _plots.receptive_field_data(a)
+    profile = _plots_analysis.profile_data(a)
+    evolution = _plots_analysis.evolution_data(a)
+    curves = _plots_analysis.curves_data(a)
+    rf = _plots_analysis.receptive_field_data(a)
     return {
-        "profile": _plots.profile_figure(profile) if profile else None,
-        "evolution": _plots.evolution_figure(evolution) if evolution else None,
-        "loss": _plots.loss_figure(curves) if curves else None,
-        "accuracy": _plots.accuracy_figure(curves) if curves else None,
-        "rf": _plots.receptive_field_figure(rf) if rf else None,
+        "profile": _plots_analysis.profile_figure(profile) if profile else None,
+        "evolution": _plots_analysis.evolution_figure(evolution) if evolution else None,
+        "loss": _plots_analysis.loss_figure(curves) if curves else None,
+        "accuracy": _plots_analysis.accuracy_figure(curves) if curves else None,
+        "rf": _plots_analysis.receptive_field_figure(rf) if rf else None,
     }

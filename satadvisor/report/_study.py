@@ -1,7 +1,7 @@
 """The study page: study summary (``satadvisor.study/1``) → view context → ``index.html`` + JSON + CSV.
 
 The summary is the dict of :func:`satadvisor.search.summary.study_summary`. Everything shown is
-computed here, so the template stays free of logic; the charts come from :mod:`._plots` in two
+computed here, so the template stays free of logic; the charts come from :mod:`._plots_study` in two
 steps (data, then figure).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from satadvisor.errors import UsageError
-from satadvisor.report import _plots
+from satadvisor.report import _plots_study
 from satadvisor.report._analysis import _csv_cell
 from satadvisor.report._page import (
     finite,
@@ -273,7 +273,7 @@ def _verdict(
         return {
             "kind": "adopt",
             "text": (
-                f"Adopt {_plots.knobs_text(top.get('knobs'))}{more}: in a full run it reached "
+                f"Adopt {_plots_study.knobs_text(top.get('knobs'))}{more}: in a full run it reached "
                 f"{fmt_percent(top.get('test_accuracy'))} test accuracy against the baseline's "
                 f"{fmt_percent((baseline or {}).get('test_accuracy'))} "
                 f"({fmt_points(top.get('accuracy_delta'))}) with "
@@ -286,7 +286,7 @@ def _verdict(
         return {
             "kind": "keep",
             "text": (
-                f"Keep the baseline ({_plots.knobs_text(baseline.get('knobs'))}): "
+                f"Keep the baseline ({_plots_study.knobs_text(baseline.get('knobs'))}): "
                 f"{fmt_percent(baseline.get('test_accuracy'))} test accuracy, "
                 f"{fmt_count(baseline.get('macs'))} MACs and "
                 f"{fmt_count(baseline.get('params'))} parameters in a full run. "
@@ -342,7 +342,7 @@ def _profile_figure(
     record: Mapping[str, Any] | None, other: Mapping[str, Any] | None
 ) -> dict[str, Any] | None:
     """Saturation bars of a validation record, on a y scale shared with ``other``."""
-    data = _plots.run_profile_data(record)
+    data = _plots_study.run_profile_data(record)
     if data is None:
         return None
     values = [
@@ -351,7 +351,7 @@ def _profile_figure(
         for v in ((r or {}).get("saturation") or {}).values()
         if v is not None
     ]
-    return _plots.run_profile_figure(data, y_max=max(values, default=1.0))
+    return _plots_study.run_profile_figure(data, y_max=max(values, default=1.0))
 
 
 def _comparison(rec: Mapping[str, Any], base: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -427,13 +427,13 @@ def _recommendation(
 
 
 def _figures(s: Mapping[str, Any]) -> dict[str, dict[str, Any] | None]:
-    pareto = _plots.pareto_data(s)
-    history = _plots.history_data(s)
-    importance = _plots.importance_data(s)
+    pareto = _plots_study.pareto_data(s)
+    history = _plots_study.history_data(s)
+    importance = _plots_study.importance_data(s)
     return {
-        "pareto": _plots.pareto_figure(pareto) if pareto else None,
-        "history": _plots.history_figure(history) if history else None,
-        "importance": _plots.importance_figure(importance) if importance else None,
+        "pareto": _plots_study.pareto_figure(pareto) if pareto else None,
+        "history": _plots_study.history_figure(history) if history else None,
+        "importance": _plots_study.importance_figure(importance) if importance else None,
     }
 
 
@@ -483,7 +483,7 @@ def _validation_rows(
             "role": "baseline"
             if r.get("baseline")
             else ("recommended" if r.get("trial") in chosen else "validated"),
-            "knobs": _plots.knobs_text(r.get("knobs")),
+            "knobs": _plots_study.knobs_text(r.get("knobs")),
         }
         for r in records
     ]
