@@ -205,13 +205,11 @@ class SaturationTracker:
         for (width, _), group in groups.items():
             group_states = [states[n] for n in group]
             cov = torch.stack([F.covariance(s) for s in group_states])
-            n = torch.stack([s.n for s in group_states])
+            n = [int(s.n) for s in group_states]
             eig = F.eigenvalues(cov)
             k = F.intrinsic_dimension(eig, threshold=self.threshold, k_rule=self.k_rule)
-            k = torch.where(n > 0, k, torch.zeros_like(k))  # no samples: saturation 0.0
-            for name, n_i, k_i, eig_i in zip(
-                group, n.tolist(), k.tolist(), eig.cpu().tolist(), strict=True
-            ):
+            for name, n_i, k_i, eig_i in zip(group, n, k.tolist(), eig.cpu().tolist(), strict=True):
+                k_i = k_i if n_i > 0 else 0  # no samples: saturation 0.0
                 results[name] = LayerSaturation(
                     name=name,
                     module_type=self._types[name],
@@ -363,7 +361,7 @@ def _all_gather_states(
         for buf in buffers:
             chunk = buf[offset : offset + size]
             part = F.CovarianceState(
-                n=chunk[0].round().to(torch.int64),
+                n=chunk[0].round().to("cpu", torch.int64),
                 mean=chunk[1 : 1 + width],
                 m2=chunk[1 + width :].view(width, width),
             )
@@ -385,7 +383,7 @@ def _collective_device(group: Any, states: dict[str, dict[str, F.CovarianceState
 
 
 def _to_device(state: F.CovarianceState, device: torch.device) -> F.CovarianceState:
-    return F.CovarianceState(*(t.to(device) for t in state))
+    return F.CovarianceState(state.n.cpu(), state.mean.to(device), state.m2.to(device))
 
 
 def _check_phase(phase: str) -> str:

@@ -25,9 +25,10 @@ K_RULES: tuple[str, ...] = ("smallest", "delve")
 class CovarianceState(NamedTuple):
     """Streaming statistics of observation rows with ``F`` features.
 
-    ``n``: 0-dim int64 tensor, number of rows; ``mean``: float64 ``(F,)``; ``m2``: float64
-    ``(F, F)``, the centered second moment (``m2 / n`` is the population covariance).
-    All three live on the same device.
+    ``n``: 0-dim int64 tensor on the CPU, number of rows (row counts come from shapes, so they
+    are known on the host: reading ``n`` never waits for an accelerator); ``mean``: float64
+    ``(F,)``; ``m2``: float64 ``(F, F)``, the centered second moment (``m2 / n`` is the
+    population covariance). ``mean`` and ``m2`` live on the same device.
     """
 
     n: Tensor
@@ -53,7 +54,7 @@ class BatchMoments(NamedTuple):
 def empty_state(width: int, *, device: torch.device | str | None = None) -> CovarianceState:
     """The state of zero rows with ``width`` features (the identity of :func:`merge`)."""
     return CovarianceState(
-        n=torch.zeros((), dtype=torch.int64, device=device),
+        n=torch.zeros((), dtype=torch.int64),
         mean=torch.zeros(width, dtype=torch.float64, device=device),
         m2=torch.zeros(width, width, dtype=torch.float64, device=device),
     )
@@ -188,20 +189,24 @@ def to_state(moments: BatchMoments, *, device: torch.device | str | None = None)
     offset = colsum.double() / rows  # the true mean minus the shift
     mean = shift.double() + offset
     m2 = scatter.to(torch.float64, memory_format=torch.contiguous_format, copy=True)
-    m2.addmm_(offset.unsqueeze(1), offset.unsqueeze(0), alpha=-rows)  # Σ xc xcᵀ − n·o·oᵀ
-    n = torch.full((), rows, dtype=torch.int64, device=scatter.device)
-    return CovarianceState(n=n, mean=mean, m2=m2)
+    m2.addr_(offset, offset, alpha=-rows)  # Σ xc xcᵀ − n·o·oᵀ
+    return CovarianceState(n=_count(rows), mean=mean, m2=m2)
+
+
+def _count(rows: int) -> Tensor:
+    return torch.tensor(rows, dtype=torch.int64)
 
 
 def accumulate_(state: CovarianceState, moments: BatchMoments) -> CovarianceState:
     """``merge(state, to_state(moments))``, with ``state.m2`` updated in place.
 
-    The per-batch path of the tracker: the float32 scatter is added straight into the float64
-    running ``M2`` and both corrections (the batch's own offset from its shift, Chan's δδᵀ term)
-    go in as one rank-2 update — two passes over the F×F matrix instead of four and no F×F
-    temporaries. Same formula as :func:`merge`: ``M2 += S − n_b·o·oᵀ + δδᵀ·n_a·n_b/n`` with
-    ``o = colsum/n_b`` and ``δ = (shift + o) − mean_a``. The returned state shares ``m2`` with
-    ``state``; ``n`` and ``mean`` are new tensors. No host sync.
+    The per-batch path of the tracker, written for few kernel launches and no temporaries of
+    F×F: the float32 scatter is added straight into the float64 running ``M2``, then the
+    batch's own offset from its shift and Chan's δδᵀ term go in as two rank-1 updates whose
+    weights are computed on the host from the row counts. Same formula as :func:`merge`:
+    ``M2 += S − n_b·o·oᵀ + δδᵀ·n_a·n_b/n`` with ``o = colsum/n_b`` and ``δ = (shift + o) −
+    mean_a``. The returned state shares ``m2`` with ``state``; ``n`` and ``mean`` are new.
+    No host sync.
     """
     rows, shift, colsum, scatter = moments
     if rows == 0:
@@ -209,41 +214,38 @@ def accumulate_(state: CovarianceState, moments: BatchMoments) -> CovarianceStat
     if state.m2.is_inference() and not torch.is_inference_mode_enabled():
         return merge(state, to_state(moments))  # inference tensors admit no in-place update
     m2 = state.m2
-    offset = colsum.to(m2.device, torch.float64) / rows
-    delta = shift.to(m2.device, torch.float64) + offset - state.mean
-    n = state.n + rows
-    na = state.n.double()
-    weight = na * rows / n.double()
+    na = int(state.n)
+    n = na + rows
+    offset = colsum.to(m2.device, torch.float64).div_(rows)
+    delta = (offset + shift.to(m2.device)).sub_(state.mean)  # float64: the promoted type
     m2.add_(scatter.to(m2.device))
-    left = torch.stack([offset, delta], dim=1)  # (F, 2)
-    right = torch.stack([offset * -rows, delta * weight])  # (2, F)
-    m2.addmm_(left, right)
-    mean = state.mean + delta * (rows / n.double())
-    return CovarianceState(n=n, mean=mean, m2=m2)
+    m2.addr_(offset, offset, alpha=-rows)
+    m2.addr_(delta, delta, alpha=na * rows / n)
+    mean = torch.add(state.mean, delta, alpha=rows / n)
+    return CovarianceState(n=state.n + rows, mean=mean, m2=m2)
 
 
 def merge(a: CovarianceState, b: CovarianceState) -> CovarianceState:
     """Statistics of the union of the rows behind ``a`` and ``b`` (Chan's parallel formula).
 
     ``mean = mean_a + δ·n_b/n``, ``M2 = M2_a + M2_b + δδᵀ·n_a·n_b/n`` with ``δ = mean_b − mean_a``.
-    Either side may be empty (``n = 0``). Computed in float64 on ``a``'s device without a host
-    sync (autocast never touches float64 ops); the inputs are not modified.
+    Either side may be empty (``n = 0``). Computed in float64 on ``a``'s device (autocast never
+    touches float64 ops); the inputs are not modified. The counts are read on the host, which
+    waits for nothing when ``n`` is on the CPU, as every state made here has it.
     """
-    n = a.n + b.n.to(a.n.device)
-    na = a.n.double()
-    nb = b.n.to(na.device).double()
-    total = n.clamp(min=1).double()  # n = 0 only when both sides are empty; then δ terms vanish
+    na, nb = int(a.n), int(b.n)
+    n = na + nb
+    total = max(n, 1)  # n = 0 only when both sides are empty; then the δ terms vanish
     delta = b.mean.to(a.mean.device, torch.float64) - a.mean
-    mean = a.mean + delta * (nb / total)
+    mean = torch.add(a.mean, delta, alpha=nb / total)
     m2 = a.m2 + b.m2.to(a.m2.device, torch.float64)
-    # the δδᵀ term as a rank-1 update in place: one pass over the F×F matrix
-    m2.addmm_(delta.unsqueeze(1), (delta * (na * nb / total)).unsqueeze(0))
-    return CovarianceState(n=n, mean=mean, m2=m2)
+    m2.addr_(delta, delta, alpha=na * nb / total)  # the δδᵀ term in place: one F×F pass
+    return CovarianceState(n=_count(n), mean=mean, m2=m2)
 
 
 def covariance(state: CovarianceState) -> Tensor:
     """Population covariance ``m2 / n`` (float64, ``(F, F)``); zeros when ``n = 0``."""
-    return state.m2 / state.n.clamp(min=1).double()
+    return state.m2 / max(int(state.n), 1)
 
 
 def eigenvalues(cov: Tensor) -> Tensor:
