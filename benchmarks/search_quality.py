@@ -16,11 +16,14 @@ space, budget 20, 3 seeds)::
 
     .venv/bin/python benchmarks/search_quality.py --device cuda
 
-Reduced CPU run recorded in RESULTS.md (the quick-start model on scikit-learn's digits)::
+Reduced CPU run recorded in RESULTS.md (width pinned to 8, 2,500-image proxies, full runs on
+4,000 images; seeds 3-5 were added with ``--resume``)::
 
     .venv/bin/python benchmarks/search_quality.py --device cpu --threads 1 \\
-        --model examples/digits_cnn.py --dataset digits --budget 10 --seeds 5 \\
-        --epochs 5 --full-epochs 20 --validate-top 2
+        --model plain --dataset fashion-mnist --resolution 16 --set width=8 \\
+        --subset 2500 --epochs 4 --full-subset 4000 --full-epochs 10 \\
+        --budget 20 --seeds 6 --validate-top 3 \\
+        --out benchmarks/results/search_quality_fashion.json
 
 After every study the results so far go to ``<out>.partial.json``; ``--resume`` reuses the
 studies of that file (or of a finished ``--out`` made with the same options), e.g. to add seeds.
@@ -123,6 +126,8 @@ def run_study(
         resolution=args.resolution,
         data_dir=args.data_root,
         subset=args.subset,
+        full_subset=args.full_subset,
+        pinned=args.pinned or None,
     )
     complete = [t for t in summary["trials"] if t["state"] == "complete"]
     baseline = next(v for v in summary["validation"] if v.get("baseline"))
@@ -180,9 +185,30 @@ def aggregate(studies: Sequence[dict[str, Any]], strategies: Sequence[str]) -> l
                 "hypervolume": hv,
                 "recommended_found": sum(s["recommended"] for s in mine),
                 "trials": common.mean_std([float(s["complete_trials"]) for s in mine])[0],
+                "rule_trials": common.mean_std([float(s["rule_trials"]) for s in mine])[0],
             }
         )
     return rows
+
+
+def paired(studies: Sequence[dict[str, Any]], *, against: str = "tpe") -> list[dict[str, Any]]:
+    """Per seed, each strategy minus ``against``: hypervolume, chosen test accuracy, MACs ratio."""
+    ref = {s["seed"]: s for s in studies if s["strategy"] == against}
+    out = []
+    for s in studies:
+        base = ref.get(s["seed"])
+        if s["strategy"] == against or base is None:
+            continue
+        out.append(
+            {
+                "strategy": s["strategy"],
+                "seed": s["seed"],
+                "hypervolume": s["hypervolume"] - base["hypervolume"],
+                "test_accuracy": s["chosen"]["test_accuracy"] - base["chosen"]["test_accuracy"],
+                "macs_ratio": s["chosen"]["macs"] / base["chosen"]["macs"],
+            }
+        )
+    return out
 
 
 def tables(result: dict[str, Any]) -> str:
@@ -190,6 +216,7 @@ def tables(result: dict[str, Any]) -> str:
         [
             r["strategy"],
             f"{r['trials']:.1f}",
+            f"{r.get('rule_trials', 0.0):.1f}",
             f"{r['recommended_found']}/{r['studies']}",
             common.pct(*r["test_accuracy"]),
             common.human(r["macs"][0]),
@@ -201,6 +228,7 @@ def tables(result: dict[str, Any]) -> str:
         [
             "strategy",
             "trials run",
+            "rule trials",
             "recommendation found",
             "chosen: test acc. %",
             "chosen: MACs (mean)",
@@ -225,11 +253,34 @@ def tables(result: dict[str, Any]) -> str:
     second = common.markdown_table(
         ["strategy", "seed", "trials", "rule trials", "chosen", "test acc. %", "MACs", "HV"], per
     )
-    return f"{first}\n\n{second}"
+    diffs = [
+        [
+            d["strategy"],
+            d["seed"],
+            f"{d['hypervolume']:+.4f}",
+            f"{100 * d['test_accuracy']:+.2f}",
+            f"{d['macs_ratio']:.2f}×",
+        ]
+        for d in result.get("paired", [])
+    ]
+    third = common.markdown_table(
+        ["strategy − tpe", "seed", "Δ HV", "Δ test acc. (points)", "MACs ratio"], diffs
+    )
+    return f"{first}\n\n{second}\n\n{third}"
 
 
 #: Options that must match for a partial result to be resumed.
-RESUME_KEYS = ("model", "dataset", "resolution", "budget", "epochs", "full_epochs", "subset")
+RESUME_KEYS = (
+    "model",
+    "dataset",
+    "resolution",
+    "budget",
+    "epochs",
+    "full_epochs",
+    "subset",
+    "full_subset",
+    "pinned",
+)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -251,6 +302,11 @@ def load_partial(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     return [s for s in saved["studies"] if s["seed"] < args.seeds]
 
 
+def _knob(text: str) -> tuple[str, int]:
+    name, _, value = text.partition("=")
+    return name.strip(), int(value)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_run_options(
@@ -265,6 +321,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", default="fashion-mnist", help="default fashion-mnist")
     parser.add_argument("--resolution", type=int, default=None, help="default: the model's")
     parser.add_argument("--budget", type=int, default=20, help="proxy trials per study (20)")
+    parser.add_argument(
+        "--full-subset", type=int, default=None, help="cap the full runs' splits (default all)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="pinned",
+        type=_knob,
+        action="append",
+        default=[],
+        help="pin a knob, KNOB=INT (e.g. width=8); repeatable",
+    )
     parser.add_argument(
         "--strategies",
         type=lambda s: s.split(","),
@@ -288,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.validate_top < 1:
         raise SystemExit("--validate-top must be at least 1: the comparison needs full runs")
+    args.pinned = dict(args.pinned)
     common.setup(args)
     started = time.time()
     args.device = str(resolve_device(args.device))
@@ -320,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "resumed_studies": sorted(f"{st}-seed{sd}" for st, sd in done),
         "reference_point": {"accuracy": 0.0, "macs": ref_macs},
         "aggregate": aggregate(studies, args.strategies),
+        "paired": paired(studies),
         "studies": studies,
     }
     print(tables(result))

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -23,10 +24,11 @@ from scipy import stats
 from satadvisor import spec as spec_mod
 from satadvisor.config import TrainConfig
 from satadvisor.errors import StorageError, StudyError, UsageError
-from satadvisor.search import derive_space, evenness, load_summary, optimize, spearman
+from satadvisor.search import derive_space, evenness, load_summary, optimize, policy, spearman
 from satadvisor.search import trials as tr
 from satadvisor.search.space import SearchSpace
 from satadvisor.search.storage import open_storage, redact
+from satadvisor.search.worker import Worker
 
 MODEL = TINY_MODEL_SOURCE
 FAST = TrainConfig(epochs=1, batch_size=128, device="cpu", lr=0.05)
@@ -147,7 +149,7 @@ def test_hybrid_search_budget_baseline_rules_resume(model_file: str, tmp_path: P
     assert tr.trial_params(counted[0]) == {"depth": 2, "width": 4, "resolution": 8}
     assert len(set(_counted_keys(study))) == 5, "a configuration ran twice"
     sources = {t.user_attrs.get(tr.SOURCE) for t in counted}
-    assert any(s.startswith("rule:") for s in sources), sources
+    assert any(str(s).startswith("rule:") for s in sources), sources
     for t in counted:
         if t.state == TrialState.COMPLETE:
             assert 0 <= t.user_attrs["accuracy"] <= 1 and t.user_attrs["macs"] > 0
@@ -183,7 +185,7 @@ def test_strategies_alone(model_file: str, tmp_path: Path) -> None:
         validate_top=0,
     )
     sources = [t.user_attrs.get(tr.SOURCE) for t in tr.counted(_study(url, "t").get_trials())]
-    assert sources[0] == "baseline" and not any(s.startswith("rule:") for s in sources[1:])
+    assert sources[0] == "baseline" and not any(str(s).startswith("rule:") for s in sources[1:])
     optimize(
         model_file,
         budget=6,
@@ -195,7 +197,7 @@ def test_strategies_alone(model_file: str, tmp_path: Path) -> None:
     )
     sources = [t.user_attrs.get(tr.SOURCE) for t in tr.counted(_study(url, "r").get_trials())]
     assert sources[0] == "baseline"
-    assert all(s.startswith("rule:") for s in sources[1:]), sources
+    assert all(str(s).startswith("rule:") for s in sources[1:]), sources
 
 
 def test_study_with_other_space_is_refused(model_file: str, tmp_path: Path) -> None:
@@ -356,3 +358,194 @@ def test_space_for_builtin_resnet_uses_its_valid_depths() -> None:
     assert space.choices["depth"] == (10, 18, 26, 34)
     for depth in space.choices["depth"]:  # every value builds
         spec_mod.load("resnet").create(num_classes=10, in_channels=3, depth=depth, width=8)
+
+
+# ------------------------------------------------------------------ rule-candidate policy
+def _done(
+    number: int,
+    accuracy: float,
+    macs: int,
+    *,
+    source: str = "sampler",
+    depth: int | None = None,
+    candidates: list[dict[str, object]] | None = None,
+) -> optuna.trial.FrozenTrial:
+    """A complete trial as the storage holds it (objectives in user attributes)."""
+    attrs: dict[str, object] = {tr.SOURCE: source, "accuracy": accuracy, "macs": macs}
+    if candidates is not None:
+        attrs[policy.CANDIDATES] = candidates
+    d = number if depth is None else depth
+    t = optuna.trial.create_trial(
+        state=TrialState.COMPLETE,
+        values=[accuracy, float(macs)],
+        params={"depth": d},
+        distributions={"depth": optuna.distributions.CategoricalDistribution(list(range(1000)))},
+        user_attrs=attrs,
+    )
+    t.number = number
+    return t
+
+
+def _cand(depth: int, macs: int, kind: str = "efficiency") -> dict[str, object]:
+    return {"params": {"depth": depth}, "kind": kind, "macs": macs}
+
+
+def test_front_ranks_agree_with_optuna_best_trials() -> None:
+    rng = np.random.default_rng(3)
+    trials = [
+        _done(i, float(rng.integers(0, 6)) / 10, int(rng.integers(1, 8)) * 100) for i in range(40)
+    ]
+    ranks = policy.front_ranks(trials, ("accuracy", "macs"))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for t in trials:
+        study.add_trial(t)
+    assert sorted(n for n, r in ranks.items() if r == 0) == sorted(
+        t.number for t in study.best_trials
+    )
+    # every rank-k trial is dominated by some rank-(k-1) trial and by none of rank >= k
+    points = {t.number: (t.user_attrs["accuracy"], -t.user_attrs["macs"]) for t in trials}
+
+    def dom(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        return a[0] >= b[0] and a[1] >= b[1] and a != b
+
+    for n, r in ranks.items():
+        assert not any(dom(points[m], points[n]) for m, q in ranks.items() if q >= r)
+        if r > 0:
+            assert any(dom(points[m], points[n]) for m, q in ranks.items() if q == r - 1)
+
+
+def test_hybrid_rule_slots_wait_for_startup_and_stay_under_the_cap() -> None:
+    budget = 20
+    start = 1 + policy.startup_trials(budget)  # baseline + TPE's random trials
+    trials = [
+        _done(0, 0.5, 1000, source="baseline", candidates=[_cand(500 + i, 900) for i in range(30)])
+    ]
+    rule_positions = []
+    for position in range(1, budget):
+        cand = policy.next_candidate(trials, strategy="hybrid", budget=budget)
+        if cand is None:
+            new = _done(position, 0.4, 2000 + position)  # dominated: seeds nothing
+        else:
+            rule_positions.append(position)
+            new = _done(position, 0.4, 2000, source=cand.source, depth=int(cand.params["depth"]))
+        trials.append(new)
+    assert rule_positions[0] == start
+    assert len(rule_positions) == policy.rule_cap("hybrid", budget) == budget // 3
+    # spread over the rest of the budget, not bunched right after the startup
+    assert max(np.diff(rule_positions)) <= 3 and rule_positions[-1] >= budget - 3
+    assert policy.next_candidate(trials, strategy="tpe", budget=budget) is None
+
+
+def test_only_front_trials_seed_candidates_largest_cut_first() -> None:
+    trials = [
+        _done(0, 0.80, 1000, source="baseline", candidates=[_cand(50, 1200, "performance")]),
+        # dominated by the baseline: its (very cheap) candidate must wait for `rules`
+        _done(1, 0.70, 2000, candidates=[_cand(51, 100)]),
+        _done(2, 0.90, 3000, candidates=[_cand(52, 2700), _cand(53, 1500), _cand(54, 6000)]),
+        *[_done(n, 0.1, 9000 + n) for n in range(3, 9)],  # past the startup, dominated
+    ]
+    picks = []
+    for _ in range(5):
+        cand = policy.next_candidate(trials, strategy="hybrid", budget=13)
+        if cand is None:
+            break
+        picks.append(cand.params["depth"])
+        trials.append(
+            _done(len(trials), 0.1, 99999, source=cand.source, depth=cand.params["depth"])
+        )
+    # front (trials 0 and 2) only; cuts first by relative MACs (0.5×, 0.9×), then increases
+    # (1.2× of trial 0 before 2× of trial 2)
+    assert picks == [53, 52, 50, 54]
+    # `rules` then goes on to the next front: trial 1's candidate
+    cand = policy.next_candidate(trials, strategy="rules", budget=20)
+    assert cand is not None and cand.params == {"depth": 51} and cand.parent == 1
+    assert cand.source == "rule:efficiency"
+
+
+def _stub_analysis(spec_knobs: dict[str, int]) -> SimpleNamespace:
+    """What analyze() returns, for the tiny model: deeper and wider is more accurate; every
+    neighbour configuration is recommended (down = efficiency, up = performance)."""
+    depth, width, res = spec_knobs["depth"], spec_knobs["width"], spec_knobs["resolution"]
+    recs = []
+    for knob, values in {"depth": (1, 2, 3), "width": (4, 8), "resolution": (8, 12)}.items():
+        i = values.index(spec_knobs[knob])
+        for j, kind in ((i - 1, "efficiency"), (i + 1, "performance")):
+            if 0 <= j < len(values):
+                recs.append(SimpleNamespace(kind=kind, changes={knob: values[j]}))
+    run = SimpleNamespace(
+        status="complete",
+        accuracy=0.5 + 0.1 * depth + 0.01 * width + 0.001 * res,
+        reason=None,
+        epochs=[1],
+        device="cpu",
+    )
+    return SimpleNamespace(
+        run=run,
+        macs=depth * width * res * res,
+        params=depth * width,
+        profile=[SimpleNamespace(name="conv", saturation=0.5)],
+        tail=[],
+        receptive_field=SimpleNamespace(unproductive=0),
+        findings=[],
+        recommendations=recs,
+    )
+
+
+@pytest.fixture()
+def stubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake(
+        self: Worker, trial: optuna.Trial, knobs: dict[str, int], config: TrainConfig
+    ) -> SimpleNamespace:
+        return _stub_analysis(knobs)
+
+    monkeypatch.setattr(Worker, "_analyze", fake)
+
+
+def _front_before(trials: list[optuna.trial.FrozenTrial], number: int) -> set[int]:
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.number < number]
+    pts = {t.number: (t.user_attrs["accuracy"], -t.user_attrs["macs"]) for t in done}
+    return {
+        n
+        for n, p in pts.items()
+        if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in pts.values())
+    }
+
+
+@pytest.mark.parametrize("budget", [6, 9, 12])
+def test_hybrid_rule_trials_capped_and_from_the_front(
+    model_file: str, tmp_path: Path, stubbed: None, budget: int
+) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    optimize(model_file, budget=budget, storage=url, study_name="h", config=FAST, validate_top=0)
+    trials = _study(url, "h").get_trials()
+    counted = tr.counted(trials)
+    assert len(counted) == budget and len(set(_counted_keys(_study(url, "h")))) == budget
+    rules = [t for t in counted if policy.is_rule(t)]
+    # the stub recommends every neighbour: without the cap these would crowd out the sampler
+    assert 1 <= len(rules) <= budget // 3
+    start = 1 + policy.startup_trials(budget)
+    for t in rules:
+        assert t.number >= start, "a rule trial took one of the sampler's startup slots"
+        assert t.user_attrs["parent"] in _front_before(trials, t.number)
+
+
+def test_rules_strategy_uses_its_whole_budget(
+    model_file: str, tmp_path: Path, stubbed: None
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    # 12 configurations, all reachable through neighbours: candidates remain until the end
+    optimize(
+        model_file,
+        budget=12,
+        strategy="rules",
+        storage=url,
+        study_name="r",
+        config=FAST,
+        validate_top=0,
+    )
+    trials = _study(url, "r").get_trials()
+    counted = tr.counted(trials)
+    assert len(counted) == 12
+    assert [policy.is_rule(t) for t in counted] == [False] + [True] * 11
+    # the front's candidates ran out before the end: some parents were dominated when drawn
+    assert any(t.user_attrs["parent"] not in _front_before(trials, t.number) for t in counted[1:])

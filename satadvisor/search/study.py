@@ -159,6 +159,7 @@ def optimize(
     pinned: Mapping[str, Any] | None = None,
     timeout: float | None = None,
     subset: int | None = None,
+    full_subset: int | None = None,
     tolerance: float = 0.005,
     on_trial: Callable[[TrialEvent], None] | None = None,
     on_validation: Callable[[dict[str, Any]], None] | None = None,
@@ -169,6 +170,12 @@ def optimize(
     ``strategy``: ``hybrid`` (rule candidates + Optuna's sampler), ``rules`` or ``tpe`` alone.
     ``validate_top`` Pareto-optimal configurations and the baseline are retrained for
     ``full_epochs`` (default 4× the proxy epochs) on the whole training set and tested.
+    ``subset`` caps each split of the proxy trials, ``full_subset`` each split of the
+    validation runs (images, stratified; None: all).
+
+    Rule candidates (``hybrid``, ``rules``) come only from trials on the proxy Pareto front,
+    cheapest-relative-to-their-parent first; in ``hybrid`` they take at most a third of the
+    budget, after TPE's random startup trials (see :mod:`satadvisor.search.policy`).
     """
     from satadvisor import data as data_mod
 
@@ -212,6 +219,7 @@ def optimize(
         train=config,
         timeout=timeout,
         subset=subset,
+        full_subset=full_subset,
     )
     with deferred_interrupts():  # Ctrl-C stops at the next training step (see _signals)
         study = create_or_load(settings, baseline={k: baseline_knobs[k] for k in space.choices})

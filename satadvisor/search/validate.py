@@ -96,6 +96,7 @@ def validate(
                 full=True,
                 seed=config.seed,
                 device=device,
+                subset=settings.full_subset,
             )
         analysis = analyze(
             spec,

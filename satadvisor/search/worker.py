@@ -1,8 +1,9 @@
 """One search worker: draws trials from the shared study and runs them until the budget is spent.
 
 Every worker — in this process, a local subprocess (``--workers``), or the same command on
-another machine — runs this loop against the same storage. Budget and deduplication are decided
-from the storage alone (trial numbers order the workers), so no worker needs to talk to another.
+another machine — runs this loop against the same storage. Budget, deduplication and the share
+of rule trials are decided from the storage alone (trial numbers order the workers), so no
+worker needs to talk to another. Which rule candidate runs when is :mod:`.policy`'s decision.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from optuna.trial import TrialState
 from satadvisor import spec as spec_mod
 from satadvisor.config import TrainConfig
 from satadvisor.errors import DatasetError, SatAdvisorError, StudyError
+from satadvisor.search import policy
 from satadvisor.search import trials as tr
 from satadvisor.search._signals import checkpoint, deferred_interrupts
 from satadvisor.search.space import SearchSpace
@@ -50,6 +52,8 @@ class SearchSettings:
     train: TrainConfig = field(default_factory=TrainConfig)
     timeout: float | None = None
     subset: int | None = None
+    #: Cap on each split of the full (validation) runs; None: the whole training and test sets.
+    full_subset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ def make_sampler(settings: SearchSettings, worker_index: int) -> optuna.samplers
         seed=seed,
         multivariate=True,
         constant_liar=True,
-        n_startup_trials=max(3, settings.budget // 4),
+        n_startup_trials=policy.startup_trials(settings.budget),
     )
 
 
@@ -127,9 +131,11 @@ class Worker:
             if deadline is not None and time.time() >= deadline:
                 break
             waiting = [t for t in trials if t.state == TrialState.WAITING]
+            if not waiting and self._enqueue_rule_candidate(trials):
+                continue  # drawn by the next ask (this worker's or another's)
             if self.settings.strategy == "rules" and not waiting:
                 if any(t.state == TrialState.RUNNING for t in trials):
-                    time.sleep(1.0)  # a running trial may still enqueue candidates
+                    time.sleep(1.0)  # a running trial may still bring new candidates
                     continue
                 break
             if len(tr.known_keys(trials)) >= self.space.size and not waiting:
@@ -145,12 +151,16 @@ class Worker:
             if tr.is_live_duplicate(me, trials):
                 self._skip(trial, "duplicate")
                 duplicates += 1
-                if duplicates >= MAX_DUPLICATE_DRAWS:
+                if duplicates >= MAX_DUPLICATE_DRAWS and self.settings.strategy != "rules":
                     self._enqueue_unseen(trials)
                     duplicates = 0
                 continue
             if self.settings.strategy == "rules" and "fixed_params" not in me.system_attrs:
                 self._skip(trial, "not_queued")
+                continue
+            cap = policy.rule_cap(self.settings.strategy, self.settings.budget)
+            if policy.is_rule(me) and policy.rule_trials_before(me.number, trials) >= cap:
+                self._skip(trial, "rule_cap")  # another worker's rule trial took the last slot
                 continue
             duplicates = 0
             self._execute(trial)
@@ -244,7 +254,8 @@ class Worker:
             return
         self._record(trial, analysis)
         if self.settings.strategy != "tpe":
-            self._enqueue_rule_candidates(trial.number, knobs, analysis)
+            cands = self._rule_candidates(trial.number, knobs, analysis)
+            trial.set_user_attr(policy.CANDIDATES, [c.to_dict() for c in cands])
         if run.status == "pruned":
             self.study.tell(trial, state=TrialState.PRUNED)
             self._report(trial.number, "pruned", knobs, run.accuracy, analysis.macs, source)
@@ -304,19 +315,57 @@ class Worker:
         trial.set_user_attr("findings", [f.kind for f in analysis.findings])
         trial.set_user_attr("device", run.device)
 
-    def _enqueue_rule_candidates(self, number: int, knobs: dict[str, Any], analysis: Any) -> None:
-        known = tr.known_keys(self.study.get_trials(deepcopy=False))
+    def _rule_candidates(
+        self, number: int, knobs: dict[str, Any], analysis: Any
+    ) -> list[policy.Candidate]:
+        """The analysis's recommendations snapped into the space, with their MACs (stored with
+        the trial; :func:`policy.next_candidate` picks among them later)."""
+        out: list[policy.Candidate] = []
+        seen = {tr.config_key(self.space.snap(knobs))}
         for rec in analysis.recommendations:
             if not rec.changes:
                 continue
             cand = self.space.snap({**knobs, **rec.changes})
             key = tr.config_key(cand)
-            if key in known:
+            if key in seen:
                 continue
-            known.add(key)
-            self.study.enqueue_trial(
-                cand, user_attrs={tr.SOURCE: f"rule:{rec.kind}", "parent": number}
-            )
+            seen.add(key)
+            out.append(policy.Candidate(cand, str(rec.kind), number, self._macs_of(cand)))
+        return out
+
+    def _macs_of(self, params: dict[str, Any]) -> int | None:
+        """MACs per image of a configuration, built as ``analyze`` builds it (None: no build)."""
+        from satadvisor import data as data_mod
+        from satadvisor.advisor import build_model
+        from satadvisor.cost import count_macs
+
+        knobs = self.space.configuration(params)
+        resolution = int(knobs.pop("resolution"))
+        resolved = {k: v for k, v in self.spec.resolve(knobs).items() if k != "resolution"}
+        info = data_mod.dataset_info(self.settings.dataset, data_dir=self.settings.data_dir)
+        try:
+            with torch.random.fork_rng(devices=[]):  # building draws weights: keep the stream
+                net = build_model(
+                    self.spec, resolved, num_classes=info.num_classes, in_channels=info.in_channels
+                )
+            return count_macs(net, in_channels=info.in_channels, resolution=resolution)
+        except (SatAdvisorError, RuntimeError, ValueError):
+            return None
+
+    def _enqueue_rule_candidate(self, trials: list[optuna.trial.FrozenTrial]) -> bool:
+        """Enqueue the rule candidate the policy picks for the next trial; False if none."""
+        cand = policy.next_candidate(
+            trials,
+            strategy=self.settings.strategy,
+            budget=self.settings.budget,
+            objectives=self.settings.objectives,
+        )
+        if cand is None:
+            return False
+        self.study.enqueue_trial(
+            cand.params, user_attrs={tr.SOURCE: cand.source, "parent": cand.parent}
+        )
+        return True
 
     def _report(
         self,
