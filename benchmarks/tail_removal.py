@@ -27,13 +27,21 @@ Reduced CPU run recorded in RESULTS.md::
         --subset 3000 --full-subset 3000 --epochs 5 --full-epochs 6 --seeds 3
 
 ``--analyze-only`` records the proxy profile, findings and verdict without the full runs.
+``--performance-moves N`` trains the first N performance recommendations (default 1: for
+VGG16 at 32 px the one-step move, the earliest pool removed; 2 adds the verified fix).
+``--reuse FILE`` takes the full runs of an earlier result whose model (knobs, resolution) and
+training options (data, subsets, epochs, seeds, device, threads) are the same instead of
+training them again (CPU training is deterministic); their seed-0 measured tail is re-read
+from the recorded profile with the current tail rule. Everything else is trained.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import _common as common
@@ -44,7 +52,8 @@ from satadvisor import spec as spec_mod
 from satadvisor._env import resolve_device
 from satadvisor.advisor import Analysis, analyze, build_model
 from satadvisor.config import TrainConfig
-from satadvisor.rules import Recommendation
+from satadvisor.rules import Recommendation, tail_layers
+from satadvisor.saturation import LayerSaturation
 from satadvisor.search.summary import evenness
 from satadvisor.train import run, seed_everything
 
@@ -99,9 +108,63 @@ def tail_summary(analysis: Analysis) -> dict[str, Any]:
     }
 
 
-def pick(recs: Sequence[Recommendation], kind: str) -> Recommendation | None:
-    """The first recommendation of ``kind`` that changes knobs (one the script can train)."""
-    return next((r for r in recs if r.kind == kind and r.changes), None)
+def pick(recs: Sequence[Recommendation], kind: str, count: int = 1) -> list[Recommendation]:
+    """The first ``count`` recommendations of ``kind`` that change knobs (trainable ones)."""
+    return [r for r in recs if r.kind == kind and r.changes][:count]
+
+
+def to_train(recs: Sequence[Recommendation], args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """(row name, recommendation): the first efficiency move, the first N performance moves."""
+    rows: list[tuple[str, Any]] = []
+    for kind, count in (("efficiency", 1), ("performance", args.performance_moves)):
+        found = pick(recs, kind, count)
+        if not found:
+            print(f"no {kind} recommendation with knob changes: skipped", flush=True)
+        rows += [(kind if i == 0 else f"{kind} {i + 1}", r) for i, r in enumerate(found)]
+    return rows
+
+
+#: Options that change what a full run trains; a recorded run is reused only when they match.
+REUSE_OPTIONS = ("device", "full_subset", "full_epochs", "seeds", "data_dir", "threads", "model")
+
+
+def _model_key(knobs: dict[str, Any], resolution: int) -> str:
+    """Knobs left at None are the model's defaults: a run without them is the same model."""
+    kept = {k: v for k, v in knobs.items() if v is not None and k != "resolution"}
+    return json.dumps([kept, resolution], sort_keys=True)
+
+
+def reusable(path: Path | None, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """model key -> a full-run row of ``path`` trained with the same options ({} if none)."""
+    if path is None:
+        return {}
+    recorded = json.loads(path.read_text())
+    options = recorded.get("options", {})
+    if any(options.get(k) != getattr(args, k) for k in REUSE_OPTIONS):
+        return {}
+    return {_model_key(r["knobs"], r["resolution"]): r for r in recorded.get("runs", [])}
+
+
+def current_tail(profile: dict[str, float]) -> list[str]:
+    """The measured tail of a recorded seed-0 profile (short name -> saturation), current rule."""
+    layers = [
+        LayerSaturation(name, "Conv2d" if "conv" in name else "Linear", 0, 0, value, 0)
+        for name, value in profile.items()
+    ]
+    return tail_layers(layers)
+
+
+def reuse_row(row: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k not in ("change", "title", "predicted_cost", "name")}
+    # A row reused twice keeps the file it was trained for and the tail recorded there.
+    out.update(
+        name=name,
+        reused_from=row.get("reused_from", str(path)),
+        tail_full_seed0_recorded=row.get("tail_full_seed0_recorded", row["tail_full_seed0"]),
+    )
+    out["tail_full_seed0"] = current_tail(row.get("profile_full_seed0", {}))
+    print(f"  {name}: reused from {path} (test {row['test_accuracy_mean']})", flush=True)
+    return out
 
 
 def full_runs(
@@ -114,6 +177,9 @@ def full_runs(
     """Train ``knobs`` in full with every seed; seed 0 tracked (profile), the others not."""
     spec = spec_mod.load(args.model)
     knobs = {k: v for k, v in knobs.items() if k != "resolution"}
+    recorded = args.reusable.get(_model_key(knobs, resolution))
+    if recorded is not None:
+        return reuse_row(recorded, name, args.reuse)
     seeds: list[dict[str, Any]] = []
     out: dict[str, Any] = {"name": name, "knobs": knobs, "resolution": resolution}
     for seed in range(args.seeds):
@@ -238,6 +304,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--analyze-only", action="store_true", help="the proxy analysis only, no full runs"
     )
+    parser.add_argument(
+        "--performance-moves",
+        type=int,
+        default=1,
+        help="train the first N performance recommendations with knob changes (default 1)",
+    )
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="an earlier result JSON: reuse its full runs of the same model and options",
+    )
     return parser.parse_args(argv)
 
 
@@ -247,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.time()
     device = resolve_device(args.device)
     args.data_root = args.data_dir or common.fashion_root()
+    args.reusable = reusable(args.reuse, args)
     knobs = baseline_knobs(args)
     proxy_data = data_mod.load(
         DATASET,
@@ -265,19 +344,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs = (
         [] if args.analyze_only else [full_runs("baseline", knobs, args.resolution, args, device)]
     )
-    for kind in () if args.analyze_only else ("efficiency", "performance"):
-        rec = pick(analysis.recommendations, kind)
-        if rec is None:
-            print(f"no {kind} recommendation with knob changes: skipped", flush=True)
-            continue
-        row = full_runs(kind, dict(rec.knobs), rec.resolution, args, device)
+    for name, rec in [] if args.analyze_only else to_train(analysis.recommendations, args):
+        row = full_runs(name, dict(rec.knobs), rec.resolution, args, device)
         row.update(
             change=rec.set_args or rec.title,
             title=rec.title,
             predicted_cost=rec.cost.to_dict() if rec.cost else None,
         )
         runs.append(row)
-    del args.data_root
+    del args.data_root, args.reusable
     result = {
         "benchmark": NAME,
         **common.record(args, started=started, finished=time.time()),

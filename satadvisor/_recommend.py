@@ -310,14 +310,38 @@ def _rf_candidates(bench: _Workbench, knob: str) -> list[Any]:
     return list(range(current - 1, -1, -1))  # downsamplings
 
 
+def _rf_changes(bench: _Workbench, base: nn.Module, knob: str, value: Any) -> dict[str, Any]:
+    """The knob change, plus ``stages`` pinned when ``downsamplings`` drops.
+
+    A model with a ``stages`` knob left at None (the built-in vgg / plain: one stage per
+    downsampling) would otherwise lose stages, and with them channels; pinned to the built
+    model's ``num_stages``, fewer downsamplings only remove the earliest pools or strides.
+    """
+    changes = {knob: value}
+    stages = getattr(base, "num_stages", None)
+    if knob == "downsamplings" and bench.knobs.get("stages", 0) is None and isinstance(stages, int):
+        changes["stages"] = stages
+    return changes
+
+
+def _rf_rationale(tail: Finding, effect: str) -> str:
+    return (
+        f"{tail.message} Slower receptive-field growth keeps the deep layers' inputs smaller "
+        f"than the image: {effect}."
+    )
+
+
 def _performance(
     bench: _Workbench, tail: Finding, rf: ReceptiveFieldAnalysis | None
 ) -> list[Recommendation]:
     """Slower receptive-field growth, or a higher resolution: per knob the mildest change whose
     built model has no unproductive layer (checked with receptive.analyze).
 
-    When the receptive field flags nothing at the current resolution (the tail is measured
-    only), there is nothing to check against: the mildest change per knob is offered as such.
+    For ``downsamplings``, when that fix removes more than one downsampling, the single step
+    (one downsampling fewer: the earliest, at a fraction of the fix's compute) comes first
+    when it leaves fewer unproductive layers. When the receptive field flags nothing at the
+    current resolution (the tail is measured only), there is nothing to check against: the
+    mildest change per knob is offered as such.
     """
     base = bench.build({})
     if base is None:
@@ -326,28 +350,43 @@ def _performance(
     if rf is None:
         return []
     verified = bool(rf.unproductive)
+    px = bench.resolution
     out: list[Recommendation] = []
     for knob in (k for k in _RF_KNOBS if k in bench.knobs):
-        for value in _rf_candidates(bench, knob):
-            model = bench.build({knob: value})
-            after = bench.analyze(model, bench.resolution) if model is not None else None
-            if after is None or (verified and after.unproductive):
+        step: Recommendation | None = None
+        for i, value in enumerate(_rf_candidates(bench, knob)):
+            changes = _rf_changes(bench, base, knob, value)
+            model = bench.build(changes)
+            after = bench.analyze(model, px) if model is not None else None
+            if after is None:
+                continue
+            title = f"Slow the receptive-field growth: {knob} {bench.knobs[knob]} → {value}"
+            if verified and after.unproductive:
+                if (
+                    i == 0
+                    and knob == "downsamplings"
+                    and len(after.unproductive) < len(rf.unproductive)
+                ):
+                    effect = (
+                        f"{knob}={value} removes the earliest downsampling and keeps every "
+                        f"layer's channels; {len(after.unproductive)} of the "
+                        f"{len(rf.unproductive)} unproductive layers remain at {px} px"
+                    )
+                    step = bench.make("performance", title, changes, _rf_rationale(tail, effect))
                 continue
             effect = (
-                f"with {knob}={value} no layer is unproductive at {bench.resolution} px"
+                f"with {knob}={value} no layer is unproductive at {px} px"
                 if verified
-                else f"the receptive field flags no unproductive layer at {bench.resolution} "
-                f"px, so {knob}={value} is the mildest step to try, not a verified fix"
+                else f"the receptive field flags no unproductive layer at {px} px, so "
+                f"{knob}={value} is the mildest step to try, not a verified fix"
             )
-            rationale = (
-                f"{tail.message} Slower receptive-field growth keeps the deep layers' inputs "
-                f"smaller than the image: {effect}."
-            )
-            title = f"Slow the receptive-field growth: {knob} {bench.knobs[knob]} → {value}"
-            rec = bench.make("performance", title, {knob: value}, rationale)
+            rec = bench.make("performance", title, changes, _rf_rationale(tail, effect))
             if rec is not None:
+                out += [step] if step is not None else []
                 out.append(rec)
+                step = None
                 break
+        out += [step] if step is not None else []
     best = bench.smallest_productive(base) if verified else None
     # Upsampling past the images' own resolution adds pixels, not detail: no gain to expect.
     if best is not None and bench.source_resolution is not None and best > bench.source_resolution:

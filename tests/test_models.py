@@ -11,6 +11,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs as tv_vgg_cfgs
 from torchvision.models.vgg import make_layers as tv_vgg_layers
 
+from satadvisor import receptive
 from satadvisor.errors import ModelFileError, UsageError
 from satadvisor.models import create_model, get_model_fn, list_models, model_knobs, register_model
 from satadvisor.models._registry import split_evenly
@@ -92,6 +93,7 @@ def test_model_knobs_are_the_defaulted_keywords() -> None:
         "width": 16,
         "downsamplings": 3,
         "batch_norm": True,
+        "stages": None,
     }
     assert model_knobs("resnet") == {
         "depth": 18,
@@ -102,7 +104,13 @@ def test_model_knobs_are_the_defaulted_keywords() -> None:
         "stem_stride": 1,
         "stem_pool": False,
     }
-    assert model_knobs("plain") == {"depth": 6, "kernel_size": 3, "width": 16, "downsamplings": 2}
+    assert model_knobs("plain") == {
+        "depth": 6,
+        "kernel_size": 3,
+        "width": 16,
+        "downsamplings": 2,
+        "stages": None,
+    }
     assert model_knobs("vgg16") == {"width": 64, "kernel_size": 3, "batch_norm": True}
     assert model_knobs("resnet18") == {"width": 64, "kernel_size": 3}
 
@@ -136,6 +144,10 @@ def test_registering_a_name_twice_fails() -> None:
         ("vgg", {"kernel_size": 4}, "odd kernel_size"),
         ("vgg", {"depth": 2, "downsamplings": 3}, "downsamplings <= depth"),
         ("vgg", {"width": 0}, "width >= 1"),
+        ("vgg", {"depth": 8, "downsamplings": 4, "stages": 3}, "downsamplings <= stages <= depth"),
+        ("vgg", {"depth": 4, "downsamplings": 3, "stages": 5}, "downsamplings <= stages <= depth"),
+        ("vgg", {"stages": 0}, "stages >= 1"),
+        ("plain", {"depth": 6, "downsamplings": 3, "stages": 3}, "downsamplings < stages"),
         ("plain", {"depth": 2, "downsamplings": 2}, "downsamplings < depth"),
         ("resnet", {"depth": 20}, "10, 18, 26, 34"),
         ("resnet", {"downsamplings": 4}, "downsamplings <= 3"),
@@ -284,3 +296,76 @@ def test_layers_are_registered_in_forward_order(name: str) -> None:
     for handle in handles:
         handle.remove()
     assert called == registered
+
+
+# --------------------------------------------------------------- fewer downsamplings, same channels
+
+
+def _conv_channels(model: nn.Module) -> list[int]:
+    return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+def _input_r_min(model: nn.Module, resolution: int = 32) -> list[int]:
+    rf = receptive.analyze(model, resolution, in_channels=3)
+    return [layer.input_r_min for layer in rf.layers if "conv" in layer.module_type.lower()]
+
+
+def test_vgg_stages_default_to_one_per_downsampling() -> None:
+    # The documented layouts are unchanged: the embedded default and VGG16's conv stack.
+    assert [(s.convs, s.channels, s.pool) for s in vgg_stages(8, 16, 3)] == [
+        (2, 16, True),
+        (3, 32, True),
+        (3, 64, True),
+    ]
+    explicit = create_model("vgg", depth=13, downsamplings=5, stages=5, width=4)
+    default = create_model("vgg", depth=13, downsamplings=5, width=4)
+    assert _state_shapes(explicit) == _state_shapes(default)
+
+
+def test_vgg16_stack_without_its_first_pool_keeps_every_conv_channel() -> None:
+    base = create_model("vgg", depth=13, downsamplings=5, width=16)
+    fewer = create_model("vgg", depth=13, downsamplings=4, stages=5, width=16)
+    assert _conv_channels(fewer) == _conv_channels(base)
+    assert _conv_channels(base) == [16, 16, 32, 32, 64, 64, 64, 128, 128, 128, 128, 128, 128]
+    assert _state_shapes(fewer) == _state_shapes(base)  # pools carry no parameters
+    pools = [n for n, m in fewer.features.named_children() if isinstance(m, nn.MaxPool2d)]
+    assert pools == ["pool2", "pool3", "pool4", "pool5"]  # the earliest pool is the one gone
+    names = [n for n, _ in fewer.features.named_children()]
+    assert names.index("pool2") == names.index("relu4") + 1  # conv1-conv4 at full resolution
+
+
+def test_removing_the_first_pool_slows_the_receptive_field_growth() -> None:
+    base = create_model("vgg", depth=13, downsamplings=5, width=4)
+    fewer = create_model("vgg", depth=13, downsamplings=4, stages=5, width=4)
+    r_base, r_fewer = _input_r_min(base), _input_r_min(fewer)
+    # Hand-computed: without pool1 conv3 reads r = 5 (not 5 + 1 through the pool), conv4 7...
+    assert r_base[:4] == [1, 3, 6, 10] and r_fewer[:4] == [1, 3, 5, 7]
+    # ... and the later jumps are halved: conv8 reads 24 instead of 44.
+    assert r_base[7] == 44 and r_fewer[7] == 24
+    assert all(f <= b for f, b in zip(r_fewer, r_base, strict=True))
+    assert all(f < b for f, b in zip(r_fewer[2:], r_base[2:], strict=True))
+    unproductive = [
+        len(receptive.analyze(m, 32, in_channels=3).unproductive) for m in (base, fewer)
+    ]
+    assert unproductive == [6, 4]  # conv8-conv13, then conv10-conv13
+
+
+def test_plain_fewer_downsamplings_drop_the_early_strides_and_keep_channels() -> None:
+    base = create_model("plain", depth=6, downsamplings=2, width=4)
+    fewer = create_model("plain", depth=6, downsamplings=1, stages=3, width=4)
+    assert _conv_channels(fewer) == _conv_channels(base) == [4, 4, 8, 8, 16, 16]
+    strides = [m.stride[0] for m in fewer.modules() if isinstance(m, nn.Conv2d)]
+    assert strides == [1, 1, 1, 1, 2, 1]  # conv3's stride (the earliest) is gone
+    assert _state_shapes(fewer) == _state_shapes(base)
+    assert create_model("plain", depth=6, downsamplings=0, stages=3, width=4)(
+        torch.zeros(2, 3, 8, 8)
+    ).shape == (2, 10)
+
+
+def test_resnet_fewer_downsamplings_keep_every_conv_channel() -> None:
+    base = create_model("resnet", depth=10, width=4)
+    fewer = create_model("resnet", depth=10, width=4, downsamplings=2)
+    assert _conv_channels(fewer) == _conv_channels(base)
+    assert _state_shapes(fewer) == _state_shapes(base)  # the 1x1 projections stay
+    strides = [getattr(fewer, f"layer{i}")[0].conv1.stride[0] for i in range(1, 5)]
+    assert strides == [1, 1, 2, 2]

@@ -367,7 +367,7 @@ def test_tail_recommendations_on_the_local_vgg() -> None:
     )
     recs = advise(spec, findings)
     by_title = {r.title: r for r in recs}
-    assert [r.kind for r in recs] == ["efficiency", "performance", "performance"]
+    assert [r.kind for r in recs] == ["efficiency", "performance", "performance", "performance"]
 
     eff = recs[0]
     # Tail of 2 of 8 convs -> at most 6 convs: depth 6 (ints descending, first fit).
@@ -380,24 +380,29 @@ def test_tail_recommendations_on_the_local_vgg() -> None:
     assert eff.cost.macs < base_macs and eff.cost.macs_ratio < 1.0
     assert eff.set_args == "--set depth=6"
 
-    # Performance: downsamplings 3 -> 2 leaves conv8 unproductive, 1 is the mildest fix;
-    # the baseline's conv8 reads r_min 52, so 52 px is the smallest productive resolution.
-    assert "Slow the receptive-field growth: downsamplings 3 → 1" in by_title
-    assert "Raise the resolution: 32 → 52 px" in by_title
+    # Performance: downsamplings 3 -> 2 leaves conv8 unproductive (1 of 2: offered first as the
+    # one-step move), 1 is the mildest fix; the baseline's conv8 reads r_min 52, so 52 px is
+    # the smallest productive resolution.
+    assert [r.title for r in recs[1:]] == [
+        "Slow the receptive-field growth: downsamplings 3 → 2",
+        "Slow the receptive-field growth: downsamplings 3 → 1",
+        "Raise the resolution: 32 → 52 px",
+    ]
+    assert recs[1].unproductive_after == 1 and "1 of the 2 unproductive" in recs[1].rationale
     for rec in recs:
         assert set(rec.changes) <= set(VGG_KNOBS) | {"resolution"}
         assert parse_set_args(rec.set_args) == rec.changes
         model = build_vgg(**rec.knobs, num_classes=10, in_channels=3)
         assert rec.cost.macs == count_macs(model, in_channels=3, resolution=rec.resolution)
         assert rec.cost.params == count_parameters(model)
-        if rec.kind == "performance":
+        if rec.kind == "performance" and rec is not recs[1]:
             assert rec.unproductive_after == 0
             assert reference_rf(model, rec.resolution, in_channels=3).unproductive == []
     text = verdict(findings, recs)
     assert text.startswith("The receptive field predicts a tail: 15–17 (2 of 8 conv layers)")
     assert text.endswith(
         f"Suggested: remove the tail: depth 8 → 6 ({eff.cost.macs_ratio:.2f}× MACs) — "
-        "--set depth=6; 2 more below."
+        "--set depth=6; 3 more below."
     )
     assert by_title["Raise the resolution: 32 → 52 px"].cost.macs_ratio == pytest.approx(
         count_macs(build_vgg(num_classes=10, in_channels=3), in_channels=3, resolution=52)
@@ -557,7 +562,7 @@ def test_recommend_leaves_the_global_rng_alone() -> None:
     recs = recommend(
         findings, spec=spec, knobs=VGG_KNOBS, resolution=32, num_classes=10, in_channels=3, rf=rf
     )
-    assert len(recs) == 3  # models were built
+    assert len(recs) == 4  # models were built
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -583,9 +588,15 @@ def test_performance_moves_remove_the_unproductive_layers_per_receptive_analyze(
     )
     assert recs[0].kind == "efficiency" and recs[0].changes == {"depth": 6}
     performance = [r for r in recs if r.kind == "performance"]
-    # The same moves as against the reference oracle above.
-    assert [r.changes for r in performance] == [{"downsamplings": 1}, {"resolution": 52}]
-    for rec in performance:
+    # The same moves as against the reference oracle above; the one-step move leaves conv8.
+    assert [r.changes for r in performance] == [
+        {"downsamplings": 2},
+        {"downsamplings": 1},
+        {"resolution": 52},
+    ]
+    step = spec.create(num_classes=10, in_channels=3, **performance[0].knobs)
+    assert len(receptive.analyze(step, 32, in_channels=3).unproductive) == 1
+    for rec in performance[1:]:
         built = spec.create(num_classes=10, in_channels=3, **rec.knobs)
         after = receptive.analyze(built, rec.resolution, in_channels=3)
         assert after.unproductive == [] and rec.unproductive_after == 0
@@ -633,3 +644,56 @@ def test_unevenly_decaying_measured_tail_starts_at_the_drop() -> None:
     # a run whose later layer climbs back to the earlier level is no tail
     back_up = [0.3, 0.4, 0.45, 0.5, 0.45, 0.1, 0.12, 0.48]
     assert tail_layers(profile(back_up)) == []
+
+
+# --------------------------------------------------------------------------- built-in vgg
+
+
+def _vgg16_stack(**knobs: Any) -> tuple[FakeSpec, dict[str, Any]]:
+    """The built-in vgg family at VGG16's conv stack (width 8 keeps it fast)."""
+    from satadvisor.models import create_model, model_knobs
+
+    full = {**model_knobs("vgg"), "depth": 13, "downsamplings": 5, "width": 8, **knobs}
+    return FakeSpec(lambda **k: create_model("vgg", **k), full), full
+
+
+def _vgg16_performance(spec: FakeSpec, knobs: dict[str, Any]) -> list[Any]:
+    rf = receptive.analyze(spec.create(num_classes=10, in_channels=3), 32, in_channels=3)
+    assert len(rf.unproductive) == 6  # conv8-conv13 (DESIGN.md calibration)
+    recs = recommend(
+        evaluate(None, rf), spec=spec, knobs=knobs, resolution=32, num_classes=10,
+        in_channels=3, rf=rf, source_resolution=32,
+    )  # fmt: skip
+    return [r for r in recs if r.kind == "performance"]
+
+
+def test_vgg16_at_32px_performance_move_removes_the_first_pool_and_keeps_the_channels() -> None:
+    spec, knobs = _vgg16_stack()
+    step, fix = _vgg16_performance(spec, knobs)
+    # One pool fewer (the earliest), the 5 channel stages pinned: conv10-conv13 stay unproductive.
+    assert step.changes == {"downsamplings": 4, "stages": 5}
+    assert step.set_args == "--set downsamplings=4 --set stages=5"
+    assert step.unproductive_after == 4
+    assert step.title == "Slow the receptive-field growth: downsamplings 5 → 4"
+    # The verified fix needs three pools fewer: conv1-conv10 at full resolution.
+    assert fix.changes == {"downsamplings": 2, "stages": 5} and fix.unproductive_after == 0
+    base = spec.create(num_classes=10, in_channels=3)
+    base_params = count_parameters(base)
+    base_macs = count_macs(base, in_channels=3, resolution=32)
+    for rec in (step, fix):
+        built = spec.create(num_classes=10, in_channels=3, **rec.knobs)
+        convs = [m.out_channels for m in built.modules() if isinstance(m, nn.Conv2d)]
+        assert convs == [m.out_channels for m in base.modules() if isinstance(m, nn.Conv2d)]
+        assert rec.cost.params == count_parameters(built)
+        assert abs(rec.cost.params_ratio - 1.0) < 0.03  # pools carry no parameters
+        assert rec.cost.params == base_params
+        assert rec.cost.macs == count_macs(built, in_channels=3, resolution=32) > base_macs
+    # Each removed early pool quadruples the compute of the layers after it, roughly.
+    assert 3.0 < step.cost.macs_ratio < 4.0 < fix.cost.macs_ratio
+
+
+def test_explicit_stages_are_not_pinned_again() -> None:
+    spec, knobs = _vgg16_stack(stages=5)
+    step, fix = _vgg16_performance(spec, knobs)
+    assert step.changes == {"downsamplings": 4} and fix.changes == {"downsamplings": 2}
+    assert step.cost.params_ratio == 1.0

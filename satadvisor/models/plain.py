@@ -31,15 +31,22 @@ class PlainStage:
     stride: int
 
 
-def plain_stages(depth: int, width: int, downsamplings: int) -> tuple[PlainStage, ...]:
-    """``depth`` convs split evenly over ``downsamplings + 1`` stages.
+def plain_stages(
+    depth: int, width: int, downsamplings: int, stages: int | None = None
+) -> tuple[PlainStage, ...]:
+    """``depth`` convs split evenly over ``stages`` stages (None: ``downsamplings + 1``).
 
-    The first stage runs at full resolution; each later stage starts with a stride-2 conv and
-    doubles the channels (capped at 8*width). Extra convs go to the later stages.
+    Each stage doubles the channels (capped at 8*width); the first stage runs at full
+    resolution and the last ``downsamplings`` stages start with a stride-2 conv, so fewer
+    downsamplings remove the earliest strides first and keep every conv's channels. Extra
+    convs go to the later stages.
     """
-    counts = split_evenly(depth, downsamplings + 1)
+    count = downsamplings + 1 if stages is None else stages
+    first_strided = max(count - downsamplings, 1)
+    counts = split_evenly(depth, count)
     return tuple(
-        PlainStage(n, width * 2 ** min(i, 3), 1 if i == 0 else 2) for i, n in enumerate(counts)
+        PlainStage(n, width * 2 ** min(i, 3), 2 if i >= first_strided else 1)
+        for i, n in enumerate(counts)
     )
 
 
@@ -68,6 +75,7 @@ class PlainCNN(nn.Module):
                 layers[f"relu{index}"] = nn.ReLU(inplace=True)
                 channels = stage.channels
         self.convs = nn.Sequential(layers)
+        self.num_stages = len(stages)  # read by the recommender to keep the channel schedule
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
         init_weights(self)
@@ -82,24 +90,35 @@ def plain(
     kernel_size: int = 3,
     width: int = 16,
     downsamplings: int = 2,
+    stages: int | None = None,
     *,
     num_classes: int = 10,
     in_channels: int = 3,
 ) -> nn.Module:
     """Plain CNN family: ``depth`` conv-BN-ReLU layers, ``downsamplings`` of them stride 2.
 
-    ``width`` is the first stage's channel count, doubling per downsampling up to 8*width.
-    Needs ``downsamplings < depth`` (the first conv always runs at full resolution).
+    The convs are split over ``stages`` stages (None: ``downsamplings + 1``); ``width`` is the
+    first stage's channel count, doubling per stage up to 8*width. The last ``downsamplings``
+    stages start with a stride-2 conv, so lowering ``downsamplings`` with ``stages`` fixed
+    removes the earliest strides and keeps every conv's channels. Needs
+    ``downsamplings < stages <= depth`` (the first conv always runs at full resolution).
     """
     check_positive("plain", depth=depth, width=width)
     check_odd_kernel("plain", "kernel_size", kernel_size)
-    if downsamplings < 0 or downsamplings >= depth:
+    if stages is None and not 0 <= downsamplings < depth:
         raise ValueError(
             f"plain needs 0 <= downsamplings < depth, got downsamplings={downsamplings} "
             f"with depth={depth}"
         )
+    if stages is not None:
+        check_positive("plain", stages=stages)
+        if not 0 <= downsamplings < stages <= depth:
+            raise ValueError(
+                f"plain needs 0 <= downsamplings < stages <= depth, got downsamplings="
+                f"{downsamplings}, stages={stages}, depth={depth}"
+            )
     return PlainCNN(
-        plain_stages(depth, width, downsamplings),
+        plain_stages(depth, width, downsamplings, stages),
         kernel_size=kernel_size,
         num_classes=num_classes,
         in_channels=in_channels,

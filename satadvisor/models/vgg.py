@@ -3,7 +3,9 @@
 Layer names are stable and readable, so reports can say "conv8-conv13":
 ``features.conv1`` ... ``features.convN`` (with ``features.bnI`` / ``features.reluI`` after
 each conv and ``features.poolS`` after stage S), then ``avgpool`` (global average pooling) and
-the ``classifier``.
+the ``classifier``. In the family, stages may outnumber the pools: the pools then end the
+last stages (``pool2`` ... ``pool5`` when VGG16's first pool is removed), and the channel
+schedule stays the stages'.
 
 - ``vgg`` (the family) ends in global average pooling + one ``Linear`` (``classifier``), so
   it stays small and works at any input resolution.
@@ -61,16 +63,23 @@ def stage_channels(width: int, index: int) -> int:
     return width * 2 ** min(index, 3)
 
 
-def vgg_stages(depth: int, width: int, downsamplings: int) -> tuple[VGGStage, ...]:
-    """The family's stage layout: ``depth`` convs split evenly over ``downsamplings`` stages.
+def vgg_stages(
+    depth: int, width: int, downsamplings: int, stages: int | None = None
+) -> tuple[VGGStage, ...]:
+    """The family's stage layout: ``depth`` convs split evenly over ``stages`` stages.
 
-    Every stage ends with a pool; ``downsamplings=0`` gives one stage without a pool. Extra
-    convs go to the later stages, so depth 13 with 5 downsamplings is exactly VGG16's D.
+    ``stages`` (None: one per downsampling, at least one) fixes the channel schedule; the
+    ``downsamplings`` pools end the *last* stages, so fewer downsamplings remove the earliest
+    pools first (slower receptive-field growth in the early layers) and keep every conv's
+    channels. Extra convs go to the later stages, so depth 13 with 5 downsamplings is exactly
+    VGG16's D; ``downsamplings=0`` without ``stages`` gives one stage without a pool.
     """
-    if downsamplings == 0:
-        return (VGGStage(depth, width, pool=False),)
-    counts = split_evenly(depth, downsamplings)
-    return tuple(VGGStage(n, stage_channels(width, i), pool=True) for i, n in enumerate(counts))
+    count = max(downsamplings if stages is None else stages, 1)
+    first_pool = count - downsamplings
+    return tuple(
+        VGGStage(n, stage_channels(width, i), pool=i >= first_pool)
+        for i, n in enumerate(split_evenly(depth, count))
+    )
 
 
 def preset_stages(name: str, width: int) -> tuple[VGGStage, ...]:
@@ -109,6 +118,7 @@ class VGG(nn.Module):
             if stage.pool:
                 layers[f"pool{s}"] = nn.MaxPool2d(2, 2, ceil_mode=True)
         self.features = nn.Sequential(layers)
+        self.num_stages = len(stages)  # read by the recommender to keep the channel schedule
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier: nn.Module
         if head == "linear":
@@ -140,26 +150,38 @@ def vgg(
     width: int = 16,
     downsamplings: int = 3,
     batch_norm: bool = True,
+    stages: int | None = None,
     *,
     num_classes: int = 10,
     in_channels: int = 3,
 ) -> nn.Module:
     """VGG-style family: ``depth`` convs (kernel ``kernel_size``) over ``downsamplings`` pools.
 
-    ``width`` is the first stage's channel count, doubling per stage up to 8*width. The head
-    is global average pooling + one Linear. Needs ``depth >= downsamplings`` (every stage
-    holds at least one conv). The defaults (8 convs, 3 pools, width 16) are the embedded
-    default model: at 16 px its last three convs read inputs wider than the image (a tail).
+    The convs are split over ``stages`` stages (None: one per downsampling); ``width`` is the
+    first stage's channel count, doubling per stage up to 8*width. The pools end the last
+    ``downsamplings`` stages, so lowering ``downsamplings`` with ``stages`` fixed removes the
+    earliest pools and keeps every conv's channels (``depth=13, downsamplings=4, stages=5`` is
+    VGG16's conv stack without its first pool). The head is global average pooling + one
+    Linear. Needs ``downsamplings <= stages <= depth`` (every stage holds a conv). The
+    defaults (8 convs, 3 pools, width 16) are the embedded default model: at 16 px its last
+    three convs read inputs wider than the image (a tail).
     """
     check_positive("vgg", depth=depth, width=width)
     check_odd_kernel("vgg", "kernel_size", kernel_size)
-    if downsamplings < 0 or downsamplings > depth:
+    if stages is None and not 0 <= downsamplings <= depth:
         raise ValueError(
             f"vgg needs 0 <= downsamplings <= depth, got downsamplings={downsamplings} "
             f"with depth={depth}"
         )
+    if stages is not None:
+        check_positive("vgg", stages=stages)
+        if not 0 <= downsamplings <= stages <= depth:
+            raise ValueError(
+                f"vgg needs 0 <= downsamplings <= stages <= depth, got downsamplings="
+                f"{downsamplings}, stages={stages}, depth={depth}"
+            )
     return VGG(
-        vgg_stages(depth, width, downsamplings),
+        vgg_stages(depth, width, downsamplings, stages),
         kernel_size=kernel_size,
         batch_norm=batch_norm,
         head="linear",
