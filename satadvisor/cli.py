@@ -340,7 +340,10 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
     type=click.Choice(["hybrid", "rules", "tpe"]),
     default="hybrid",
     show_default=True,
-    help="hybrid: rule candidates + Optuna's sampler; rules or tpe: either part alone.",
+    help=(
+        "hybrid: rule candidates from the proxy Pareto front (at most a third of the budget) "
+        "+ Optuna's sampler; rules or tpe: either part alone."
+    ),
 )
 @click.option(
     "--objectives",

@@ -287,10 +287,11 @@ def test_low_precision_input_is_reduced_in_float32_even_under_autocast() -> None
     np.testing.assert_allclose(half.m2.numpy(), ref, rtol=0, atol=1e-3)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("width", [63, 100, 300])
 def test_wide_layers_match_numpy(width: int, threads: int) -> None:
-    # with one thread, widths from 64 up take the blocked symmetric product; both layouts
+    # with 1-2 threads, widths from 64 up take the blocked symmetric product, with 3 one
+    # matmul; both layouts
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

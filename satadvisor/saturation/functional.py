@@ -135,16 +135,18 @@ _SHIFT_EXAMPLES = 8
 
 
 def _gram(a: Tensor) -> Tensor:
-    """``a @ a.T`` for ``a`` of shape ``(m, k)``; single-threaded CPU: ~3/4 of the multiply-adds.
+    """``a @ a.T`` for ``a`` of shape ``(m, k)``; on a CPU with 1-2 threads ~2/3 of the flops.
 
     The product is symmetric, so with ``a = [top; bottom]`` only ``bottom @ a.T`` and (by
     recursion) ``top @ top.T`` are computed and the rest mirrored: same dot products, same
-    precision. That pays where flops are the cost (one CPU thread: ~20 % less time). With
-    several threads, or on an accelerator, one large matmul parallelises better than a
-    cascade of small ones (measured 2-4x slower on a busy 2-core CPU), so it is used there.
+    precision. That pays where flops are the cost: with one or two CPU threads it takes
+    ~20 % less time than one matmul (measured on an idle 2-core machine for the scatter shapes
+    of VGG16 / ResNet-18 at 32 px; on a machine busy with other jobs the cascade of smaller
+    multi-threaded matmuls waits more and loses). With more threads, or on an accelerator,
+    one large matmul parallelises better, so it is used there.
     """
     m = a.shape[0]
-    if a.device.type != "cpu" or m < _GRAM_MIN_BLOCK or torch.get_num_threads() > 1:
+    if a.device.type != "cpu" or m < _GRAM_MIN_BLOCK or torch.get_num_threads() > 2:
         return a @ a.T
     half = m // 2
     gram = torch.empty((m, m), dtype=a.dtype, device=a.device)
