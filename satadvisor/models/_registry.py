@@ -101,6 +101,31 @@ def check_positive(family: str, **values: int) -> None:
             raise ValueError(f"{family} needs {key} >= 1, got {value!r}")
 
 
+def check_stage_layout(
+    family: str, *, depth: int, downsamplings: int, stages: int | None, first_unstrided: bool
+) -> None:
+    """ValueError unless the downsamplings fit the stages and the stages fit the depth.
+
+    ``stages=None`` means the family's default (one stage per downsampling, plus one when the
+    first stage never downsamples), so only ``downsamplings`` against ``depth`` is checked.
+    ``first_unstrided``: the first stage runs at full resolution (``downsamplings < stages``).
+    """
+    op = "<" if first_unstrided else "<="
+    if stages is None:
+        if not 0 <= downsamplings <= depth - first_unstrided:
+            raise ValueError(
+                f"{family} needs 0 <= downsamplings {op} depth, got "
+                f"downsamplings={downsamplings} with depth={depth}"
+            )
+        return
+    check_positive(family, stages=stages)
+    if not 0 <= downsamplings <= stages - first_unstrided or stages > depth:
+        raise ValueError(
+            f"{family} needs 0 <= downsamplings {op} stages <= depth, got "
+            f"downsamplings={downsamplings}, stages={stages}, depth={depth}"
+        )
+
+
 def check_odd_kernel(family: str, key: str, value: int) -> None:
     """ValueError unless ``value`` is an odd int >= 1 ("same" padding needs an odd kernel)."""
     check_positive(family, **{key: value})

@@ -16,6 +16,7 @@ from torch import nn
 from satadvisor.models._registry import (
     check_odd_kernel,
     check_positive,
+    check_stage_layout,
     init_weights,
     register_model,
     split_evenly,
@@ -105,18 +106,9 @@ def plain(
     """
     check_positive("plain", depth=depth, width=width)
     check_odd_kernel("plain", "kernel_size", kernel_size)
-    if stages is None and not 0 <= downsamplings < depth:
-        raise ValueError(
-            f"plain needs 0 <= downsamplings < depth, got downsamplings={downsamplings} "
-            f"with depth={depth}"
-        )
-    if stages is not None:
-        check_positive("plain", stages=stages)
-        if not 0 <= downsamplings < stages <= depth:
-            raise ValueError(
-                f"plain needs 0 <= downsamplings < stages <= depth, got downsamplings="
-                f"{downsamplings}, stages={stages}, depth={depth}"
-            )
+    check_stage_layout(
+        "plain", depth=depth, downsamplings=downsamplings, stages=stages, first_unstrided=True
+    )
     return PlainCNN(
         plain_stages(depth, width, downsamplings, stages),
         kernel_size=kernel_size,

@@ -33,6 +33,7 @@ from torch import nn
 from satadvisor.models._registry import (
     check_odd_kernel,
     check_positive,
+    check_stage_layout,
     init_weights,
     register_model,
     split_evenly,
@@ -168,18 +169,9 @@ def vgg(
     """
     check_positive("vgg", depth=depth, width=width)
     check_odd_kernel("vgg", "kernel_size", kernel_size)
-    if stages is None and not 0 <= downsamplings <= depth:
-        raise ValueError(
-            f"vgg needs 0 <= downsamplings <= depth, got downsamplings={downsamplings} "
-            f"with depth={depth}"
-        )
-    if stages is not None:
-        check_positive("vgg", stages=stages)
-        if not 0 <= downsamplings <= stages <= depth:
-            raise ValueError(
-                f"vgg needs 0 <= downsamplings <= stages <= depth, got downsamplings="
-                f"{downsamplings}, stages={stages}, depth={depth}"
-            )
+    check_stage_layout(
+        "vgg", depth=depth, downsamplings=downsamplings, stages=stages, first_unstrided=False
+    )
     return VGG(
         vgg_stages(depth, width, downsamplings, stages),
         kernel_size=kernel_size,
