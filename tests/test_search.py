@@ -155,6 +155,16 @@ def test_hybrid_search_budget_baseline_rules_resume(model_file: str, tmp_path: P
             assert 0 <= t.user_attrs["accuracy"] <= 1 and t.user_attrs["macs"] > 0
             assert t.values == [t.user_attrs["accuracy"], t.user_attrs["macs"]]
             assert set(t.user_attrs["saturation"]) and t.user_attrs["evenness"] is not None
+    # the MACs stored with each rule candidate are what the trial that ran it measured
+    proposed = {
+        tr.config_key(c["params"]): c["macs"]
+        for t in counted
+        for c in t.user_attrs.get(policy.CANDIDATES, [])
+    }
+    ran = [t for t in counted if tr.config_key(tr.trial_params(t)) in proposed]
+    assert ran and all(
+        proposed[tr.config_key(tr.trial_params(t))] == t.user_attrs["macs"] for t in ran
+    )
     # validation: the baseline plus picks, trained in full and tested
     assert summary["validation"][0]["baseline"] is True
     assert all(r["test_accuracy"] is not None for r in summary["validation"])

@@ -330,7 +330,11 @@ class Worker:
             if key in seen:
                 continue
             seen.add(key)
-            out.append(policy.Candidate(cand, str(rec.kind), number, self._macs_of(cand)))
+            wanted = {**rec.knobs, "resolution": rec.resolution}
+            exact = rec.cost is not None and all(wanted.get(k) == v for k, v in cand.items())
+            # The recommender counted the changed model already; only a snapped one is new.
+            macs = rec.cost.macs if exact else self._macs_of(cand)
+            out.append(policy.Candidate(cand, str(rec.kind), number, macs))
         return out
 
     def _macs_of(self, params: dict[str, Any]) -> int | None:
