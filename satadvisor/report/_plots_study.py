@@ -175,18 +175,19 @@ _TRIAL_HOVER = (
 )
 
 
+def _hover_rows(data: ParetoData | HistoryData) -> list[list[Any]]:
+    """Per trial the values :data:`_TRIAL_HOVER` shows (user strings escaped)."""
+    return [
+        [n, label(src), label(kn), acc, macs]
+        for n, src, kn, acc, macs in zip(
+            data.number, data.source, data.knobs, data.accuracy, data.macs, strict=True
+        )
+    ]
+
+
 def pareto_figure(data: ParetoData) -> Figure:
     """Scatter of accuracy vs MACs (log axis), coloured by source; the front ringed and joined."""
-    custom = [
-        [
-            data.number[i],
-            label(data.source[i]),
-            label(data.knobs[i]),
-            data.accuracy[i],
-            data.macs[i],
-        ]
-        for i in range(len(data.number))
-    ]
+    custom = _hover_rows(data)
     order = [data.number.index(n) for n in data.front_numbers]
     line = {
         "type": "scatter",
@@ -281,16 +282,7 @@ def history_data(summary: Mapping[str, Any]) -> HistoryData | None:
 
 def history_figure(data: HistoryData) -> Figure:
     """Accuracy per trial number, coloured by source, with the best-so-far as a step line."""
-    custom = [
-        [
-            data.number[i],
-            label(data.source[i]),
-            label(data.knobs[i]),
-            data.accuracy[i],
-            data.macs[i],
-        ]
-        for i in range(len(data.number))
-    ]
+    custom = _hover_rows(data)
     traces: list[dict[str, Any]] = [
         {
             "type": "scatter",
