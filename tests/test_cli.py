@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import torch
+from _record import record
 from _tiny import TINY_MODEL_SOURCE
 from click.testing import CliRunner, Result
 
@@ -77,16 +78,6 @@ FIX = re.compile(
     r"[;:—] (use|pass|fix|give|write|add|define|check|install|run|raise|move|remove|put|make|"
     r"return|choose|drop|flatten|assign|list|rerun|keep)\b"
 )
-
-
-def _record(section: str, case: str, args: list[str], code: int, message: str) -> None:
-    """Append one observed outcome to $SATADVISOR_RECORD (no-op when unset)."""
-    target = os.environ.get("SATADVISOR_RECORD")
-    if not target:
-        return
-    entry = {"section": section, "case": case, "args": args, "exit": code, "message": message}
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
 
 
 def _tree(root: Path) -> set[str]:
@@ -267,7 +258,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     before = _tree(work)
     result = invoke(args)
     err = result.stderr
-    _record("bad input", request.node.callspec.id, args, result.exit_code, err.strip())
+    record("bad input", request.node.callspec.id, args, result.exit_code, err.strip())
     assert result.exit_code == 2, (result.exit_code, err, result.exception)
     assert result.stdout == ""
     assert "Traceback" not in err
@@ -288,7 +279,7 @@ def test_device_cuda_without_cuda(work: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     result = invoke(["analyze", "tiny.py", "--device", "cuda", "--no-train"])
-    _record("bad input", "device cuda (none here)", ["--device", "cuda"], 2, result.stderr.strip())
+    record("bad input", "device cuda (none here)", ["--device", "cuda"], 2, result.stderr.strip())
     assert result.exit_code == 2
     assert result.stderr == (
         "satadvisor: error: --device cuda: CUDA is not available here; use --device cpu or auto\n"
@@ -318,7 +309,7 @@ def test_unreadable_model_file_as_any_user(work: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(builtins, "open", deny)
     result = invoke(["analyze", "tiny.py", "--no-train"])
     monkeypatch.undo()
-    _record("bad input", "model file unreadable", ["analyze", "tiny.py"], 2, result.stderr.strip())
+    record("bad input", "model file unreadable", ["analyze", "tiny.py"], 2, result.stderr.strip())
     assert result.exit_code == 2
     assert result.stderr == (
         "satadvisor: error: tiny.py: cannot be read (Permission denied); check the file's "
@@ -339,7 +330,7 @@ def test_corrupt_image_in_image_folder(work: Path) -> None:
     before = _tree(work)
     args = ["analyze", "tiny.py", "--epochs", "1", "--dataset", "imagefolder:imgs"]
     result = invoke(args)
-    _record("bad input", "corrupt image in image folder", args, result.exit_code, result.stderr)
+    record("bad input", "corrupt image in image folder", args, result.exit_code, result.stderr)
     assert result.exit_code == 2, result.exception
     assert result.stderr.count("\n") == 1
     assert "cannot read an image" in result.stderr and "99.png" in result.stderr
@@ -391,7 +382,7 @@ def test_optimize_report_and_refused_rerun(work: Path) -> None:
     assert (work / "studies" / "tiny-digits.db").is_file()
     page = index.read_bytes()
     again = invoke(args)
-    _record("bad input", "optimize rerun at budget", args, again.exit_code, again.stderr.strip())
+    record("bad input", "optimize rerun at budget", args, again.exit_code, again.stderr.strip())
     assert again.exit_code == 2
     assert again.stderr.startswith("satadvisor: error: study 'tiny-digits' already has 3 trials")
     assert again.stderr.count("\n") == 1
@@ -451,7 +442,7 @@ def test_real_process_bad_input(work: Path) -> None:
 
     before = _tree(work)
     bad = run("analyze", "ss_unknown.py", "--no-train")
-    _record("bad input", "real process", ["analyze", "ss_unknown.py"], bad.returncode, bad.stderr)
+    record("bad input", "real process", ["analyze", "ss_unknown.py"], bad.returncode, bad.stderr)
     assert bad.returncode == 2
     assert bad.stdout == ""
     assert bad.stderr == (

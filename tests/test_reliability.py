@@ -29,6 +29,7 @@ from typing import Any
 import optuna
 import pytest
 import torch
+from _record import record
 from _tiny import TINY_MODEL_SOURCE
 from click.testing import CliRunner, Result
 from optuna.trial import TrialState
@@ -80,15 +81,6 @@ FAULTY = textwrap.dedent(
     """
 )
 FAST = TrainConfig(epochs=1, batch_size=512, device="cpu")
-
-
-def _record(section: str, case: str, args: list[str], code: int, message: str) -> None:
-    target = os.environ.get("SATADVISOR_RECORD")
-    if not target:
-        return
-    entry = {"section": section, "case": case, "args": args, "exit": code, "message": message}
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
 
 
 @pytest.fixture()
@@ -183,7 +175,7 @@ def test_raising_and_diverging_trials_are_recorded_and_the_study_goes_on(work: P
     assert [r["baseline"] for r in summary["validation"]] == [True, False]
     for key, row in by_config.items():
         if row["reason"]:
-            _record("fault", f"trial {key}", args, 0, row["reason"])
+            record("fault", f"trial {key}", args, 0, row["reason"])
     index = work / "reports" / "faulty-digits" / "index.html"
     page = index.read_text(encoding="utf-8")
     # the model's own error text reaches the study page, escaped
@@ -248,7 +240,7 @@ def test_out_of_memory_retries_once_with_half_the_batch(
             "out of GPU memory twice (batch size 256, then 128); pass a smaller --batch-size or "
             "--resolution"
         )
-        _record("fault", "out of memory twice", ["optimize"], 0, first.user_attrs[tr.REASON])
+        record("fault", "out of memory twice", ["optimize"], 0, first.user_attrs[tr.REASON])
     # the study went on: the next trial ran at the full batch size
     assert len(trials) == 2 and trials[1].state == TrialState.COMPLETE
     assert (trials[1].number, 256) in calls
@@ -262,7 +254,7 @@ def test_out_of_memory_in_analyze_is_one_line(work: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(satadvisor.advisor, "analyze", no_memory)
     result = invoke(["analyze", "tiny.py", "--epochs", "1"])
-    _record("fault", "out of memory in analyze", ["analyze"], result.exit_code, result.stderr)
+    record("fault", "out of memory in analyze", ["analyze"], result.exit_code, result.stderr)
     assert result.exit_code == 2
     assert result.stderr == (
         "satadvisor: error: out of device memory; pass a smaller --batch-size or --resolution, "
@@ -332,7 +324,7 @@ def test_sigint_records_the_running_trial_and_the_rerun_resumes(work: Path) -> N
         if proc.poll() is None:
             proc.kill()
     stderr = err.decode()
-    _record("fault", "SIGINT during optimize", cmd[2:], proc.returncode, stderr.strip())
+    record("fault", "SIGINT during optimize", cmd[2:], proc.returncode, stderr.strip())
     assert proc.returncode == 130, stderr
     assert stderr == "satadvisor: interrupted\n"
     trials = _study("sqlite:///s.db", "s").get_trials()
@@ -383,7 +375,7 @@ def test_crash_while_writing_the_report_keeps_the_previous_one(
     if where == "render":
         assert result.exit_code == 1 and isinstance(result.exception, RuntimeError)
     else:
-        _record("fault", "disk full while writing", ["analyze"], result.exit_code, result.stderr)
+        record("fault", "disk full while writing", ["analyze"], result.exit_code, result.stderr)
         assert result.exit_code == 2
         assert result.stderr == (
             f"satadvisor: error: cannot write report to {folder}: No space left on device; "
@@ -526,7 +518,7 @@ def test_a_tampered_cifar_pickle_is_never_loaded(work: Path) -> None:
         (folder / name).write_bytes(pickle.dumps(Payload()))
     args = ["analyze", "tiny.py", "--dataset", "cifar10", "--data-dir", "cifar", "--epochs", "1"]
     result = invoke(args)
-    _record("security", "tampered CIFAR pickle", args, result.exit_code, result.stderr)
+    record("security", "tampered CIFAR pickle", args, result.exit_code, result.stderr)
     assert result.exit_code == 2
     assert result.stderr == (
         "satadvisor: error: cifar10: the files under cifar are incomplete or corrupt "
@@ -578,7 +570,7 @@ def test_ctrl_c_reaches_every_worker_process(work: Path) -> None:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    _record("fault", "Ctrl-C with --workers 2", cmd[2:], proc.returncode, err.decode().strip())
+    record("fault", "Ctrl-C with --workers 2", cmd[2:], proc.returncode, err.decode().strip())
     assert proc.returncode == 130, err.decode()
     trials = _study("sqlite:///w.db", "w").get_trials()
     for number in running:
