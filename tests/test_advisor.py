@@ -118,16 +118,9 @@ FRAGILE_MODEL = """
         return Fragile(num_classes, in_channels)
 """
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 QUICK = TrainConfig(epochs=2, batch_size=32, device="cpu", optimizer="adam", lr=0.01)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """Tiny ops: one intra-op thread is several times faster than two on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write(tmp_path: Path, name: str, source: str) -> Path:

@@ -25,6 +25,8 @@ from satadvisor.train import EpochRecord, Progress, RunResult, run, seed_everyth
 
 # subset=161 with batch 32: five full batches and a trailing batch of one image, skipped.
 SUBSET, BATCH, STEPS = 161, 32, 5
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EVAL_IMAGES = 144  # digits: 1797 images − 359 test − 1294 train
 
 
@@ -68,15 +70,6 @@ def tiny(seed: int = 0, dropout: float = 0.0) -> TinyNet:
 def cfg(**changes: Any) -> TrainConfig:
     base = TrainConfig(epochs=2, batch_size=BATCH, device="cpu", optimizer="adam", lr=0.01)
     return base.replace(**changes)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """Tiny ops: one intra-op thread is several times faster than two on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
