@@ -481,7 +481,7 @@ def _stub_analysis(spec_knobs: dict[str, int]) -> SimpleNamespace:
         i = values.index(spec_knobs[knob])
         for j, kind in ((i - 1, "efficiency"), (i + 1, "performance")):
             if 0 <= j < len(values):
-                recs.append(SimpleNamespace(kind=kind, changes={knob: values[j]}))
+                recs.append(SimpleNamespace(kind=kind, changes={knob: values[j]}, cost=None))
     run = SimpleNamespace(
         status="complete",
         accuracy=0.5 + 0.1 * depth + 0.01 * width + 0.001 * res,

@@ -12,7 +12,7 @@ import gc
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -330,10 +330,8 @@ class Worker:
             if key in seen:
                 continue
             seen.add(key)
-            wanted = {**rec.knobs, "resolution": rec.resolution}
-            exact = rec.cost is not None and all(wanted.get(k) == v for k, v in cand.items())
             # The recommender counted the changed model already; only a snapped one is new.
-            macs = rec.cost.macs if exact else self._macs_of(cand)
+            macs = self._macs_of(cand) if _snapped(rec, cand) else rec.cost.macs
             out.append(policy.Candidate(cand, str(rec.kind), number, macs))
         return out
 
@@ -411,3 +409,11 @@ def worker_main(
         Worker(settings, worker_index=worker_index, device=device).run()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def _snapped(rec: Any, cand: Mapping[str, Any]) -> bool:
+    """Whether ``cand`` differs from the configuration ``rec`` was costed for (or it has no cost)."""
+    if rec.cost is None:
+        return True
+    wanted = {**rec.knobs, "resolution": rec.resolution}
+    return any(wanted.get(k) != v for k, v in cand.items())
