@@ -106,6 +106,27 @@ def test_space_refuses_fixed_model_and_empty(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ storages
+def test_one_waiting_trial_popped_by_two_workers_is_run_by_one(tmp_path: Path) -> None:
+    # SQLite lets two workers asking at once both pop the same enqueued trial (seen in CI: both
+    # ran the baseline and the second crashed on telling a finished trial). The earliest claim
+    # owns it; the other worker leaves it alone and does not overwrite the owner's pid.
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    first = optuna.create_study(study_name="c", storage=open_storage(url))
+    first.enqueue_trial({"x": 1})
+    second = optuna.load_study(study_name="c", storage=open_storage(url))
+    mine = first.ask()
+    same = optuna.Trial(second, mine._trial_id)  # what the second worker's ask returned too
+    assert tr.claim(first, mine, pid=111)
+    assert not tr.claim(second, same, pid=222)
+    attrs = second.get_trials()[0].user_attrs
+    assert attrs[tr.PID] == 111
+    # the other order: a claim stamped earlier by another worker wins over ours
+    late = first.ask()
+    optuna.Trial(second, late._trial_id).set_user_attr("claim:elsewhere:9", 0.0)
+    assert not tr.claim(first, late, pid=111)
+    assert tr.PID not in second.get_trials()[1].user_attrs
+
+
 def test_storage_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="unknown storage scheme"):
         open_storage("redis2://localhost/0")

@@ -108,11 +108,34 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     study.enqueue_trial(trial_params(trial), user_attrs=attrs)
 
 
-def claim(trial: optuna.Trial, *, pid: int) -> None:
-    """Record which process runs ``trial``, right after it is drawn, so a kill is detectable."""
-    trial.set_user_attr(HOST, socket.gethostname())
+def claim(study: optuna.Study, trial: optuna.Trial, *, pid: int) -> bool:
+    """Take ``trial`` for this process, right after it is drawn; False if another worker has it.
+
+    Two workers asking at the same moment can both pop the same waiting (enqueued) trial from
+    an SQLite storage. So each first writes its own claim stamp, then reads the trial back: the
+    earliest claim owns it. A worker that wrote first sees no earlier claim whenever it reads;
+    a later one sees the earlier claim and leaves the trial alone (it neither runs nor tells
+    it). Only the owner records host, pid and heartbeat, so a kill is detectable.
+    """
+    host = socket.gethostname()
+    mine = f"{_CLAIM}{host}:{pid}"
+    trial.set_user_attr(mine, time.time())
+    # Read past Optuna's per-process cache, which holds this process's own view of the trial.
+    storage = study._storage
+    backend = getattr(storage, "_backend", None)  # _CachedStorage wraps the RDB storage
+    if isinstance(backend, optuna.storages.BaseStorage):
+        storage = backend
+    attrs = storage.get_trial(trial._trial_id).user_attrs
+    stamps = sorted((float(v), k) for k, v in attrs.items() if k.startswith(_CLAIM))
+    if stamps and stamps[0][1] != mine:
+        return False
+    trial.set_user_attr(HOST, host)
     trial.set_user_attr(PID, pid)
     trial.set_user_attr(HEARTBEAT, time.time())
+    return True
+
+
+_CLAIM = "claim:"
 
 
 class Heartbeat:

@@ -141,7 +141,8 @@ class Worker:
             if len(tr.known_keys(trials)) >= self.space.size and not waiting:
                 break  # every configuration of the space has been tried
             trial = self.study.ask(self.space.distributions())
-            tr.claim(trial, pid=os.getpid())
+            if not tr.claim(self.study, trial, pid=os.getpid()):
+                continue  # another worker drew the same waiting trial first and runs it
             trials = self.study.get_trials(deepcopy=False)
             me = next(t for t in trials if t.number == trial.number)
             below = [t for t in tr.counted(trials) if t.number < trial.number]
