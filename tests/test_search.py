@@ -127,6 +127,37 @@ def test_one_waiting_trial_popped_by_two_workers_is_run_by_one(tmp_path: Path) -
     assert tr.PID not in second.get_trials()[1].user_attrs
 
 
+_KILLED_WRITER = """
+import os, signal, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size=1")  # spill to the file so the journal is hot
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("CREATE TABLE scratch (x TEXT)")
+for _ in range(2000):
+    conn.execute("INSERT INTO scratch VALUES (?)", ("x" * 500,))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_sqlite_left_by_a_writer_killed_mid_transaction_opens_and_rolls_back(
+    tmp_path: Path,
+) -> None:
+    # Seen in CI: a worker SIGKILLed mid-write leaves a hot journal; the read-only pre-check
+    # could not roll it back and called the study "not an SQLite database".
+    db = tmp_path / "k.db"
+    url = f"sqlite:///{db}"
+    study = optuna.create_study(study_name="k", storage=open_storage(url))
+    study.enqueue_trial({"x": 1})
+    study.get_trials()  # settle the connection before handing the file to the writer
+    subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(db)], check=False)
+    assert Path(f"{db}-journal").stat().st_size > 0  # the killed writer's hot journal
+    again = optuna.load_study(study_name="k", storage=open_storage(url))
+    assert [t.state for t in again.get_trials()] == [TrialState.WAITING]
+    with sqlite3.connect(db) as conn:  # the half-done transaction was rolled back
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert "scratch" not in tables and "studies" in tables
+
+
 def test_storage_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="unknown storage scheme"):
         open_storage("redis2://localhost/0")

@@ -50,12 +50,21 @@ def _check_sqlite_file(path: Path, url: str) -> None:
                     "with a writable location"
                 ) from exc
         return
+    # Read-write where we may: a writer killed mid-transaction leaves a hot journal
+    # that only a writable connection can roll back (read-only reads then fail).
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        with sqlite3.connect(f"file:{path}?mode={'rw' if writable else 'ro'}", uri=True) as conn:
             tables = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
     except sqlite3.DatabaseError as exc:
+        if not writable and "readonly" in str(exc):
+            raise StorageError(
+                f"{path} holds an unfinished transaction of a killed writer, which needs write "
+                "access to roll back; make the file and its folder writable or pass another "
+                "--storage"
+            ) from exc
         raise StorageError(
             f"{path} is not an SQLite database ({exc}); it may be corrupt — move it aside or "
             "pass another --storage"
