@@ -311,6 +311,34 @@ def _check_wide(width: int) -> None:
         np.testing.assert_allclose(state.m2.numpy(), state.m2.numpy().T, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("chunk_rows", [7, 40, 10**6])
+def test_chunked_scatter_matches_numpy_and_stays_in_its_scratch(
+    chunk_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a CPU rows go through in chunks: 7 rows per thread is less than one example of 20
+    # positions (one example per chunk), 40 gives uneven chunks of examples, 10**6 one chunk.
+    monkeypatch.setattr(F, "_CHUNK_ROWS_PER_THREAD", chunk_rows)
+    g = torch.Generator().manual_seed(chunk_rows)
+    y = torch.randn(9, 70, 5, 4, generator=g) * 0.1 + 500.0  # far from zero: centering matters
+    x = _manual_channels_last(y)
+    ref = x.double().numpy()
+    ref_m2 = np.cov(ref, rowvar=False, bias=True) * len(ref)
+    for moments, units, unit_rows in (
+        (F.channels_first_batch_moments, 9, 20),
+        (F.batch_moments, 180, 1),
+    ):
+        size = F.scratch_numel(units, unit_rows, 70)
+        assert size == min(units, max(1, chunk_rows * torch.get_num_threads() // unit_rows)) * (
+            unit_rows * 70
+        )
+        scratch = torch.full((size,), float("nan"))
+        state = F.to_state(moments(y if unit_rows > 1 else x, scratch=scratch))
+        assert not scratch.isnan().any()  # the centered rows were written into the scratch
+        assert int(state.n) == 180
+        np.testing.assert_allclose(state.mean.numpy(), ref.mean(0), rtol=1e-9, atol=0)
+        np.testing.assert_allclose(state.m2.numpy(), ref_m2, rtol=0, atol=2e-5 * ref_m2.max())
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_accumulate_in_place_equals_merge_and_numpy(dtype: torch.dtype) -> None:
     # The tracker's per-batch path (float32 scatter added into the float64 M2 plus one rank-2

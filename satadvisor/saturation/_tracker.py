@@ -40,7 +40,8 @@ class SaturationTracker:
     the CPU for a CUDA model: then every batch is copied over). Observations are the raw
     outputs, detached and reduced in float32 (float64 for float64 layers) with autocast and
     TF32 off, so autograd and AMP are unaffected. On CPU the tracker keeps one scratch buffer
-    the size of the largest tracked output (released by :meth:`close`).
+    for the centered rows of one chunk (8192 rows per thread of the widest layer; released by
+    :meth:`close`).
 
     Args:
         model: the network to observe.
@@ -151,9 +152,11 @@ class SaturationTracker:
         if self.max_positions is not None and rows > self.max_positions:
             index = torch.randperm(rows, generator=self._generator(y.device), device=y.device)
             return F.batch_moments(F.take_rows(module, y, index[: self.max_positions]))
-        scratch = self._scratch(y, rows * (width + 1))
-        if is_conv and not y.movedim(1, -1).is_contiguous():
-            return F.channels_first_batch_moments(y, scratch=scratch)  # NCHW: one pass
+        if is_conv and not y.movedim(1, -1).is_contiguous():  # NCHW: centered as it is read
+            examples = y.shape[0]
+            scratch = self._scratch(y, F.scratch_numel(examples, rows // max(examples, 1), width))
+            return F.channels_first_batch_moments(y, scratch=scratch)
+        scratch = self._scratch(y, F.scratch_numel(rows, 1, width))
         return F.batch_moments(F.flatten_output(module, y), scratch=scratch)
 
     def _scratch(self, y: Tensor, size: int) -> Tensor | None:

@@ -11,7 +11,7 @@ runs, so there is one code path for all three. Nothing here synchronises with th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal, NamedTuple
 
 import torch
@@ -40,8 +40,7 @@ class BatchMoments(NamedTuple):
     """One batch's rows summarised around a rough ``shift``, before the float64 fold-in.
 
     ``rows``: number of rows; ``shift``: ``(F,)`` in the compute dtype; ``colsum``: ``Σ (x −
-    shift)``, ``(F,)``; ``scatter``: ``Σ (x − shift)(x − shift)ᵀ``, ``(F, F)`` (compute dtype, may
-    be a view of a larger buffer). :func:`to_state` turns it into a :class:`CovarianceState`;
+    shift)``, ``(F,)``; ``scatter``: ``Σ (x − shift)(x − shift)ᵀ``, ``(F, F)`` (compute dtype). :func:`to_state` turns it into a :class:`CovarianceState`;
     :func:`accumulate_` folds it straight into a running one.
     """
 
@@ -73,10 +72,11 @@ def batch_moments(x: Tensor, *, scratch: Tensor | None = None) -> BatchMoments:
 
     Float64 input is reduced in float64, everything else in float32 (autocast and TF32 off).
     The rows are centered on a rough mean (of a spread-out subset of rows) before the scatter
-    ``xcᵀ xc`` is formed, so large offsets cost no precision; the column sums of ``xc`` come
-    out of the same matmul (a column of ones rides along) and correct the rough mean exactly
-    in float64. ``scratch``: optional flat tensor of the compute dtype with at least
-    ``rows · (F + 1)`` elements, reused as the centered buffer instead of a fresh allocation.
+    ``xcᵀ xc`` is formed, so large offsets cost no precision; the column sums of ``xc`` correct
+    the rough mean exactly in float64 later. On a CPU the rows go through in cache-sized chunks
+    (see :func:`scratch_numel`). ``scratch``: optional flat tensor of the compute dtype with at
+    least :func:`scratch_numel` elements, reused as the centered buffer instead of a fresh
+    allocation.
     """
     if x.dim() != 2:
         raise ValueError(
@@ -89,11 +89,14 @@ def batch_moments(x: Tensor, *, scratch: Tensor | None = None) -> BatchMoments:
     with _exact_matmul(x.device):
         x = x.detach()
         shift = x[:: max(1, rows // _SHIFT_SAMPLES)].mean(dim=0, dtype=dtype)
-        buf = _buffer(scratch, (rows, width + 1), dtype, x.device)
-        torch.sub(x, shift, out=buf[:, :width])
-        buf[:, width].fill_(1.0)
-        gram = _gram(buf.T)
-        return BatchMoments(rows, shift, gram[:width, width], gram[:width, :width])
+
+        def centered(start: int, stop: int, flat: Tensor) -> Tensor:
+            out = flat.view(stop - start, width)
+            torch.sub(x[start:stop], shift, out=out)
+            return out.T
+
+        colsum, scatter = _chunked_scatter(rows, 1, width, centered, dtype, x.device, scratch)
+        return BatchMoments(rows, shift, colsum, scatter)
 
 
 def channels_first_batch_state(y: Tensor, *, scratch: Tensor | None = None) -> CovarianceState:
@@ -105,8 +108,9 @@ def channels_first_batch_moments(y: Tensor, *, scratch: Tensor | None = None) ->
     """:func:`batch_moments` of a ``(B, C, *spatial)`` map seen as ``(B·∏spatial, C)`` rows.
 
     Equal to ``batch_state(y.movedim(1, -1).reshape(-1, C))`` but writes the centered rows
-    straight into a channels-first buffer, so an NCHW activation is read once and not also
-    transposed into a copy. ``y`` is not modified; ``scratch`` as in :func:`batch_state`.
+    straight into a channels-first buffer, a few examples at a time, so an NCHW activation is
+    read once and not also transposed into a copy. ``y`` is not modified; ``scratch`` as in
+    :func:`batch_moments` (with ``unit_rows = ∏spatial``).
     """
     if y.dim() < 2:
         raise ValueError(f"expected a (B, C, *spatial) tensor, got shape {tuple(y.shape)}")
@@ -120,18 +124,75 @@ def channels_first_batch_moments(y: Tensor, *, scratch: Tensor | None = None) ->
         other_dims = [d for d in range(y.dim()) if d != 1]
         examples = y[:: max(1, y.shape[0] // _SHIFT_EXAMPLES)]
         shift = examples.mean(dim=other_dims, dtype=dtype)
-        buf = _buffer(scratch, (channels + 1, rows), dtype, y.device)
-        centered = buf[:channels].view(channels, y.shape[0], *y.shape[2:])
-        torch.sub(y.transpose(0, 1), shift.view(channels, *[1] * (y.dim() - 1)), out=centered)
-        buf[channels].fill_(1.0)
-        gram = _gram(buf)
-        return BatchMoments(rows, shift, gram[:channels, channels], gram[:channels, :channels])
+        shift_view = shift.view(channels, *[1] * (y.dim() - 1))
+        positions = rows // y.shape[0]
+
+        def centered(start: int, stop: int, flat: Tensor) -> Tensor:
+            out = flat.view(channels, stop - start, *y.shape[2:])
+            torch.sub(y[start:stop].transpose(0, 1), shift_view, out=out)
+            return flat.view(channels, -1)
+
+        colsum, scatter = _chunked_scatter(
+            y.shape[0], positions, channels, centered, dtype, y.device, scratch
+        )
+        return BatchMoments(rows, shift, colsum, scatter)
 
 
 # Rows (examples) averaged for the rough centering shift: any shift within about one standard
 # deviation of the mean keeps the float32 scatter accurate, and reading a subset is cheap.
 _SHIFT_SAMPLES = 256
 _SHIFT_EXAMPLES = 8
+
+# Rows centered and multiplied per chunk on a CPU, per thread. A chunk of 8192 rows of a
+# 64-channel map (2 MiB) stays in cache between being written and being read by the matmul,
+# instead of a whole activation's round trip through memory: on an idle 2-core Zen 4, VGG16's
+# 64- and 128-channel scatters at 32 px took 12-23 % less time than unchunked (1 thread).
+_CHUNK_ROWS_PER_THREAD = 8192
+
+
+def scratch_numel(
+    units: int, unit_rows: int, width: int, *, device: torch.device | str = "cpu"
+) -> int:
+    """Elements of the centering buffer that :func:`batch_moments` (``unit_rows = 1``) or
+    :func:`channels_first_batch_moments` (``units`` examples of ``unit_rows`` positions) uses.
+
+    One chunk of rows on a CPU (``8192 × threads`` rows, whole units), the whole batch elsewhere.
+    """
+    return _chunk_units(units, unit_rows, torch.device(device)) * unit_rows * width
+
+
+def _chunk_units(units: int, unit_rows: int, device: torch.device) -> int:
+    if device.type != "cpu":
+        return units  # an accelerator wants one large matmul, not many small launches
+    per_chunk = _CHUNK_ROWS_PER_THREAD * torch.get_num_threads()
+    return max(1, min(units, per_chunk // max(unit_rows, 1)))
+
+
+def _chunked_scatter(
+    units: int,
+    unit_rows: int,
+    width: int,
+    centered: Callable[[int, int, Tensor], Tensor],
+    dtype: torch.dtype,
+    device: torch.device,
+    scratch: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """``(Σ xc, Σ xc xcᵀ)`` over chunks of units: ``centered(start, stop, flat)`` writes the
+    centered rows of units ``start:stop`` into the flat buffer and returns them as a
+    ``(width, rows)`` view."""
+    step = _chunk_units(units, unit_rows, device)
+    flat = _buffer(scratch, step * unit_rows * width, dtype, device)
+    colsum = scatter = None
+    for start in range(0, units, step):
+        stop = min(start + step, units)
+        features = centered(start, stop, flat[: (stop - start) * unit_rows * width])
+        if scatter is None or colsum is None:
+            colsum, scatter = features.sum(dim=1), _gram(features)
+        else:
+            colsum.add_(features.sum(dim=1))
+            scatter.add_(_gram(features))
+    assert colsum is not None and scatter is not None  # units >= 1
+    return colsum, scatter
 
 
 def _gram(a: Tensor) -> Tensor:
@@ -163,19 +224,16 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _buffer(
-    scratch: Tensor | None, shape: tuple[int, int], dtype: torch.dtype, device: torch.device
-) -> Tensor:
-    """A ``shape`` matrix backed by ``scratch`` when it fits, else freshly allocated."""
-    size = shape[0] * shape[1]
+def _buffer(scratch: Tensor | None, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A flat tensor of ``size`` elements backed by ``scratch`` when it fits, else fresh."""
     if (
         scratch is not None
         and scratch.numel() >= size
         and scratch.dtype == dtype
         and scratch.device == device
     ):
-        return scratch[:size].view(shape)
-    return torch.empty(shape, dtype=dtype, device=device)
+        return scratch[:size]
+    return torch.empty(size, dtype=dtype, device=device)
 
 
 def _no_rows(width: int, dtype: torch.dtype, device: torch.device) -> BatchMoments:
