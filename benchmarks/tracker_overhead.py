@@ -161,16 +161,20 @@ def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[]
 
 
 class HookClock:
-    """CPU time spent inside the forward hooks of a model, summed over the steps it is on.
+    """Time spent inside the forward hooks of a model, summed over the steps it is on.
 
     Wraps every forward (pre-)hook already registered on the model's modules — ours or delve's,
     whichever tool added them — so the tracker's own cost can be read apart from the noise of
     the whole step. Benchmark-only: it reaches into ``Module._forward_hooks``.
+
+    Two clocks, as for the whole steps: "wall" (synchronised on CUDA) and, on a CPU, "cpu"
+    (this process's CPU time, all threads: with several torch threads it also counts the
+    other threads' spinning between parallel regions, so it exceeds the wall time).
     """
 
     def __init__(self, model: nn.Module, device: torch.device) -> None:
-        self.seconds = 0.0
         self.device = device
+        self.seconds = dict.fromkeys(self.clocks(), 0.0)
         for module in model.modules():
             for hooks in (module._forward_hooks, module._forward_pre_hooks):
                 for key, fn in list(hooks.items()):
@@ -179,18 +183,22 @@ class HookClock:
     def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
             _sync(self.device)
-            start = time.process_time() if self.device.type == "cpu" else time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 _sync(self.device)
-                now = time.process_time() if self.device.type == "cpu" else time.perf_counter()
-                self.seconds += now - start
+                self.seconds["wall"] += time.perf_counter() - wall
+                if "cpu" in self.seconds:
+                    self.seconds["cpu"] += time.process_time() - cpu
 
         return timed
 
-    def take(self) -> float:
-        seconds, self.seconds = self.seconds, 0.0
+    def clocks(self) -> tuple[str, ...]:
+        return ("wall", "cpu") if self.device.type == "cpu" else ("wall",)
+
+    def take(self) -> dict[str, float]:
+        seconds, self.seconds = self.seconds, dict.fromkeys(self.seconds, 0.0)
         return seconds
 
 
@@ -211,8 +219,8 @@ def time_interleaved(
 
     Two clocks: "wall" (perf_counter) and "cpu" (this process's CPU time, all threads). On a
     shared machine the CPU time is the steadier of the two: waiting for a core is not counted.
-    With ``hook_clocks`` a third series, "hooks", holds the time inside each tracked variant's
-    hooks per step (CPU time on CPU, synchronised wall time on CUDA).
+    With ``hook_clocks``, series named "hooks <clock>" hold the time inside each tracked
+    variant's hooks per step, on each of its :class:`HookClock`'s clocks.
     """
     hook_clocks = hook_clocks or {}
     names = list(steps)
@@ -222,8 +230,9 @@ def time_interleaved(
     _sync(device)
     times: dict[str, dict[str, list[float]]] = {"wall": {n: [] for n in names}}
     times["cpu"] = {n: [] for n in names}
-    times["hooks"] = {n: [] for n in hook_clocks}
-    for clock in hook_clocks.values():
+    for name, clock in hook_clocks.items():
+        for kind in clock.clocks():
+            times.setdefault(f"hooks {kind}", {})[name] = []
         clock.take()
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
@@ -234,7 +243,8 @@ def time_interleaved(
             times["wall"][name].append(time.perf_counter() - w0)
             times["cpu"][name].append(time.process_time() - c0)
             if name in hook_clocks:
-                times["hooks"][name].append(hook_clocks[name].take())
+                for kind, seconds in hook_clocks[name].take().items():
+                    times[f"hooks {kind}"][name].append(seconds)
     if device.type != "cpu":
         del times["cpu"]  # host CPU time says nothing about an accelerator's work
     return times
@@ -359,7 +369,7 @@ def bench_model(
     times = time_interleaved(
         steps, rounds=rounds, warmup=warmup, device=device, hook_clocks=clocks_in_hooks
     )
-    hook_times = times.pop("hooks")
+    hook_times = {k.split(" ", 1)[1]: times.pop(k) for k in list(times) if k.startswith("hooks ")}
     tracker.close()
     batches = [
         torch.randn(BATCH, 3, RESOLUTION, RESOLUTION, generator=g).to(device)
@@ -369,16 +379,18 @@ def bench_model(
     for clock, per_variant in times.items():
         median = {k: statistics.median(v) for k, v in per_variant.items()}
         clocks[clock] = {"median_s": median, "all_s": per_variant, **ratios(median)}
-    # The hooks' own time over the untracked step: the tracker's cost without the step-to-step
-    # noise of the two whole steps it is otherwise the difference of.
-    base = "cpu" if "cpu" in clocks else "wall"
-    hook_median = {k: statistics.median(v) for k, v in hook_times.items()}
-    plain_s = clocks[base]["median_s"]["plain"]
-    hooks: dict[str, Any] = {"clock": base, "median_s": hook_median, "all_s": hook_times}
-    hooks["ours_ratio"] = 1 + hook_median["ours"] / plain_s
-    if "delve" in hook_median:
-        hooks["delve_ratio"] = 1 + hook_median["delve"] / plain_s
-        hooks["ours_over_delve_overhead"] = hook_median["ours"] / hook_median["delve"]
+    # The hooks' own time over the untracked step (same clock): the tracker's cost without the
+    # step-to-step noise of the two whole steps it is otherwise the difference of.
+    hooks: dict[str, Any] = {}
+    for clock, per_variant in hook_times.items():
+        median = {k: statistics.median(v) for k, v in per_variant.items()}
+        plain_s = clocks[clock]["median_s"]["plain"]
+        row: dict[str, Any] = {"median_s": median, "all_s": per_variant}
+        row["ours_ratio"] = 1 + median["ours"] / plain_s
+        if "delve" in median:
+            row["delve_ratio"] = 1 + median["delve"] / plain_s
+            row["ours_over_delve_overhead"] = median["ours"] / median["delve"]
+        hooks[clock] = row
     return {
         "model": label,
         "tracked_layers": len(tracker.layer_names),
@@ -426,23 +438,23 @@ def table(results: list[dict[str, Any]]) -> str:
                 "{:.3f} / {:.3f}".format(*sat["delve_error"]) if "delve_error" in sat else "n/a",
             ]
             lines.append("| " + " | ".join(cells) + " |")
-        h = r["hooks"]
-        has_delve = "delve_ratio" in h
-        hs = h["median_s"]
-        cells = [
-            r["model"],
-            f"in hooks ({h['clock']})",
-            "—",
-            f"{hs['ours']:.3f}",
-            f"{hs['delve']:.3f}" if has_delve else "n/a",
-            f"{h['ours_ratio']:.3f}",
-            f"{h['delve_ratio']:.3f}" if has_delve else "n/a",
-            f"{h['ours_over_delve_overhead']:.2f}" if has_delve else "n/a",
-            f"{r['floor_ratio']:.3f}",
-            "",
-            "",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        for clock, h in r["hooks"].items():
+            has_delve = "delve_ratio" in h
+            hs = h["median_s"]
+            cells = [
+                r["model"],
+                f"in hooks ({clock})",
+                "—",
+                f"{hs['ours']:.3f}",
+                f"{hs['delve']:.3f}" if has_delve else "n/a",
+                f"{h['ours_ratio']:.3f}",
+                f"{h['delve_ratio']:.3f}" if has_delve else "n/a",
+                f"{h['ours_over_delve_overhead']:.2f}" if has_delve else "n/a",
+                f"{r['floor_ratio']:.3f}",
+                "",
+                "",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
