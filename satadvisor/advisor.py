@@ -92,6 +92,7 @@ class Analysis:
                     "width": s.width if s else None,
                     "saturation": s.saturation if s else None,
                     "intrinsic_dimension": s.intrinsic_dimension if s else None,
+                    "samples": s.samples if s else None,
                     "r_min": r.r_min if r else None,
                     "r_max": r.r_max if r else None,
                     "unproductive": bool(r.unproductive) if r else False,

@@ -113,6 +113,14 @@ def _training_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Epochs of each proxy training.",
         ),
         click.option(
+            "--subset",
+            type=click.IntRange(1, None),
+            default=None,
+            metavar="N",
+            help="Cap each split of the proxy training at N images (stratified by class, "
+            "seeded). Default: all.",
+        ),
+        click.option(
             "--batch-size",
             type=click.IntRange(1, 65_536),
             default=64,
@@ -200,6 +208,7 @@ def analyze(
     download: bool,
     resolution: int | None,
     epochs: int,
+    subset: int | None,
     batch_size: int,
     lr: float,
     device: str,
@@ -240,6 +249,7 @@ def analyze(
                 config=config,
                 train=not no_train,
                 name=name,
+                subset=subset,
                 progress=progress,
             )
         payload = analysis.to_dict()
@@ -385,6 +395,13 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
     help="Epochs of each full validation run. Default: 4× --epochs.",
 )
 @click.option(
+    "--full-subset",
+    type=click.IntRange(1, None),
+    default=None,
+    metavar="N",
+    help="Cap each split of the full validation runs at N images. Default: all.",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(0, min_open=True),
     default=None,
@@ -402,12 +419,14 @@ def optimize(
     workers: int,
     validate_top: int,
     full_epochs: int | None,
+    full_subset: int | None,
     timeout: float | None,
     dataset: str | None,
     data_dir: Path | None,
     download: bool,
     resolution: int | None,
     epochs: int,
+    subset: int | None,
     batch_size: int,
     lr: float,
     device: str,
@@ -454,6 +473,8 @@ def optimize(
             download=download,
             pinned=pinned,
             timeout=timeout,
+            subset=subset,
+            full_subset=full_subset,
             on_trial=_TrialPrinter() if verbose else None,
             on_validation=_print_validation if verbose else None,
         )

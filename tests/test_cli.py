@@ -370,15 +370,34 @@ def test_analyze_json_prints_what_it_writes(work: Path) -> None:
     assert written == payload
 
 
+def test_analyze_subset_caps_the_proxy_training_images(work: Path) -> None:
+    # The final Linear sees one row per training image in the profiled (last) epoch.
+    args = ["analyze", "tiny.py", "--epochs", "1", "--json", "--device", "cpu"]
+    capped = invoke([*args, "--subset", "40", "--name", "capped"])
+    assert capped.exit_code == 0, capped.stderr
+    whole = invoke([*args, "--name", "whole"])
+    assert whole.exit_code == 0, whole.stderr
+    seen = {
+        name: json.loads(result.stdout)["layers"][-1]["samples"]
+        for name, result in (("capped", capped), ("whole", whole))
+    }
+    assert seen["capped"] == 40
+    assert seen["whole"] > 1000  # digits: 1,797 images, a validation share held out
+    usage = invoke([*args, "--subset", "0"])
+    assert usage.exit_code == 2 and "--subset" in usage.stderr
+
+
 def test_optimize_report_and_refused_rerun(work: Path) -> None:
     args = ["optimize", "tiny.py", "--budget", "3", "--epochs", "1", "--validate-top", "1"]
     args += ["--full-epochs", "1", "--device", "cpu", "--batch-size", "512"]
+    args += ["--subset", "300", "--full-subset", "60"]
     first = invoke(args)
     assert first.exit_code == 0, (first.stderr, first.exception)
     index = work / "reports" / "tiny-digits" / "index.html"
     summary = json.loads((work / "reports" / "tiny-digits" / "study.json").read_text())
     assert summary["counted_trials"] == 3 and summary["budget"] == 3
     assert summary["validation"][0]["baseline"] is True
+    assert {(v["train_images"], v["test_images"]) for v in summary["validation"]} == {(60, 60)}
     assert (work / "studies" / "tiny-digits.db").is_file()
     page = index.read_bytes()
     again = invoke(args)

@@ -64,6 +64,7 @@ def make_analysis(*, resolution: int = 32, epochs: int = 5, trained: bool = True
                 "width": width,
                 "saturation": sat if trained else None,
                 "intrinsic_dimension": max(1, round(sat * width)) if trained else None,
+                "samples": 50_000 * rf["input_size"] ** 2 if trained else None,  # positions
                 "r_min": rf["r"],
                 "r_max": rf["r"],
                 "unproductive": unproductive,
@@ -78,6 +79,7 @@ def make_analysis(*, resolution: int = 32, epochs: int = 5, trained: bool = True
             "width": 10,
             "saturation": 0.8 if trained else None,
             "intrinsic_dimension": 8 if trained else None,
+            "samples": 50_000 if trained else None,
             "r_min": None,
             "r_max": None,
             "unproductive": False,
@@ -247,7 +249,7 @@ def test_layers_csv_has_the_exact_columns_and_values(
     write_analysis(analysis, tmp_path)
     rows = list(csv.reader(io.StringIO((tmp_path / "layers.csv").read_text("utf-8"))))
     assert tuple(rows[0]) == LAYER_COLUMNS == (
-        "name", "type", "width", "saturation", "intrinsic_dimension",
+        "name", "type", "width", "saturation", "intrinsic_dimension", "samples",
         "r_min", "r_max", "unproductive", "critical", "tail",
     )  # fmt: skip
     assert len(rows) == 1 + 14
@@ -258,6 +260,7 @@ def test_layers_csv_has_the_exact_columns_and_values(
         "width": "512",
         "saturation": "0.17",
         "intrinsic_dimension": "87",
+        "samples": str(50_000 * 4**2),
         "r_min": "60",
         "r_max": "60",
         "unproductive": "true",

@@ -5,8 +5,9 @@ report folder::
 
     out_dir/index.html      the page (CSS and JS inline; charts drawn by plotly.min.js)
     out_dir/analysis.json   the dict itself, indent 2 (NaN/inf written as null)
-    out_dir/layers.csv      name,type,width,saturation,intrinsic_dimension,r_min,r_max,
-                            unproductive,critical,tail   (booleans true/false, missing = empty)
+    out_dir/layers.csv      name,type,width,saturation,intrinsic_dimension,samples,r_min,
+                            r_max,unproductive,critical,tail   (booleans true/false, missing =
+                            empty)
     out_dir/plotly.min.js   plotly.js of the installed plotly package
 
 The page loads ``plotly.min.js`` by relative path rather than inlining its 5 MB, so the folder
@@ -38,6 +39,7 @@ Schema ``satadvisor.analysis/1`` (``advisor.Analysis.to_dict()``; units in brack
      "cost": {"macs": int [per image], "params": int},
      "layers": [{"name": str, "type": str, "width": int,       # forward order
                  "saturation": float [0, 1] | null, "intrinsic_dimension": int | null,
+                 "samples": int | null,      # rows behind the saturation (profiled epoch)
                  "r_min": int [px] | null, "r_max": int [px] | null,
                  "unproductive": bool, "critical": bool, "tail": bool}, …],
      "receptive_field": {"supported": bool, "reason": str | null,

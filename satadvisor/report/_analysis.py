@@ -23,6 +23,7 @@ LAYER_COLUMNS = (
     "width",
     "saturation",
     "intrinsic_dimension",
+    "samples",
     "r_min",
     "r_max",
     "unproductive",

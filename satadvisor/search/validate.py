@@ -118,6 +118,8 @@ def validate(
             "macs": analysis.macs,
             "params": analysis.params,
             "epochs": len(run.epochs),
+            "train_images": len(cache[resolution].train),
+            "test_images": len(cache[resolution].eval),
             "wall_time": run.wall_time,
             "saturation": {s.name: round(s.saturation, 4) for s in analysis.profile},
             "tail": list(analysis.tail),
