@@ -588,6 +588,8 @@ def _convert(kind: str | None, value: Any) -> Any:
     else:  # default None or another type: a Python literal when it parses, else the text
         if text is None:
             return value
+        if text.lower() in ("none", "null"):
+            return None  # the shell spelling of the default (e.g. --set stages=none)
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError):

@@ -108,6 +108,14 @@ def test_resolve_and_parse_set_use_the_default_types(tmp_path: Path) -> None:
     assert loaded.resolve() == loaded.knobs
 
 
+def test_parse_set_knob_with_none_default_takes_literals_and_none() -> None:
+    vgg = spec.load("vgg")
+    assert vgg.knobs["stages"] is None
+    for text in ("none", "None", "NULL"):
+        assert vgg.parse_set([f"stages={text}"]) == {"stages": None}
+    assert vgg.parse_set(["stages=4"]) == {"stages": 4}
+
+
 @pytest.mark.parametrize(
     ("items", "match"),
     [
