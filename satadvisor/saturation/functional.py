@@ -40,8 +40,9 @@ class BatchMoments(NamedTuple):
     """One batch's rows summarised around a rough ``shift``, before the float64 fold-in.
 
     ``rows``: number of rows; ``shift``: ``(F,)`` in the compute dtype; ``colsum``: ``Σ (x −
-    shift)``, ``(F,)``; ``scatter``: ``Σ (x − shift)(x − shift)ᵀ``, ``(F, F)`` (compute dtype). :func:`to_state` turns it into a :class:`CovarianceState`;
-    :func:`accumulate_` folds it straight into a running one.
+    shift)``, ``(F,)``; ``scatter``: ``Σ (x − shift)(x − shift)ᵀ``, ``(F, F)`` (compute dtype).
+    :func:`to_state` turns it into a :class:`CovarianceState`; :func:`accumulate_` folds it
+    straight into a running one.
     """
 
     rows: int
