@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -156,6 +157,41 @@ def test_sqlite_left_by_a_writer_killed_mid_transaction_opens_and_rolls_back(
     with sqlite3.connect(db) as conn:  # the half-done transaction was rolled back
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert "scratch" not in tables and "studies" in tables
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_draw_still_writing_its_parameters_is_waited_for(tmp_path: Path) -> None:
+    # Seen in CI (journal storage, two workers): worker B checked for duplicates while worker
+    # A's earlier trial had only part of its parameters written; B saw no duplicate, A saw
+    # only a later trial, and both ran the same configuration. B must wait for A's draw.
+    same = {"depth": 2, "width": 4}  # both workers' sampler draws this configuration
+    sampler = optuna.samplers.PartialFixedSampler(same, optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        study_name="d", storage=open_storage(f"journal:{tmp_path / 'd.log'}"), sampler=sampler
+    )
+    dists = {k: optuna.distributions.CategoricalDistribution([2, 3, 4, 8]) for k in same}
+    first = study.ask()  # worker A, caught between writing its two parameters
+    first.suggest_categorical("depth", [2, 3, 4, 8])
+    second = study.ask(dists)  # worker B: the same configuration, all written
+    trials = study.get_trials(deepcopy=False)
+    assert tr.still_drawing(trials[1], trials, n_params=2)
+    assert not tr.is_live_duplicate(trials[1], trials)  # what B wrongly concluded
+    assert not tr.still_drawing(trials[0], trials, n_params=2)  # nothing before A
+    started = trials[0].datetime_start
+    assert started is not None
+    dead = started.timestamp() + tr.DRAW_GRACE + 1  # a draw that never finished is not awaited
+    assert not tr.still_drawing(trials[1], trials, n_params=2, now=dead)
+
+    def finish_first_draw() -> None:
+        time.sleep(0.3)
+        first.suggest_categorical("width", [2, 3, 4, 8])
+
+    finisher = threading.Thread(target=finish_first_draw)
+    finisher.start()
+    settled = tr.settle(study, second.number, n_params=2)
+    finisher.join()
+    assert settled[0].params == same == settled[1].params
+    assert tr.is_live_duplicate(settled[1], settled)  # B now sees it and skips
 
 
 def test_storage_errors_are_one_line(tmp_path: Path) -> None:

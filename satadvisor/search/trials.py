@@ -67,6 +67,40 @@ def is_live_duplicate(trial: FrozenTrial, others: Sequence[FrozenTrial]) -> bool
     )
 
 
+def still_drawing(
+    trial: FrozenTrial, others: Sequence[FrozenTrial], n_params: int, *, now: float | None = None
+) -> bool:
+    """Whether an earlier trial, started moments ago, does not show its whole configuration yet.
+
+    A sampler writes a drawn trial's parameters one by one, so a worker that reads the study
+    in between sees an earlier trial without (all of) them and cannot tell whether it drew
+    the same configuration: it must read again (:func:`settle`). Trials older than
+    :data:`DRAW_GRACE` seconds are not waited for (a worker killed while drawing leaves one).
+    """
+    now = time.time() if now is None else now
+    for o in others:
+        if o.number >= trial.number or o.state != TrialState.RUNNING:
+            continue
+        started = o.datetime_start.timestamp() if o.datetime_start is not None else 0.0
+        if len(trial_params(o)) < n_params and now - started < DRAW_GRACE:
+            return True
+    return False
+
+
+#: Seconds an earlier trial may take to show its drawn parameters before it is not waited for.
+DRAW_GRACE = 10.0
+
+
+def settle(study: optuna.Study, number: int, n_params: int) -> list[FrozenTrial]:
+    """The study's trials, read again until no trial before ``number`` is :func:`still_drawing`."""
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        me = next(t for t in trials if t.number == number)
+        if not still_drawing(me, trials, n_params):
+            return trials
+        time.sleep(0.05)
+
+
 def known_keys(trials: Iterable[FrozenTrial]) -> set[str]:
     """Configurations that ran, run or wait: a rule candidate among them is not enqueued again."""
     return {

@@ -143,7 +143,9 @@ class Worker:
             trial = self.study.ask(self.space.distributions())
             if not tr.claim(self.study, trial, pid=os.getpid()):
                 continue  # another worker drew the same waiting trial first and runs it
-            trials = self.study.get_trials(deepcopy=False)
+            # Another worker's earlier draw may still be writing its parameters: read until
+            # every earlier trial shows them, so a duplicate is caught by the later trial.
+            trials = tr.settle(self.study, trial.number, len(self.space.choices))
             me = next(t for t in trials if t.number == trial.number)
             below = [t for t in tr.counted(trials) if t.number < trial.number]
             if len(below) >= self.settings.budget:
