@@ -302,30 +302,42 @@ def test_wide_layers_match_numpy(width: int, threads: int) -> None:
 
 def _check_wide(width: int) -> None:
     g = torch.Generator().manual_seed(width)
-    y = torch.randn(6, width, 5, 4, generator=g) + torch.linspace(-3, 3, width).view(1, -1, 1, 1)
-    x = _manual_channels_last(y)
-    ref = np.cov(x.double().numpy(), rowvar=False, bias=True) * x.shape[0]
-    for state in (F.batch_state(x), F.channels_first_batch_state(y)):
-        assert int(state.n) == x.shape[0]
-        np.testing.assert_allclose(state.m2.numpy(), ref, rtol=0, atol=1e-4)
-        np.testing.assert_allclose(state.m2.numpy(), state.m2.numpy().T, rtol=0, atol=1e-9)
+    # 5×4 maps go channels-first, 16×16 ones example by example (see _PER_EXAMPLE_POSITIONS)
+    for shape in ((6, width, 5, 4), (3, width, 16, 16)):
+        y = torch.randn(*shape, generator=g) + torch.linspace(-3, 3, width).view(1, -1, 1, 1)
+        x = _manual_channels_last(y)
+        ref = np.cov(x.double().numpy(), rowvar=False, bias=True) * x.shape[0]
+        for state in (F.batch_state(x), F.channels_first_batch_state(y)):
+            assert int(state.n) == x.shape[0]
+            np.testing.assert_allclose(state.m2.numpy(), ref, rtol=0, atol=1e-4 * len(x) / 120)
+            np.testing.assert_allclose(state.m2.numpy(), state.m2.numpy().T, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("chunk_rows", [7, 40, 10**6])
+@pytest.mark.parametrize("per_example", [False, True], ids=["channels-first", "per-example"])
+@pytest.mark.parametrize("chunk_rows", [7, 200, 10**6])
 def test_chunked_scatter_matches_numpy_and_stays_in_its_scratch(
-    chunk_rows: int, monkeypatch: pytest.MonkeyPatch
+    chunk_rows: int, per_example: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # On a CPU rows go through in chunks: 7 rows per thread is less than one example of 20
-    # positions (one example per chunk), 40 gives uneven chunks of examples, 10**6 one chunk.
+    # On a CPU rows go through in chunks: 7 rows per thread is less than one example of 80
+    # positions (one example per chunk), 200 gives uneven chunks of examples, 10**6 one chunk.
+    # A map is reduced channels-first or example by example (large maps; forced here).
     monkeypatch.setattr(F, "_CHUNK_ROWS_PER_THREAD", chunk_rows)
+    monkeypatch.setattr(F, "_PER_EXAMPLE_POSITIONS", 1 if per_example else 10**9)
+    gram, layouts = F._gram, set()
+
+    def spy(a: torch.Tensor) -> torch.Tensor:
+        layouts.add(a.dim())
+        return gram(a)
+
+    monkeypatch.setattr(F, "_gram", spy)
     g = torch.Generator().manual_seed(chunk_rows)
-    y = torch.randn(9, 70, 5, 4, generator=g) * 0.1 + 500.0  # far from zero: centering matters
+    y = torch.randn(9, 70, 10, 8, generator=g) * 0.1 + 500.0  # far from zero: centering matters
     x = _manual_channels_last(y)
     ref = x.double().numpy()
     ref_m2 = np.cov(ref, rowvar=False, bias=True) * len(ref)
     for moments, units, unit_rows in (
-        (F.channels_first_batch_moments, 9, 20),
-        (F.batch_moments, 180, 1),
+        (F.channels_first_batch_moments, 9, 80),
+        (F.batch_moments, 720, 1),
     ):
         size = F.scratch_numel(units, unit_rows, 70)
         assert size == min(units, max(1, chunk_rows * torch.get_num_threads() // unit_rows)) * (
@@ -334,9 +346,10 @@ def test_chunked_scatter_matches_numpy_and_stays_in_its_scratch(
         scratch = torch.full((size,), float("nan"))
         state = F.to_state(moments(y if unit_rows > 1 else x, scratch=scratch))
         assert not scratch.isnan().any()  # the centered rows were written into the scratch
-        assert int(state.n) == 180
+        assert int(state.n) == 720
         np.testing.assert_allclose(state.mean.numpy(), ref.mean(0), rtol=1e-9, atol=0)
         np.testing.assert_allclose(state.m2.numpy(), ref_m2, rtol=0, atol=2e-5 * ref_m2.max())
+    assert layouts == ({2, 3} if per_example else {2})  # (examples, C, positions) blocks or not
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
