@@ -345,9 +345,12 @@ def test_layer_table_rows_and_flags(analysis: dict[str, Any]) -> None:
     # The border label sits right before conv8 and only there.
     assert table.count("receptive-field border") == 1
     assert table.index("receptive-field border") < table.index(">conv8<") < table.index(">conv9<")
-    # Numbers: conv8 saturation 0.170, k = 87, r_min 60.
+    # Numbers: conv8 saturation 0.170, k = 87, 800,000 samples (4×4 positions), r_min 60.
     conv8 = table[table.index(">conv8<") : table.index(">conv9<")]
-    assert "0.170" in conv8 and ">87<" in conv8 and ">60<" in conv8
+    assert "0.170" in conv8 and ">87<" in conv8 and ">800,000<" in conv8 and ">60<" in conv8
+    # the border label spans every column after the index
+    header = table[: table.index("</tr>")]
+    assert f'colspan="{header.count("</th>") - 1}"' in table
 
 
 def test_recommendation_cost_and_commands(analysis: dict[str, Any]) -> None:
