@@ -159,7 +159,7 @@ _SHIFT_EXAMPLES = 8
 # example: no transposing copy, and one batched matmul of per-example products that splits
 # evenly over threads. Measured on an idle 2-core Zen 4, per layer, against one matmul over
 # channels-first rows, two threads: 64 channels at 32×32 10.9-12.0 → 7.6 ms, 128 at 16×16
-# 6.9-8.3 → 5.5 ms (one thread: within ±5 %); at 8×8 and below the per-example products are
+# 6.9-8.3 → 5.5 ms (one thread: -4 to +6 %); at 8×8 and below the per-example products are
 # too small to pay.
 _PER_EXAMPLE_POSITIONS = 256
 
@@ -170,15 +170,12 @@ _PER_EXAMPLE_POSITIONS = 256
 _CHUNK_ROWS_PER_THREAD = 8192
 
 
-def scratch_numel(
-    units: int, unit_rows: int, width: int, *, device: torch.device | str = "cpu"
-) -> int:
-    """Elements of the centering buffer that :func:`batch_moments` (``unit_rows = 1``) or
-    :func:`channels_first_batch_moments` (``units`` examples of ``unit_rows`` positions) uses.
-
-    One chunk of rows on a CPU (``8192 × threads`` rows, whole units), the whole batch elsewhere.
+def scratch_numel(units: int, unit_rows: int, width: int) -> int:
+    """Elements of the CPU centering buffer that :func:`batch_moments` (``unit_rows = 1``) or
+    :func:`channels_first_batch_moments` (``units`` examples of ``unit_rows`` positions) uses:
+    one chunk of rows (``8192 × threads`` rows, whole units). Other devices take no scratch.
     """
-    return _chunk_units(units, unit_rows, torch.device(device)) * unit_rows * width
+    return _chunk_units(units, unit_rows, torch.device("cpu")) * unit_rows * width
 
 
 def _chunk_units(units: int, unit_rows: int, device: torch.device) -> int:
@@ -206,8 +203,7 @@ def _chunked_scatter(
     for start in range(0, units, step):
         stop = min(start + step, units)
         features = centered(start, stop, flat[: (stop - start) * unit_rows * width])
-        sums = features.sum(dim=-1)
-        sums = sums.sum(dim=0) if features.dim() == 3 else sums
+        sums = features.sum(dim=(0, 2) if features.dim() == 3 else 1)
         if scatter is None or colsum is None:
             colsum, scatter = sums, _gram(features)
         else:

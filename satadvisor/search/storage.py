@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -54,7 +55,8 @@ def _check_sqlite_file(path: Path, url: str) -> None:
     # that only a writable connection can roll back (read-only reads then fail).
     writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
     try:
-        with sqlite3.connect(f"file:{path}?mode={'rw' if writable else 'ro'}", uri=True) as conn:
+        uri = f"file:{path}?mode={'rw' if writable else 'ro'}"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:  # closed before Optuna
             tables = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
