@@ -46,13 +46,16 @@ def choose(
     train_labels: Tensor,
     test_labels: Tensor,
     options: SplitOptions,
-) -> tuple[Tensor, Tensor]:
-    """Indices of the train split (into the training source) and of the eval split.
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Indices of the train split, of the validation split (both into the training source) and
+    of the test split (into the test source; None for proxy runs).
 
     ``pool`` indexes the training set in the training source, ``test`` the test set in the
-    test source; ``*_labels`` are the labels of the whole sources. Full runs: (pool, test).
-    Proxy runs: the pool minus a stratified ``val_fraction`` drawn with ``seed``, and that
-    validation split (indices into the training source). ``subset`` caps both (stratified).
+    test source; ``*_labels`` are the labels of the whole sources. Every run trains on the pool
+    minus a stratified ``val_fraction`` drawn with ``seed`` and scores that validation split;
+    full runs also return the test set, evaluated once for reporting. The validation split of
+    a full run is the proxy runs' one, so selection never sees the test set. ``subset`` caps
+    every split (stratified).
     """
     full, val_fraction, seed, subset = (
         options.full,
@@ -60,23 +63,23 @@ def choose(
         options.seed,
         options.subset,
     )
-    if full:
-        train, evaluation, eval_labels = pool, test, test_labels
-    else:
-        n_val = round(val_fraction * pool.numel())
-        if not 1 <= n_val < pool.numel():
-            raise DatasetError(
-                f"{pool.numel()} training images leave no validation split at "
-                f"val_fraction={val_fraction}; use a larger dataset or another val_fraction"
-            )
-        val_pos, train_pos = take_stratified(train_labels[pool], n_val, seed=seed)
-        train, evaluation, eval_labels = pool[train_pos], pool[val_pos], train_labels
+    n_val = round(val_fraction * pool.numel())
+    if not 1 <= n_val < pool.numel():
+        raise DatasetError(
+            f"{pool.numel()} training images leave no validation split at "
+            f"val_fraction={val_fraction}; use a larger dataset or another val_fraction"
+        )
+    val_pos, train_pos = take_stratified(train_labels[pool], n_val, seed=seed)
+    train, evaluation = pool[train_pos], pool[val_pos]
+    held: Tensor | None = test if full else None
     if subset is not None:
-        keep = min(subset, train.numel())
-        train = train[take_stratified(train_labels[train], keep, seed=seed)[0]]
-        keep = min(subset, evaluation.numel())
-        evaluation = evaluation[take_stratified(eval_labels[evaluation], keep, seed=seed)[0]]
-    return train, evaluation
+
+        def cap(idx: Tensor, labels: Tensor) -> Tensor:
+            return idx[take_stratified(labels[idx], min(subset, idx.numel()), seed=seed)[0]]
+
+        train, evaluation = cap(train, train_labels), cap(evaluation, train_labels)
+        held = cap(held, test_labels) if held is not None else None
+    return train, evaluation, held
 
 
 def storage_for(

@@ -21,20 +21,27 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from satadvisor import receptive, rules
+from satadvisor import receptive, rules, trust
 from satadvisor import spec as spec_mod
 from satadvisor._env import environment, resolve_device
 from satadvisor.config import TrainConfig
 from satadvisor.cost import count_macs, count_parameters
 from satadvisor.errors import ModelBuildError, SatAdvisorError, UsageError
 from satadvisor.saturation import SaturationTracker
-from satadvisor.train import EpochRecord, Progress, RunResult, run, seed_everything
+from satadvisor.train import (
+    EpochRecord,
+    Progress,
+    RunResult,
+    majority_rate,
+    run,
+    seed_everything,
+)
 
 if TYPE_CHECKING:
     from satadvisor.data import DataBundle
     from satadvisor.spec import ModelSpec
 
-SCHEMA = "satadvisor.analysis/1"
+SCHEMA = "satadvisor.analysis/2"
 DEFAULT_DATASET = "digits"
 
 
@@ -61,6 +68,19 @@ class Analysis:
     command: str
     profile_phase: str = "train"
     environment: dict[str, Any] = field(default_factory=dict)
+    settling: trust.Settling | None = None
+    basis: str = "receptive_field"
+    lead: tuple[str, ...] = ()
+
+    @property
+    def learned(self) -> bool | None:
+        """Whether the proxy learned (None: no training)."""
+        return self.run.learned if self.run is not None else None
+
+    @property
+    def settled(self) -> bool | None:
+        """Whether the measured profile settled (None: no training)."""
+        return self.settling.settled if self.settling is not None else None
 
     @property
     def profile(self) -> list[Any]:
@@ -117,7 +137,8 @@ class Analysis:
             "num_classes": self.num_classes,
             "in_channels": self.in_channels,
             "profile_phase": self.profile_phase,
-            "training": _training_summary(self.run),
+            "training": _training_summary(self.run, self.settling),
+            "advice_basis": self.basis,
             "cost": {"macs": self.macs, "params": self.params},
             "layers": self.layers(),
             "receptive_field": {
@@ -129,13 +150,17 @@ class Analysis:
             "findings": [f.to_dict() for f in self.findings],
             "recommendations": [r.to_dict() for r in self.recommendations],
             "verdict": self.verdict,
+            "lead": list(self.lead),
             "environment": self.environment,
         }
 
 
-def _training_summary(result: RunResult | None) -> dict[str, Any] | None:
+def _training_summary(
+    result: RunResult | None, settling: trust.Settling | None
+) -> dict[str, Any] | None:
     if result is None:
         return None
+    learning = result.learning
     history = [
         {"epoch": i + 1, "layers": {s.name: s.saturation for s in ep.get("train", [])}}
         for i, ep in enumerate(result.saturation)
@@ -144,6 +169,13 @@ def _training_summary(result: RunResult | None) -> dict[str, Any] | None:
         "status": result.status,
         "reason": result.reason,
         "epochs": len(result.epochs),
+        "auto_epochs": bool(result.config.get("auto_epochs")),
+        "max_epochs": result.config.get("epochs"),
+        "learned": result.learned,
+        "settled": settling.settled if settling is not None else False,
+        "settled_epoch": settling.epoch if settling is not None else None,
+        "learning": learning.to_dict() if learning is not None else None,
+        "settling": settling.to_dict() if settling is not None else None,
         "eval_name": result.eval_name,
         "accuracy": result.accuracy,
         "test_accuracy": result.test_accuracy,
@@ -280,10 +312,18 @@ def analyze(
         tracker = SaturationTracker(
             net, threshold=config.threshold, max_positions=config.max_positions
         )
+        th = thresholds or rules.RuleThresholds()
+        until = _learned_and_settled(data, th, profile_phase) if config.auto_epochs else None
         with tracker:
             try:
                 result = run(
-                    net, data, config=config, tracker=tracker, on_epoch=on_epoch, progress=progress
+                    net,
+                    data,
+                    config=config,
+                    tracker=tracker,
+                    on_epoch=on_epoch,
+                    progress=progress,
+                    until=until,
                 )
             except (SatAdvisorError, KeyboardInterrupt, torch.cuda.OutOfMemoryError):
                 raise
@@ -294,8 +334,21 @@ def analyze(
                     "fix the model's forward pass (rerun with --debug for the traceback)"
                 ) from exc
 
-    profile = result.profile(profile_phase) if result is not None and result.saturation else None
-    findings = rules.evaluate(profile, rf, thresholds=thresholds or rules.RuleThresholds())
+    th = thresholds or rules.RuleThresholds()
+    settling = None
+    profile = None
+    if result is not None and result.saturation:
+        settling = trust.settling(
+            _history(result, profile_phase), pattern=lambda p: rules.pattern(p, thresholds=th)
+        )
+        if result.learned:  # a proxy that learned nothing carries no advice
+            profile = result.profile(profile_phase)
+    findings = rules.evaluate(
+        profile,
+        rf,
+        thresholds=th,
+        unsettled=settling.reason if settling is not None and profile else None,
+    )
     recommendations = rules.recommend(
         findings,
         spec=spec,
@@ -306,6 +359,7 @@ def analyze(
         rf=rf,
         source_resolution=info.native_resolution,
     )
+    lead = _lead(result, settling, findings, spec=spec, config=config, data=data)
     return Analysis(
         name=name or spec.name,
         model_name=spec.name,
@@ -321,9 +375,119 @@ def analyze(
         receptive_field=rf,
         findings=findings,
         recommendations=recommendations,
-        verdict=rules.verdict(findings, recommendations),
+        verdict=rules.verdict(findings, recommendations, lead=lead),
         seed=config.seed,
         command=command_line(),
         profile_phase=profile_phase,
         environment=environment(config.device),
+        settling=settling,
+        basis=_basis(findings),
+        lead=tuple(lead),
     )
+
+
+def _history(result: RunResult, phase: str) -> list[list[Any]]:
+    return [ep.get(phase, []) for ep in result.saturation]
+
+
+def _learned_and_settled(
+    data: DataBundle, th: rules.RuleThresholds, phase: str
+) -> Callable[[RunResult], bool]:
+    """``--epochs auto``'s stop rule: the proxy learned and its profile settled."""
+    majority, images = majority_rate(data.eval), len(data.eval)
+
+    def done(result: RunResult) -> bool:
+        last = result.epochs[-1]
+        learned = trust.learning(
+            accuracy=last.eval_accuracy,
+            eval_images=images,
+            majority_rate=majority,
+            initial_loss=result.initial_loss,
+            final_loss=last.train_loss,
+        ).learned
+        if not learned or len(result.saturation) < 2:
+            return False
+        history = _history(result, phase)
+        return trust.settling(history, pattern=lambda p: rules.pattern(p, thresholds=th)).settled
+
+    return done
+
+
+def _basis(findings: list[rules.Finding]) -> str:
+    """What the advice rests on: ``measured``, ``receptive_field``, or ``none``."""
+    if not findings:
+        return "none"
+    measured = [f for f in findings if not f.predicted]
+    return "measured" if measured else "receptive_field"
+
+
+def _fixes(result: RunResult, *, spec: ModelSpec, config: TrainConfig, data: DataBundle) -> str:
+    """The likely fixes for a proxy that did not learn, the most likely first."""
+    learning = result.learning
+    last = result.epochs[-1]
+    fixes = []
+    initial, final = result.initial_loss, last.train_loss
+    if initial is not None and final > 1.1 * initial:
+        fixes.append(f"a lower learning rate (--lr, now {config.lr:g}; the loss rose)")
+    elif learning is not None and not learning.loss_fell:
+        fixes.append(f"a higher learning rate (--lr, now {config.lr:g}; the loss stayed flat)")
+    images = len(data.train)
+    train_chance = learning is not None and last.train_accuracy < learning.required_accuracy
+    if not config.auto_epochs:
+        fixes.append(f"more epochs (--epochs auto; {len(result.epochs)} ran)")
+    if images < 100 * data.num_classes:
+        fixes.append(f"more training images ({images:,} now; raise or drop --subset)")
+    if train_chance and "width" in spec.knobs:
+        fixes.append("a wider network (--set width=…)")
+    return ", ".join(fixes[:3]) if fixes else "another learning rate or more epochs"
+
+
+def _lead(
+    result: RunResult | None,
+    settling: trust.Settling | None,
+    findings: list[rules.Finding],
+    *,
+    spec: ModelSpec,
+    config: TrainConfig,
+    data: DataBundle | None,
+) -> list[str]:
+    """The sentences that say what the advice rests on, before the main finding."""
+    if result is None or data is None or not result.epochs:
+        return []
+    if not result.learned:
+        why = result.learning.reason if result.learning is not None else result.reason
+        return [
+            f"The proxy did not learn ({why}), so its saturation profile says nothing about "
+            "the architecture and no advice rests on it; likely fixes: "
+            f"{_fixes(result, spec=spec, config=config, data=data)}. Only the training-free "
+            "receptive-field analysis below stands."
+        ]
+    lead = []
+    if settling is not None and not settling.settled:
+        lead.append(
+            f"The saturation profile had not settled after {len(result.epochs)} epochs "
+            f"({settling.reason}): the measured findings are provisional and the width rules "
+            "did not run; rerun with --epochs auto to let it settle."
+        )
+    lead += _witnesses(findings)
+    return lead
+
+
+def _witnesses(findings: list[rules.Finding]) -> list[str]:
+    """One sentence when the measured profile and the receptive field disagree on a tail."""
+    tail = next((f for f in findings if f.kind == "tail"), None)
+    if tail is None:
+        return []
+    if tail.predicted and tail.evidence.get("measured_tail") is False:
+        return [
+            "The receptive field and the measured profile disagree (unproductive layers that "
+            "still use their channels), so the suggestion below rests on the receptive field "
+            "alone: validate it with a full run before adopting it."
+        ]
+    if not tail.predicted and tail.evidence.get("rf_agrees") is False:
+        return [
+            "The measured profile and the receptive field disagree on where the tail starts, "
+            "so the suggestion below rests on the measured profile: it reads what the trained "
+            "network does, the receptive field only its geometry."
+        ]
+    return []

@@ -27,6 +27,9 @@ class TrainConfig:
     CUDA only; ``full`` trains on the whole training set and evaluates the test set (validation
     run), otherwise a seeded ``val_fraction`` of the training set is held out (proxy run).
     ``max_positions`` caps the spatial rows per batch the saturation tracker samples (None: all).
+    ``auto_epochs``: ``epochs`` is a cap, and :func:`~satadvisor.advisor.analyze` stops as soon
+    as the proxy has learned and its saturation profile has settled (:mod:`satadvisor.trust`);
+    the learning-rate schedule spans the cap.
     """
 
     epochs: int = 5
@@ -44,6 +47,7 @@ class TrainConfig:
     augment: bool = True
     max_positions: int | None = None
     threshold: float = 0.99
+    auto_epochs: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -60,6 +64,11 @@ class TrainConfig:
             raise UsageError(f"unknown optimizer {self.optimizer!r}: use 'sgd' or 'adam'")
         if not 0.0 < self.val_fraction < 1.0:
             raise UsageError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.auto_epochs and self.epochs < 2:
+            raise UsageError(
+                f"--epochs auto needs a cap of at least 2 epochs (a settled profile compares "
+                f"two), got {self.epochs}: pass --max-epochs 2 or more"
+            )
         if not 0.0 < self.threshold < 1.0:
             raise UsageError(f"threshold must be in (0, 1), got {self.threshold}: 0.99 is usual")
 

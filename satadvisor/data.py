@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -195,8 +196,10 @@ def check_available(
 
 @dataclass
 class DataBundle:
-    """The two splits of one run: ``train`` and ``eval`` (``"val"`` in proxy runs, ``"test"``
-    in full runs), at ``resolution`` pixels, batched on ``device``."""
+    """The splits of one run at ``resolution`` pixels, batched on ``device``: ``train`` and
+    ``eval`` (the validation split held out of the training set, scored every epoch; it is what
+    selection reads) and, for full runs only, ``test`` (evaluated once at the end, for
+    reporting). ``eval_name`` is always ``"val"``; the field stays for the report's labels."""
 
     name: str
     info: DatasetInfo
@@ -204,7 +207,13 @@ class DataBundle:
     device: torch.device
     train: Split
     eval: Split
-    eval_name: Literal["val", "test"]
+    eval_name: Literal["val", "test"] = "val"
+    test: Split | None = None
+
+    @property
+    def full(self) -> bool:
+        """True when the bundle holds a test split (a full, validation run)."""
+        return self.test is not None
 
     @property
     def num_classes(self) -> int:
@@ -216,6 +225,7 @@ class DataBundle:
 
     def describe(self) -> dict[str, Any]:
         """Sizes, resolution, device and storage, for logs and reports (JSON-ready)."""
+        splits = [self.train, self.eval] + ([self.test] if self.test is not None else [])
         return {
             "dataset": self.name,
             "resolution": self.resolution,
@@ -225,9 +235,10 @@ class DataBundle:
             "train_size": len(self.train),
             "eval_size": len(self.eval),
             "eval_name": self.eval_name,
+            "test_size": len(self.test) if self.test is not None else None,
             "device": str(self.device),
             "storage": self.train.storage,
-            "on_device": self.train.on_device and self.eval.on_device,
+            "on_device": all(split.on_device for split in splits),
         }
 
 
@@ -279,11 +290,11 @@ def load(
 ) -> DataBundle:
     """Load dataset ``name`` at ``resolution`` pixels a side (None: native) on ``device``.
 
-    Proxy runs (``full=False``) train on the training set minus a stratified ``val_fraction``
-    drawn with ``seed`` and evaluate on that validation split; full runs train on the whole
-    training set and evaluate on the test set, which proxy runs never see. ``subset`` caps
-    both splits at that many images (stratified, seeded) for fast runs. Splits whose float32
-    images fit ``max_device_bytes`` (bytes, both splits together) live on ``device``; larger
+    Every run trains on the training set minus a stratified ``val_fraction`` drawn with
+    ``seed`` and evaluates on that validation split; full runs (``full=True``) also carry the
+    test set (``bundle.test``), which is evaluated once at the end for reporting and never
+    chooses anything. ``subset`` caps every split at that many images (stratified, seeded) for
+    fast runs. Splits whose float32 images fit ``max_device_bytes`` (bytes, all splits together) live on ``device``; larger
     ones keep raw uint8 there, or else go through a DataLoader with ``num_workers`` processes
     (default: up to 4). ``device="auto"`` picks cuda, then mps, then cpu.
     """
@@ -324,31 +335,33 @@ def load(
     else:
         train_src = test_src = read_digits() if key == "digits" else make_synthetic()
         pool, test = carve_test(train_src.labels)
-    train_idx, eval_idx = choose(
+    train_idx, eval_idx, test_idx = choose(
         pool, test, train_labels=train_src.labels, test_labels=test_src.labels, options=options
     )
-    eval_src = test_src if full else train_src
-    parts = ((train_src.select(train_idx), train_idx), (eval_src.select(eval_idx), eval_idx))
-    train, evaluation = _splits(parts, info, res, dev, max_device_bytes, workers)
-    return DataBundle(key, info, res, dev, train, evaluation, "test" if full else "val")
+    parts = [(train_src.select(train_idx), train_idx), (train_src.select(eval_idx), eval_idx)]
+    if test_idx is not None:
+        parts.append((test_src.select(test_idx), test_idx))
+    splits = _splits(parts, info, res, dev, max_device_bytes, workers)
+    held = splits[2] if len(splits) > 2 else None
+    return DataBundle(key, info, res, dev, splits[0], splits[1], "val", held)
 
 
 def _splits(
-    parts: tuple[tuple[RawSet, Tensor], tuple[RawSet, Tensor]],
+    parts: Sequence[tuple[RawSet, Tensor]],
     info: DatasetInfo,
     resolution: int,
     device: torch.device,
     max_device_bytes: int,
     num_workers: int,
-) -> tuple[Split, Split]:
-    """The train and eval split of (raw images, source indices) pairs, in the storage that fits."""
+) -> list[Split]:
+    """The splits of (raw images, source indices) pairs, in the one storage that fits them all."""
     storage = storage_for(
         tuple(raw for raw, _ in parts),
         channels=info.in_channels,
         resolution=resolution,
         budget=max_device_bytes,
     )
-    train, evaluation = (
+    return [
         make_split(
             raw,
             idx,
@@ -361,8 +374,7 @@ def _splits(
             num_workers=num_workers,
         )
         for raw, idx in parts
-    )
-    return train, evaluation
+    ]
 
 
 def _load_imagefolder(
@@ -391,24 +403,26 @@ def _load_imagefolder(
             )
         pool, test = torch.arange(train_labels.numel()), torch.arange(len(test_folder.targets))
     test_labels = torch.as_tensor(test_folder.targets, dtype=torch.int64)
-    train_idx, eval_idx = choose(
+    train_idx, eval_idx, test_idx = choose(
         pool, test, train_labels=train_labels, test_labels=test_labels, options=options
     )
-    eval_folder = test_folder if options.full else train_folder
-    eval_labels = test_labels if options.full else train_labels
-    uint8_bytes = (train_idx.numel() + eval_idx.numel()) * 3 * resolution * resolution
+    sources = [(train_folder, train_idx, train_labels), (train_folder, eval_idx, train_labels)]
+    if test_idx is not None:
+        sources.append((test_folder, test_idx, test_labels))
+    uint8_bytes = sum(idx.numel() for _, idx, _ in sources) * 3 * resolution * resolution
+    splits: list[Split]
     if uint8_bytes <= max_device_bytes:
         decoded = [
             folders.decode(f, idx, resolution=resolution, num_workers=num_workers)
-            for f, idx in ((train_folder, train_idx), (eval_folder, eval_idx))
+            for f, idx, _ in sources
         ]
         mean, std = folders.channel_stats(decoded[0], 255.0)
         info = dataclasses.replace(info, mean=mean, std=std)
-        parts = (
-            (RawSet(decoded[0], train_labels[train_idx]), train_idx),
-            (RawSet(decoded[1], eval_labels[eval_idx]), eval_idx),
-        )
-        train, evaluation = _splits(parts, info, resolution, device, max_device_bytes, num_workers)
+        parts = [
+            (RawSet(images, labels[idx]), idx)
+            for images, (_, idx, labels) in zip(decoded, sources, strict=True)
+        ]
+        splits = _splits(parts, info, resolution, device, max_device_bytes, num_workers)
     else:
         mean, std = folders.sample_stats(
             train_folder, train_idx, resolution=resolution, num_workers=num_workers, seed=0
@@ -426,11 +440,7 @@ def _load_imagefolder(
                 device=device,
                 num_workers=num_workers,
             )
-            for f, idx, labels in (
-                (train_folder, train_idx, train_labels),
-                (eval_folder, eval_idx, eval_labels),
-            )
+            for f, idx, labels in sources
         ]
-        train, evaluation = splits[0], splits[1]
-    eval_name: Literal["val", "test"] = "test" if options.full else "val"
-    return DataBundle(key, info, resolution, device, train, evaluation, eval_name)
+    held = splits[2] if len(splits) > 2 else None
+    return DataBundle(key, info, resolution, device, splits[0], splits[1], "val", held)

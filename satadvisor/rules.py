@@ -20,6 +20,7 @@ with their measured cost; :func:`verdict` sums both up in one or two sentences.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ __all__ = [
     "Recommendation",
     "RuleThresholds",
     "evaluate",
+    "pattern",
     "recommend",
     "tail_layers",
     "verdict",
@@ -109,7 +111,9 @@ class Finding:
     """One observation about the model: its kind, the layers (qualified names), one sentence.
 
     ``evidence`` holds the numbers behind the sentence (JSON-serialisable); ``predicted`` is True
-    when the finding comes from the receptive-field analysis alone, not from a measurement.
+    when the finding comes from the receptive-field analysis alone (training-free), not from the
+    measured profile. ``provisional`` gives the reason a measured finding may still change (its
+    profile had not settled); None when it rests on a settled profile or on no profile.
     """
 
     kind: FindingKind
@@ -117,6 +121,12 @@ class Finding:
     message: str
     evidence: dict[str, Any] = field(default_factory=dict)
     predicted: bool = False
+    provisional: str | None = None
+
+    @property
+    def basis(self) -> str:
+        """What the finding rests on: ``"receptive_field"`` or ``"measured"``."""
+        return "receptive_field" if self.predicted else "measured"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +135,9 @@ class Finding:
             "message": self.message,
             "evidence": dict(self.evidence),
             "predicted": self.predicted,
+            "basis": self.basis,
+            "provisional": self.provisional is not None,
+            "provisional_reason": self.provisional,
         }
 
 
@@ -175,6 +188,23 @@ def tail_layers(
     return [] if start is None else [layer.name for layer in layers[start:]]
 
 
+def pattern(
+    profile: Sequence[LayerSaturation], *, thresholds: RuleThresholds = RuleThresholds()
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The shape the rules read in a profile: (tail layers, under-used early layers).
+
+    Two epochs whose patterns are equal tell the same story; :func:`satadvisor.trust.settling`
+    compares them to decide whether a profile settled.
+    """
+    layers = _feature_layers(profile)
+    values = [layer.saturation for layer in layers]
+    start = _tail_start(values, thresholds)
+    stop = len(values) if start is None else start
+    end = _early_end(values, stop, thresholds) if values else 0
+    tail = () if start is None else tuple(layer.name for layer in layers[start:])
+    return tail, tuple(layer.name for layer in layers[:end])
+
+
 # --------------------------------------------------------------------------- receptive field
 
 
@@ -209,10 +239,13 @@ def _rf_clause(
         clause = f"; the receptive field does not agree: no layer is unproductive{at}."
         return clause, {"rf_border": None, "rf_agrees": False, "rf_offset": None}
     rf_order = [layer.name for layer in _rf_convs(rf)]
-    if border in order:
-        offset = order.index(border) - order.index(tail[0])
-    elif border in rf_order and len(rf_order) == len(order):
-        offset = rf_order.index(border) - order.index(tail[0])
+    if border not in order and border in rf_order and len(rf_order) == len(order):
+        border_at = order[rf_order.index(border)]  # same layers, other names (e.g. a copy)
+    else:
+        border_at = border
+    if border_at in order:
+        position = _main_path_positions(order, rf)
+        offset = position[border_at] - position[tail[0]]
     else:  # names from a different model: nothing to compare
         offset = None
     name = labels.get(border, border)
@@ -231,6 +264,29 @@ def _rf_clause(
             f"unproductive layer{at}."
         )
     return clause, {"rf_border": border, "rf_agrees": agrees, "rf_offset": offset}
+
+
+_SHORTCUT_NAMES = ("downsample", "shortcut", "skip", "projection")
+
+
+def _off_main_path(layer: LayerReceptiveField) -> bool:
+    """A projection shortcut (a strided 1×1 conv, or one named like a shortcut): it runs beside
+    the main path, so it must not shift the main path's layer positions."""
+    one_by_one = (layer.effective_kernel or layer.kernel_size) == 1
+    named = any(part in _SHORTCUT_NAMES for part in layer.name.lower().split("."))
+    return one_by_one and ((layer.stride or 1) > 1 or named)
+
+
+def _main_path_positions(order: Sequence[str], rf: ReceptiveFieldAnalysis) -> dict[str, int]:
+    """Each layer's position along the main path: shortcut convs share the position of the
+    main-path layer that follows them (the tail/border offset counts main-path layers only)."""
+    layers = rf.by_name()
+    off = {name for name in order if name in layers and _off_main_path(layers[name])}
+    position, at = {}, 0
+    for name in order:
+        position[name] = at
+        at += name not in off
+    return position
 
 
 def _unproductive_reason(layer: LayerReceptiveField, name: str, resolution: int) -> str:
@@ -331,7 +387,10 @@ def _capacity(
 
 
 def _measured(
-    profile: Sequence[LayerSaturation], rf: ReceptiveFieldAnalysis | None, th: RuleThresholds
+    profile: Sequence[LayerSaturation],
+    rf: ReceptiveFieldAnalysis | None,
+    th: RuleThresholds,
+    capacity: bool = True,
 ) -> list[Finding]:
     layers = _feature_layers(profile)
     if not layers:
@@ -391,7 +450,8 @@ def _measured(
         findings.append(Finding("early_underuse", tuple(early), message, evidence))
 
     excluded = {name for f in findings for name in f.layers}
-    findings += _capacity(layers, excluded, order, labels, th)
+    if capacity:
+        findings += _capacity(layers, excluded, order, labels, th)
     if not findings:
         findings.append(_even(order, values, noun, rf))
     return findings
@@ -420,17 +480,25 @@ def evaluate(
     rf: ReceptiveFieldAnalysis | None,
     *,
     thresholds: RuleThresholds = RuleThresholds(),
+    unsettled: str | None = None,
 ) -> list[Finding]:
     """Findings from a measured saturation profile and/or a receptive-field analysis.
 
     ``profile`` is one epoch's per-layer saturation in forward order (None or empty: no
-    training); ``rf`` the receptive-field analysis of the same model at the trained resolution
-    (None: not available). Without a profile the tail is predicted from the unproductive layers
-    (``predicted=True``). Returns the findings in order tail, early_underuse, too_narrow,
-    too_wide — or one ``even`` finding; [] when there is nothing to read.
+    training, or a proxy that did not learn — its profile carries no advice); ``rf`` the
+    receptive-field analysis of the same model at the trained resolution (None: not
+    available). Without a profile the tail is predicted from the unproductive layers
+    (``predicted=True``). ``unsettled`` is the reason the profile has not settled (None: it
+    did): the measured findings are then marked provisional with that reason, and the absolute
+    capacity rules (too narrow / too wide) do not run, because short proxies depress saturation
+    everywhere. Returns the findings in order tail, early_underuse, too_narrow, too_wide — or
+    one ``even`` finding; [] when there is nothing to read.
     """
     if profile:
-        return _measured(profile, rf, thresholds)
+        found = _measured(profile, rf, thresholds, capacity=unsettled is None)
+        if unsettled is None:
+            return found
+        return [f if f.predicted else dataclasses.replace(f, provisional=unsettled) for f in found]
     usable = _rf_usable(rf)
     if usable is None or not usable.layers:
         return []
@@ -454,17 +522,30 @@ def evaluate(
 _ORDER = ("tail", "early_underuse", "too_narrow", "too_wide", "even")
 
 
-def verdict(findings: Sequence[Finding], recommendations: Sequence[Recommendation]) -> str:
-    """One or two plain sentences for the top of a report: the main finding and the top move."""
+def verdict(
+    findings: Sequence[Finding],
+    recommendations: Sequence[Recommendation],
+    *,
+    lead: Sequence[str] = (),
+) -> str:
+    """Plain sentences for the top of a report: ``lead`` (what the advice rests on, when that
+    needs saying), the main finding and the top move. A move that rests on the receptive field
+    alone, or on a provisional finding, says so."""
+    head = " ".join(lead)
     if not findings:
-        return "Nothing to judge: no saturation profile and no receptive-field analysis."
+        body = "Nothing to judge: no usable saturation profile and no receptive-field analysis."
+        return f"{head} {body}".strip()
     main = min(findings, key=lambda f: _ORDER.index(f.kind))
     first = main.message
+    if main.provisional is not None:
+        first = f"Provisional: {first[0].lower()}{first[1:]}"
     moves = [r for r in recommendations if r.kind != "none"]
     if not moves:
         if main.kind == "even":
-            return first
-        return first + " No change of the model's knobs could be built to address it."
+            return f"{head} {first}".strip()
+        return (
+            f"{head} {first} No change of the model's knobs could be built to address it.".strip()
+        )
     top = moves[0]
     second = f"Suggested: {top.title[0].lower()}{top.title[1:]}"
     if top.cost is not None:
@@ -473,4 +554,4 @@ def verdict(findings: Sequence[Finding], recommendations: Sequence[Recommendatio
         second += f" — {top.set_args}"
     if len(moves) > 1:
         second += f"; {len(moves) - 1} more below"
-    return f"{first} {second}."
+    return f"{head} {first} {second}.".strip()

@@ -1,8 +1,10 @@
 """One plain training loop for proxy and full runs (nanoGPT style: no framework, no callbacks maze).
 
-``run(model, data, config=…, tracker=…)`` trains, evaluates after every epoch, reads the
-saturation tracker at every epoch end, and returns a :class:`RunResult` — also when the loss
-diverges (status ``"diverged"``) or the epoch callback asks to stop (status ``"pruned"``).
+``run(model, data, config=…, tracker=…)`` trains, evaluates the validation split after every
+epoch, reads the saturation tracker at every epoch end, tests whether the run learned (see
+:mod:`satadvisor.trust`), evaluates a full run's test split once at the end, and returns a
+:class:`RunResult` — also when the loss diverges (status ``"diverged"``), the run learned
+nothing (``"not_learned"``) or the epoch callback asks to stop (``"pruned"``).
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from satadvisor.config import TrainConfig
 from satadvisor.cost import count_macs, count_parameters
 from satadvisor.errors import UsageError
 from satadvisor.saturation._result import LayerSaturation
+from satadvisor.trust import Learning, learning
 
 if TYPE_CHECKING:
     from satadvisor.data import DataBundle, Split
     from satadvisor.saturation import SaturationTracker
 
-Status = Literal["completed", "diverged", "pruned", "failed"]
+Status = Literal["completed", "not_learned", "diverged", "pruned", "failed"]
 PHASES = ("train", "eval")
 
 
@@ -80,11 +83,19 @@ class RunResult:
     device_name: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
+    initial_loss: float | None = None  # mean loss of the first steps (see run)
+    learning: Learning | None = None
 
     @property
     def accuracy(self) -> float | None:
-        """Final evaluation accuracy (validation for proxy runs, test for full runs)."""
+        """Final validation accuracy (the split held out of the training set; never the test set)."""
         return self.epochs[-1].eval_accuracy if self.epochs else None
+
+    @property
+    def learned(self) -> bool:
+        """True when the run's accuracy is significantly above the majority-class rate and its
+        training loss fell (see :mod:`satadvisor.trust`)."""
+        return self.learning is not None and self.learning.learned
 
     def profile(self, phase: str = "train", epoch: int = -1) -> list[LayerSaturation]:
         """The per-layer saturation of one epoch (default: the last measured one)."""
@@ -95,6 +106,7 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["epochs"] = [asdict(e) for e in self.epochs]
+        d["learning"] = self.learning.to_dict() if self.learning is not None else None
         d["saturation"] = [
             {phase: [layer.to_dict() for layer in layers] for phase, layers in ep.items()}
             for ep in self.saturation
@@ -105,6 +117,7 @@ class RunResult:
     def from_dict(cls, d: dict[str, Any]) -> RunResult:
         d = dict(d)
         d["epochs"] = [EpochRecord(**e) for e in d.get("epochs", [])]
+        d["learning"] = Learning.from_dict(d["learning"]) if d.get("learning") else None
         d["saturation"] = [
             {phase: [LayerSaturation.from_dict(x) for x in layers] for phase, layers in ep.items()}
             for ep in d.get("saturation", [])
@@ -199,13 +212,21 @@ def _train_steps(images: int, batch_size: int) -> int:
 
 
 def _check_split(data: DataBundle, config: TrainConfig) -> None:
-    expected = "test" if config.full else "val"
-    if data.eval_name != expected:
+    if data.full != config.full:
         kind = "full" if config.full else "proxy"
+        holds = "holds a test split" if data.full else "holds no test split"
         raise UsageError(
-            f"a {kind} run (full={config.full}) evaluates the {expected} split but the data "
-            f"holds the {data.eval_name} split; load the data with full={config.full}"
+            f"a {kind} run (full={config.full}) needs data loaded with full={config.full}, "
+            f"but the data {holds}; load the data with full={config.full}"
         )
+
+
+def majority_rate(split: Split) -> float:
+    """The share of the most frequent class in ``split``: what a constant guess scores."""
+    labels = split.labels
+    if labels.numel() == 0:
+        return 1.0
+    return float(torch.bincount(labels).max()) / labels.numel()
 
 
 def run(
@@ -216,6 +237,7 @@ def run(
     tracker: SaturationTracker | None = None,
     on_epoch: Callable[[EpochRecord], bool | None] | None = None,
     progress: Callable[[Progress], None] | None = None,
+    until: Callable[[RunResult], bool] | None = None,
 ) -> RunResult:
     """Train ``model`` on ``data`` and return what was measured.
 
@@ -224,9 +246,13 @@ def run(
     epoch's evaluation; returning True stops the run with status ``"pruned"``. ``progress`` is
     called after every optimizer step (the CLI draws a bar with it; the library prints
     nothing). A non-finite training or evaluation loss ends the run with status
-    ``"diverged"``; the epochs measured before are kept. The global RNGs are seeded with
-    ``config.seed`` first (dropout), so the same seed and model reproduce a run on one device.
-    ``config.full`` must match the data (``eval_name`` "test" for full runs, else "val").
+    ``"diverged"``; the epochs measured before are kept. ``until`` is called with the result
+    so far after every epoch (``config.auto_epochs``: ``config.epochs`` is then a cap);
+    returning True ends the run early as finished. A run that finishes without learning (see
+    :mod:`satadvisor.trust`) ends with status ``"not_learned"``. The global RNGs are seeded
+    with ``config.seed`` first (dropout), so the same seed and model reproduce a run on one
+    device. ``config.full`` must match the data (full runs carry a test split, evaluated once
+    at the end into ``test_accuracy``; every run's ``accuracy`` is validation accuracy).
     """
     config = config or TrainConfig()
     _check_split(data, config)
@@ -254,6 +280,10 @@ def run(
     steps_per_epoch = _train_steps(len(data.train), config.batch_size)
     optimizer, scheduler = _make_optimizer(model, config, max(1, config.epochs * steps_per_epoch))
     seed_everything(config.seed)  # dropout and other global-RNG draws of the model
+    # The initial loss is the mean over the first 5 % of the first epoch's steps (1 to 20):
+    # one batch alone is too noisy to tell a flat loss from a falling one.
+    first_steps = max(1, min(20, steps_per_epoch // 20))
+    first_loss = torch.zeros((), device=device, dtype=torch.float64)
     started = time.perf_counter()
     train_seconds = 0.0
     images = 0
@@ -277,6 +307,10 @@ def run(
             with _autocast(device, config.amp):
                 out = model(x)
                 loss = F.cross_entropy(out.float(), y)
+            if epoch == 0 and step < first_steps:  # the untrained network's loss
+                first_loss += loss.detach().double()
+                if step == first_steps - 1:  # one host synchronisation per run
+                    result.initial_loss = float(first_loss) / first_steps
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -315,9 +349,24 @@ def run(
             result.status = "pruned"
             result.reason = f"stopped by the epoch callback after epoch {epoch + 1}"
             break
+        if until is not None and until(result):
+            break
 
-    if data.eval_name == "test" and result.status == "completed" and result.epochs:
-        result.test_accuracy = result.epochs[-1].eval_accuracy
+    if result.epochs and result.status != "diverged":
+        last = result.epochs[-1]
+        result.learning = learning(
+            accuracy=last.eval_accuracy,
+            eval_images=len(data.eval),
+            majority_rate=majority_rate(data.eval),
+            initial_loss=result.initial_loss,
+            final_loss=last.train_loss,
+        )
+        if result.status == "completed" and not result.learning.learned:
+            result.status = "not_learned"
+            result.reason = result.learning.reason
+    if data.test is not None and result.status in ("completed", "not_learned"):
+        # The test split is evaluated once, for reporting; nothing is chosen by it.
+        result.test_accuracy = _evaluate(model, data.test, config=config, device=device)[1]
     result.wall_time = time.perf_counter() - started
     result.images_per_second = images / train_seconds if train_seconds > 0 else 0.0
     return result

@@ -134,12 +134,20 @@ def test_cost_and_environment_are_recorded(small: data_mod.DataBundle) -> None:
     assert result.versions["torch"] == torch.__version__
 
 
-def test_full_runs_report_the_test_accuracy() -> None:
+def test_full_runs_score_validation_and_test_the_final_model_once() -> None:
     full = data_mod.load("digits", subset=SUBSET, full=True, device="cpu")
-    result = run(tiny(), full, config=cfg(epochs=1, full=True))
-    assert result.eval_name == "test"
-    assert result.test_accuracy is not None
-    assert result.test_accuracy == result.epochs[-1].eval_accuracy
+    assert full.test is not None and full.eval_name == "val"
+    # The validation split is carved from the training set: no image of it is in the test set
+    # or in the training split (indices into the sources).
+    assert not set(full.eval.indices.tolist()) & set(full.train.indices.tolist())
+    model = tiny()
+    result = run(model, full, config=cfg(epochs=2, full=True))
+    assert result.eval_name == "val"
+    # every epoch scored the validation split, the test split once at the end, by the final model
+    _, val_accuracy = evaluate(model, data_mod.DataBundle(**{**full.__dict__, "test": None}))
+    assert result.accuracy == pytest.approx(val_accuracy, abs=1e-12)
+    test_view = data_mod.DataBundle(**{**full.__dict__, "eval": full.test, "test": None})
+    assert result.test_accuracy == pytest.approx(evaluate(model, test_view)[1], abs=1e-12)
 
 
 def test_a_run_whose_config_does_not_match_the_split_is_refused(

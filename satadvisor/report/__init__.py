@@ -15,9 +15,9 @@ opens from ``file://`` with no network; copied without that file, the page still
 text) and says where the charts went. The folder is replaced atomically (see
 :func:`satadvisor._io.staged_dir`); an existing ``out_dir`` must be empty or an earlier report.
 
-Schema ``satadvisor.analysis/1`` (``advisor.Analysis.to_dict()``; units in brackets)::
+Schema ``satadvisor.analysis/2`` (``advisor.Analysis.to_dict()``; units in brackets)::
 
-    {"schema": "satadvisor.analysis/1",
+    {"schema": "satadvisor.analysis/2",
      "name": str,                     # report name, e.g. "vgg16-cifar10"
      "command": str,                  # the command line that produced it
      "seed": int,

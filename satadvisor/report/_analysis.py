@@ -11,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from satadvisor.advisor import SCHEMA  # one schema constant, defined where the dict is made
 from satadvisor.errors import UsageError
 from satadvisor.report import _plots_analysis
 from satadvisor.report._page import finite, fmt_value, render_page, to_json, write_bundle
-
-SCHEMA = "satadvisor.analysis/1"
 
 LAYER_COLUMNS = (
     "name",
@@ -90,7 +89,14 @@ def analysis_context(analysis: Mapping[str, Any]) -> dict[str, Any]:
     """The template context of the analysis page, from the analysis dict."""
     a: dict[str, Any] = finite(analysis)
     training = a.get("training")
+    lead = " ".join(a.get("lead") or [])
+    verdict = str(a.get("verdict") or "")
     return {
+        "lead": lead,
+        "verdict_body": verdict[len(lead) :].strip()
+        if lead and verdict.startswith(lead)
+        else verdict,
+        "not_learned": bool(training) and training.get("learned") is False,
         "title": f"{a['model']['name']} · satadvisor analysis",
         "page_kind": "analysis",
         "a": a,
@@ -119,7 +125,7 @@ def _training_note(training: Mapping[str, Any] | None) -> str | None:
             "receptive-field analysis needs no training; findings marked “predicted” come from it."
         )
     status = training.get("status") or "completed"
-    if status == "completed":
+    if status in ("completed", "not_learned"):  # not_learned leads the page (see "lead")
         return None
     reason = training.get("reason")
     return (
@@ -159,13 +165,24 @@ def _stats(a: Mapping[str, Any]) -> list[dict[str, Any]]:
             "exact": cost.get("params"),
         }
     )
-    if training:
-        tail = [layer["name"] for layer in layers if layer.get("tail")]
+    if training and training.get("learned") is False:
         stats.append(
             {
-                "label": "tail layers",
+                "label": "measured tail",
+                "value": ("text", "—"),
+                "sub": "not read: the proxy did not learn",
+                "warn": True,
+            }
+        )
+    elif training:
+        tail = [layer["name"] for layer in layers if layer.get("tail")]
+        settled = training.get("settled_epoch")
+        stats.append(
+            {
+                "label": "measured tail",
                 "value": ("text", f"{len(tail)} of {len(layers)}"),
-                "sub": f"from {tail[0]}" if tail else "no tail",
+                "sub": (f"from {tail[0]}" if tail else "no tail")
+                + (f"; settled at epoch {settled}" if settled else "; not settled"),
                 "warn": bool(tail),
             }
         )
@@ -204,6 +221,7 @@ def _finding(f: Mapping[str, Any]) -> dict[str, Any]:
         "message": f.get("message", ""),
         "layers": list(f.get("layers") or []),
         "predicted": bool(f.get("predicted")),
+        "provisional": f.get("provisional_reason") if f.get("provisional") else None,
         "evidence": [(k, fmt_value(v)) for k, v in (f.get("evidence") or {}).items()],
     }
 
