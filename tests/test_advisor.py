@@ -19,7 +19,7 @@ from satadvisor.cost import count_macs
 from satadvisor.errors import ModelBuildError, UsageError
 from satadvisor.report import LAYER_COLUMNS, SCHEMA
 
-# The keys documented for schema satadvisor.analysis/1 in satadvisor/report/__init__.py.
+# The keys documented for schema satadvisor.analysis/2 in satadvisor/report/__init__.py.
 TOP_KEYS = {
     "schema",
     "name",
@@ -36,12 +36,21 @@ TOP_KEYS = {
     "findings",
     "recommendations",
     "verdict",
+    "lead",
+    "advice_basis",
     "environment",
 }
 TRAINING_KEYS = {
     "status",
     "reason",
     "epochs",
+    "auto_epochs",
+    "max_epochs",
+    "learned",
+    "settled",
+    "settled_epoch",
+    "learning",
+    "settling",
     "eval_name",
     "accuracy",
     "params",
@@ -62,7 +71,16 @@ HISTORY_KEYS = {
     "seconds",
 }
 RF_KEYS = {"supported", "reason", "feasible_range", "border_layer"}
-FINDING_KEYS = {"kind", "layers", "message", "evidence", "predicted"}
+FINDING_KEYS = {
+    "kind",
+    "layers",
+    "message",
+    "evidence",
+    "predicted",
+    "basis",
+    "provisional",
+    "provisional_reason",
+}
 RECOMMENDATION_KEYS = {
     "kind",
     "title",
@@ -148,7 +166,7 @@ def forward_order(model: nn.Module) -> list[str]:
 def check_schema(d: dict[str, Any], *, trained: bool) -> None:
     """The documented keys are there (extra keys are allowed) and it is strict JSON."""
     json.dumps(d, allow_nan=False)
-    assert d["schema"] == SCHEMA == "satadvisor.analysis/1"
+    assert d["schema"] == SCHEMA == "satadvisor.analysis/2"
     assert set(d) >= TOP_KEYS
     assert set(d["model"]) == {"name", "source"} and set(d["cost"]) == {"macs", "params"}
     assert all(set(row) == set(LAYER_COLUMNS) for row in d["layers"])

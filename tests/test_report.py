@@ -52,7 +52,7 @@ def vgg_receptive_fields(resolution: int) -> list[dict[str, Any]]:
 
 
 def make_analysis(*, resolution: int = 32, epochs: int = 5, trained: bool = True) -> dict[str, Any]:
-    """A realistic ``satadvisor.analysis/1`` dict: VGG16-like profile with a conv8–13 tail."""
+    """A realistic ``satadvisor.analysis/2`` dict: VGG16-like profile with a conv8–13 tail."""
     rfs = vgg_receptive_fields(resolution)
     layers = []
     for i, (width, sat, rf) in enumerate(zip(VGG_WIDTHS, VGG_SATURATION, rfs, strict=True), 1):
@@ -406,7 +406,7 @@ def test_no_train_analysis_has_rf_table_and_note_but_no_saturation_or_training()
     assert 'data-figure="fig-rf-data"' in page  # the training-free chart stays
     table = page[page.index('<table class="layers">') : page.index("</table>")]
     assert table.count('<td class="name">') == 14
-    assert '<span class="badge predicted">predicted</span>' in page
+    assert '<span class="badge predicted">training-free (receptive field)</span>' in page
 
 
 def test_unsupported_receptive_field_shows_the_reason(analysis: dict[str, Any]) -> None:

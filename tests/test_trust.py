@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +16,11 @@ from torch import nn
 from satadvisor import data as data_mod
 from satadvisor import rules
 from satadvisor._data_split import TensorSplit
-from satadvisor.advisor import analyze
+from satadvisor.advisor import Analysis, analyze
+from satadvisor.cli import format_summary
 from satadvisor.config import TrainConfig
 from satadvisor.receptive import LayerReceptiveField, ReceptiveFieldAnalysis
+from satadvisor.report import write_analysis
 from satadvisor.saturation._result import LayerSaturation
 from satadvisor.train import run
 from satadvisor.trust import learning, required_accuracy, settling
@@ -234,9 +237,16 @@ def test_a_shortcut_conv_does_not_shift_the_agreement_check() -> None:
     assert tail2.evidence["rf_offset"] == -1 and tail2.evidence["rf_agrees"] is True
 
 
-def test_a_proxy_that_did_not_learn_gives_only_training_free_advice() -> None:
-    config = TrainConfig(epochs=1, lr=1e-6, device="cpu", seed=0)
-    a = analyze("vgg", dataset="digits", config=config, subset=300)
+@pytest.fixture(scope="module")
+def not_learned() -> Analysis:
+    """The embedded default trained at a learning rate too small to learn anything."""
+    return analyze("vgg", dataset="digits", config=TrainConfig(epochs=1, lr=1e-6, device="cpu"))
+
+
+def test_a_proxy_that_did_not_learn_gives_only_training_free_advice(
+    not_learned: Analysis,
+) -> None:
+    a = not_learned
     assert a.run is not None and a.run.status == "not_learned" and a.learned is False
     assert a.findings and all(f.predicted for f in a.findings)
     assert a.tail == []
@@ -248,6 +258,25 @@ def test_a_proxy_that_did_not_learn_gives_only_training_free_advice() -> None:
     assert all(f["basis"] == "receptive_field" for f in d["findings"])
     # the layer table still shows what was measured, but nothing is marked as a tail
     assert not any(row["tail"] for row in d["layers"])
+    # the flat loss at lr 1e-6 asks for a higher rate, never a lower one
+    assert "higher learning rate" in a.verdict and "lower learning rate" not in a.verdict
+
+
+def test_the_report_and_terminal_lead_with_did_not_learn(
+    not_learned: Analysis, tmp_path: Path
+) -> None:
+    payload = not_learned.to_dict()
+    index = write_analysis(payload, tmp_path / "r")
+    page = index.read_text()
+    banner = page.index("<strong>Did not learn.</strong>")
+    assert banner < page.index('class="card verdict"')  # before the verdict card
+    verdict_card = page[page.index('class="card verdict"') : page.index("</section>")]
+    assert '<span class="badge measured">' not in verdict_card
+    assert "not read: the proxy did not learn" in page
+    text = format_summary(payload, index)
+    lines = text.splitlines()
+    assert lines[1].startswith("DID NOT LEARN: The proxy did not learn")
+    assert text.count("The proxy did not learn") == 1  # said once, first
 
 
 def test_epochs_auto_stops_once_learned_and_settled() -> None:

@@ -26,10 +26,27 @@ Schema ``satadvisor.analysis/2`` (``advisor.Analysis.to_dict()``; units in brack
      "dataset": str, "resolution": int [px],
      "num_classes": int, "in_channels": int,
      "profile_phase": "train" | "eval",   # which phase's saturation the rules read
+     "advice_basis": "measured" | "receptive_field" | "none",  # what the findings rest on
+     "lead": [str, …],                # sentences before the verdict's finding: did not learn,
+                                      # not settled, the two witnesses disagree
      "training": null | {             # null: --no-train
-         "status": "completed" | "diverged" | "pruned" | …, "reason": str | null,
-         "epochs": int, "eval_name": "val" | "test",
-         "accuracy": float [0, 1], "test_accuracy": float [0, 1] | null,  # null: proxy run
+         "status": "completed" | "not_learned" | "diverged" | "pruned" | …,
+         "reason": str | null,
+         "epochs": int,                   # epochs run
+         "auto_epochs": bool, "max_epochs": int,  # --epochs auto: max_epochs is the cap
+         "learned": bool,                 # accuracy significantly above the majority class
+         "settled": bool, "settled_epoch": int | null,  # profile stopped moving (from epoch)
+         "learning": null | {"learned": bool, "accuracy": float, "eval_images": int,
+                             "majority_rate": float, "required_accuracy": float,
+                             "p_value": float, "alpha": float, "initial_loss": float,
+                             "final_loss": float, "loss_fell": bool, "reason": str | null},
+         "settling": null | {"settled": bool, "epoch": int | null, "epochs": int,
+                             "max_change": float | null, "moving_layer": str | null,
+                             "pattern_changed": bool | null, "tolerance": float,
+                             "reason": str | null},
+         "eval_name": "val",              # every run scores the validation split
+         "accuracy": float [0, 1],        # validation accuracy (what selection reads)
+         "test_accuracy": float [0, 1] | null,  # full runs only, evaluated once; null: proxy
          "params": int, "macs": int,
          "wall_time": float [s], "images_per_second": float, "device": str,
          "history": [{"epoch": int, "train_loss": float, "train_accuracy": float [0, 1],
@@ -46,7 +63,10 @@ Schema ``satadvisor.analysis/2`` (``advisor.Analysis.to_dict()``; units in brack
                          "feasible_range": [lo, hi] [px] | null, "border_layer": str | null},
      "findings": [{"kind": "tail" | "early_underuse" | "too_narrow" | "too_wide" | "even",
                    "layers": [str, …], "message": str, "evidence": {str: value},
-                   "predicted": bool}, …],          # predicted: from the RF analysis alone
+                   "predicted": bool,               # from the RF analysis alone
+                   "basis": "measured" | "receptive_field",
+                   "provisional": bool,             # from a profile that had not settled
+                   "provisional_reason": str | null}, …],
      "recommendations": [{"kind": str, "title": str, "changes": {str: value},
                           "knobs": {str: value}, "resolution": int [px], "rationale": str,
                           "cost": null | {"macs": int, "params": int,
