@@ -6,7 +6,7 @@ depth, kernel size and input resolution. Each configuration is trained twice per
 - **proxy**: exactly as ``satadvisor analyze`` does — ``analyze(...)`` with ``TrainConfig``
   defaults except ``--epochs``, on the training split minus the seeded 10 % validation split,
   scored on that validation split (saturation tracked, as in the search);
-- **full**: ``full=True`` — the whole training set, ``--full-epochs`` epochs, the test set
+- **full**: ``full=True`` — the training set minus the validation split, ``--full-epochs`` epochs, the test set
   (untracked: the tracker only observes, the accuracy is the same with or without it).
 
 Reported: Spearman ρ between the proxy accuracy and the full test accuracy (means over seeds),

@@ -4,9 +4,13 @@ For every seed and every strategy, ``satadvisor.search.optimize`` runs one study
 accuracy and MACs, its own SQLite storage in a temporary folder) with the same budget of proxy
 trials, then validates its picks in full. Per study:
 
-- the **recommendation**: ``summary["recommended"][0]`` (validated: as accurate as the
-  baseline within half a point and cheaper, or more accurate), else the baseline — its
-  full-run test accuracy and MACs;
+- the **recommendation**: the first *confirmed* entry of ``summary["recommended"]``, else the
+  baseline. The study chooses on validation accuracy only (full runs with
+  ``--validate-seeds`` seeds, paired by seed with the baseline: cheaper and its 95 % interval
+  above −half a point, or more accurate with the interval above 0); the chosen
+  configuration's validation accuracy (what chose) and test accuracy (reported only, never
+  used to choose) and MACs are recorded, with the verdict of the first candidate when none is
+  confirmed;
 - the **hypervolume** of the proxy Pareto front (accuracy maximised, MACs minimised) against
   the reference point (accuracy 0, MACs = 1.1 × the largest MACs of any trial of any study),
   divided by the reference box (1 × reference MACs), so 1.0 would be a free perfect model.
@@ -52,6 +56,11 @@ NAME = "search_quality"
 STRATEGIES = ("hybrid", "tpe", "rules")
 
 Point = tuple[float, float]  # (accuracy, MACs)
+#: What is kept of the chosen configuration and of every validated one (study.json fields).
+CHOSEN_KEYS = ("knobs", "val_accuracy", "val_std", "test_accuracy", "macs", "params", "source")
+CHOSEN_KEYS += ("verdict", "comparison")
+VALIDATION_KEYS = ("knobs", "baseline", "proxy_accuracy", "val_accuracy", "test_accuracy")
+VALIDATION_KEYS += ("macs", "seeds", "runs", "comparison")
 
 
 # --------------------------------------------------------------------------- hypervolume
@@ -120,6 +129,7 @@ def run_study(
         study_name=name,
         storage=f"sqlite:///{storage_dir / name}.db",
         validate_top=args.validate_top,
+        validate_seeds=args.validate_seeds,
         full_epochs=args.full_epochs,
         config=config,
         dataset=args.dataset,
@@ -131,7 +141,8 @@ def run_study(
     )
     complete = [t for t in summary["trials"] if t["state"] == "complete"]
     baseline = next(v for v in summary["validation"] if v.get("baseline"))
-    rec = summary["recommended"][0] if summary["recommended"] else None
+    rec = next((r for r in summary["recommended"] if r.get("confirmed")), None)
+    candidate = summary["recommended"][0] if summary["recommended"] else None
     chosen = rec or baseline
     return {
         "strategy": strategy,
@@ -146,15 +157,17 @@ def run_study(
             {k: t[k] for k in ("number", "source", "knobs", "accuracy", "macs", "tail_length")}
             for t in complete
         ],
-        "baseline": {k: baseline[k] for k in ("knobs", "test_accuracy", "macs", "proxy_accuracy")},
-        "recommended": rec is not None,
-        "chosen": {
-            k: chosen.get(k) for k in ("knobs", "test_accuracy", "macs", "params", "source")
+        "baseline": {
+            k: baseline.get(k)
+            for k in ("knobs", "val_accuracy", "test_accuracy", "macs", "proxy_accuracy", "runs")
         },
-        "validation": [
-            {k: v.get(k) for k in ("knobs", "baseline", "proxy_accuracy", "test_accuracy", "macs")}
-            for v in summary["validation"]
-        ],
+        "recommended": rec is not None,
+        "chosen": {k: chosen.get(k) for k in CHOSEN_KEYS},
+        # the best candidate when none is confirmed: why it was not adopted
+        "candidate": None
+        if candidate is None or candidate is rec
+        else {k: candidate.get(k) for k in ("knobs", "val_accuracy", "verdict", "basis")},
+        "validation": [{k: v.get(k) for k in VALIDATION_KEYS} for v in summary["validation"]],
         "rank_agreement": summary["rank_agreement"],
     }
 
@@ -174,12 +187,14 @@ def aggregate(studies: Sequence[dict[str, Any]], strategies: Sequence[str]) -> l
     for strategy in strategies:
         mine = [s for s in studies if s["strategy"] == strategy]
         acc = common.mean_std([s["chosen"]["test_accuracy"] for s in mine])
+        val = common.mean_std([s["chosen"]["val_accuracy"] for s in mine])
         macs = common.mean_std([float(s["chosen"]["macs"]) for s in mine])
         hv = common.mean_std([s["hypervolume"] for s in mine])
         rows.append(
             {
                 "strategy": strategy,
                 "studies": len(mine),
+                "val_accuracy": val,
                 "test_accuracy": acc,
                 "macs": macs,
                 "hypervolume": hv,
@@ -204,11 +219,21 @@ def paired(studies: Sequence[dict[str, Any]], *, against: str = "tpe") -> list[d
                 "strategy": s["strategy"],
                 "seed": s["seed"],
                 "hypervolume": s["hypervolume"] - base["hypervolume"],
+                "val_accuracy": s["chosen"]["val_accuracy"] - base["chosen"]["val_accuracy"],
                 "test_accuracy": s["chosen"]["test_accuracy"] - base["chosen"]["test_accuracy"],
                 "macs_ratio": s["chosen"]["macs"] / base["chosen"]["macs"],
             }
         )
     return out
+
+
+def _kept(study: dict[str, Any]) -> str:
+    """`` (baseline)``, with why the best candidate was not adopted when there was one."""
+    cand = study.get("candidate")
+    if not cand:
+        return " (baseline)"
+    knobs = ", ".join(f"{k}={v}" for k, v in cand["knobs"].items())
+    return f" (baseline; candidate {knobs}: {cand['verdict']}, {cand['basis']})"
 
 
 def tables(result: dict[str, Any]) -> str:
@@ -218,6 +243,7 @@ def tables(result: dict[str, Any]) -> str:
             f"{r['trials']:.1f}",
             f"{r.get('rule_trials', 0.0):.1f}",
             f"{r['recommended_found']}/{r['studies']}",
+            common.pct(*r["val_accuracy"]),
             common.pct(*r["test_accuracy"]),
             common.human(r["macs"][0]),
             f"{r['hypervolume'][0]:.4f} ± {r['hypervolume'][1]:.4f}",
@@ -229,8 +255,9 @@ def tables(result: dict[str, Any]) -> str:
             "strategy",
             "trials run",
             "rule trials",
-            "recommendation found",
-            "chosen: test acc. %",
+            "confirmed recommendation",
+            "chosen: val acc. % (chose)",
+            "chosen: test acc. % (reported)",
             "chosen: MACs (mean)",
             "proxy-front hypervolume",
         ],
@@ -243,7 +270,8 @@ def tables(result: dict[str, Any]) -> str:
             s["complete_trials"],
             s["rule_trials"],
             ", ".join(f"{k}={v}" for k, v in s["chosen"]["knobs"].items())
-            + ("" if s["recommended"] else " (baseline)"),
+            + ("" if s["recommended"] else _kept(s)),
+            common.pct(s["chosen"]["val_accuracy"]),
             common.pct(s["chosen"]["test_accuracy"]),
             common.human(s["chosen"]["macs"]),
             f"{s['hypervolume']:.4f}",
@@ -251,20 +279,40 @@ def tables(result: dict[str, Any]) -> str:
         for s in result["studies"]
     ]
     second = common.markdown_table(
-        ["strategy", "seed", "trials", "rule trials", "chosen", "test acc. %", "MACs", "HV"], per
+        [
+            "strategy",
+            "seed",
+            "trials",
+            "rule trials",
+            "chosen",
+            "val acc. %",
+            "test acc. %",
+            "MACs",
+            "HV",
+        ],
+        per,
     )
     diffs = [
         [
             d["strategy"],
             d["seed"],
             f"{d['hypervolume']:+.4f}",
+            f"{100 * d['val_accuracy']:+.2f}",
             f"{100 * d['test_accuracy']:+.2f}",
             f"{d['macs_ratio']:.2f}×",
         ]
         for d in result.get("paired", [])
     ]
     third = common.markdown_table(
-        ["strategy − tpe", "seed", "Δ HV", "Δ test acc. (points)", "MACs ratio"], diffs
+        [
+            "strategy − tpe",
+            "seed",
+            "Δ HV",
+            "Δ val acc. (points)",
+            "Δ test acc. (points)",
+            "MACs ratio",
+        ],
+        diffs,
     )
     return f"{first}\n\n{second}\n\n{third}"
 
@@ -280,6 +328,7 @@ RESUME_KEYS = (
     "subset",
     "full_subset",
     "pinned",
+    "validate_seeds",
 )
 
 
@@ -299,7 +348,8 @@ def load_partial(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     mismatch = [k for k in RESUME_KEYS if k in options and options[k] != getattr(args, k)]
     if mismatch:
         raise SystemExit(f"{path} was run with other {', '.join(mismatch)}; delete it or match")
-    return [s for s in saved["studies"] if s["seed"] < args.seeds]
+    # Studies that chose on the test set (before the validation split) are run again.
+    return [s for s in saved["studies"] if s["seed"] < args.seeds and "val_accuracy" in s["chosen"]]
 
 
 def _knob(text: str) -> tuple[str, int]:
@@ -342,6 +392,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--validate-top", type=int, default=3, help="picks retrained in full per study (3)"
     )
     parser.add_argument(
+        "--validate-seeds",
+        type=int,
+        default=3,
+        help="seeds of each full run; picks are confirmed on paired validation accuracy (3)",
+    )
+    parser.add_argument(
         "--resume", action="store_true", help="reuse the studies of an interrupted run"
     )
     parser.add_argument("--selftest", action="store_true", help="check the hypervolume and exit")
@@ -376,7 +432,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 chosen = study["chosen"]
                 print(
                     f"{strategy} seed {seed}: {study['complete_trials']} trials, chosen "
-                    f"{chosen['knobs']} test {chosen['test_accuracy']:.4f} "
+                    f"{chosen['knobs']} val {chosen['val_accuracy']:.4f} test "
+                    f"{chosen['test_accuracy']:.4f} (reported only) "
                     f"({time.time() - started:.0f} s)",
                     flush=True,
                 )

@@ -8,11 +8,15 @@ conv stack (``--width`` channels in the first stage) — on Fashion-MNIST at 32 
    receptive-field border?), the verdict, and the recommendations;
 2. the first *efficiency* recommendation (the tail removed) and the first *performance*
    recommendation, used exactly as given, and the baseline are each trained in full
-   (``full=True``: whole training set, ``--full-epochs``, test set) with ``--seeds`` seeds.
-   Seed 0 runs through ``analyze`` (so its profile is measured too); the other seeds train
-   untracked, which gives the same accuracy.
+   (``full=True``: the training set minus the validation split, ``--full-epochs``; the test
+   set evaluated once at the end) with ``--seeds`` seeds, on one split (drawn with seed 0) so
+   the runs pair by seed. Seed 0 runs through ``analyze`` (so its profile is measured too);
+   the other seeds train untracked, which gives the same accuracy.
 
-Reported: test accuracy (mean ± std over seeds), MACs and parameters of each against the
+Reported: validation accuracy (mean ± std over seeds: what decides), the paired difference of
+each move to the baseline with its 95 % t-interval and the verdict (confirmed / not confirmed /
+tie, as ``satadvisor optimize`` judges a pick: a cheaper move must stay above −0.5 points, a
+more accurate one above 0), test accuracy (reported only), MACs and parameters against the
 baseline, the baseline's per-conv saturation profile with the receptive field, and the verdict.
 Published expectation (Richter et al. 2021): removing the tail costs at most ~0.5 points of
 accuracy for a large cut in compute, and the performance move gains accuracy.
@@ -54,11 +58,14 @@ from satadvisor.advisor import Analysis, analyze, build_model
 from satadvisor.config import TrainConfig
 from satadvisor.rules import Recommendation, tail_layers
 from satadvisor.saturation import LayerSaturation
+from satadvisor.search import summary as summary_mod
 from satadvisor.search.summary import evenness
 from satadvisor.train import run, seed_everything
 
 NAME = "tail_removal"
 DATASET = "fashion-mnist"
+#: Accuracy a cheaper move may lose and still be confirmed (``optimize``'s default tolerance).
+TOLERANCE = 0.005
 
 
 def baseline_knobs(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,7 +149,12 @@ def reusable(path: Path | None, args: argparse.Namespace) -> dict[str, dict[str,
     options = recorded.get("options", {})
     if any(options.get(k) != getattr(args, k) for k in REUSE_OPTIONS):
         return {}
-    return {_model_key(r["knobs"], r["resolution"]): r for r in recorded.get("runs", [])}
+    # Runs scored on the test set (before the validation split) cannot decide anything now.
+    return {
+        _model_key(r["knobs"], r["resolution"]): r
+        for r in recorded.get("runs", [])
+        if "val_accuracy_mean" in r
+    }
 
 
 def current_tail(profile: dict[str, float]) -> list[str]:
@@ -155,7 +167,8 @@ def current_tail(profile: dict[str, float]) -> list[str]:
 
 
 def reuse_row(row: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
-    out = {k: v for k, v in row.items() if k not in ("change", "title", "predicted_cost", "name")}
+    drop = ("change", "title", "predicted_cost", "name", "judged")
+    out = {k: v for k, v in row.items() if k not in drop}
     # A row reused twice keeps the file it was trained for and the tail recorded there.
     out.update(
         name=name,
@@ -163,7 +176,7 @@ def reuse_row(row: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
         tail_full_seed0_recorded=row.get("tail_full_seed0_recorded", row["tail_full_seed0"]),
     )
     out["tail_full_seed0"] = current_tail(row.get("profile_full_seed0", {}))
-    print(f"  {name}: reused from {path} (test {row['test_accuracy_mean']})", flush=True)
+    print(f"  {name}: reused from {path} (val {row['val_accuracy_mean']})", flush=True)
     return out
 
 
@@ -182,16 +195,17 @@ def full_runs(
         return reuse_row(recorded, name, args.reuse)
     seeds: list[dict[str, Any]] = []
     out: dict[str, Any] = {"name": name, "knobs": knobs, "resolution": resolution}
+    # One validation split (seed 0) for every run: the differences to the baseline pair by seed.
+    bundle = data_mod.load(
+        DATASET,
+        resolution=resolution,
+        data_dir=args.data_root,
+        full=True,
+        seed=0,
+        device=device,
+        subset=args.full_subset,
+    )
     for seed in range(args.seeds):
-        bundle = data_mod.load(
-            DATASET,
-            resolution=resolution,
-            data_dir=args.data_root,
-            full=True,
-            seed=seed,
-            device=device,
-            subset=args.full_subset,
-        )
         config = TrainConfig(epochs=args.full_epochs, seed=seed, device=str(device), full=True)
         if seed == 0:
             analysis = analyze(
@@ -209,19 +223,42 @@ def full_runs(
             seed_everything(seed)
             net = build_model(spec, knobs, num_classes=10, in_channels=1)
             result = run(net, bundle, config=config)
+        scored = result.status not in summary_mod.UNFINISHED
         seeds.append(
             {
                 "seed": seed,
-                "test_accuracy": result.test_accuracy,
+                "val_accuracy": result.accuracy if scored else None,
+                "test_accuracy": result.test_accuracy if scored else None,
                 "status": result.status,
                 "seconds": round(result.wall_time, 1),
             }
         )
-        print(f"  {name} seed {seed}: test {result.test_accuracy}", flush=True)
-    accs = [s["test_accuracy"] for s in seeds if s["test_accuracy"] is not None]
+        print(
+            f"  {name} seed {seed}: val {result.accuracy} test {result.test_accuracy} "
+            "(reported only)",
+            flush=True,
+        )
     out["seeds"] = seeds
-    out["test_accuracy_mean"], out["test_accuracy_std"] = common.mean_std(accs)
+    out["val_images"], out["test_images"] = len(bundle.eval), len(bundle.test or [])
+    for key in ("val", "test"):
+        accs = [s[f"{key}_accuracy"] for s in seeds if s[f"{key}_accuracy"] is not None]
+        out[f"{key}_accuracy_mean"], out[f"{key}_accuracy_std"] = common.mean_std(accs)
     return out
+
+
+def judge(row: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The paired comparison of a move's validation accuracy to the baseline's, and its verdict
+    (:func:`satadvisor.search.summary.judge`: what ``optimize`` would say of it)."""
+    comparison = summary_mod.paired({"runs": base["seeds"]}, {"runs": row["seeds"]})
+    cheaper = row["macs"] < base["macs"]
+    if comparison["mean"] is None:
+        return {"comparison": comparison, "verdict": "not confirmed", "basis": "missing runs"}
+    if not (cheaper and comparison["mean"] >= -TOLERANCE) and comparison["mean"] <= 0:
+        return {"comparison": comparison, "verdict": "not confirmed", "basis": "worse"}
+    return {
+        "comparison": comparison,
+        **summary_mod.judge(comparison, cheaper=cheaper, tolerance=TOLERANCE),
+    }
 
 
 def tables(result: dict[str, Any]) -> str:
@@ -230,14 +267,22 @@ def tables(result: dict[str, Any]) -> str:
     base = result["runs"][0]
     rows = []
     for r in result["runs"]:
-        delta = r["test_accuracy_mean"] - base["test_accuracy_mean"]
+        c = (r.get("judged") or {}).get("comparison") or {}
+        if r is base or c.get("mean") is None:
+            delta = "—"
+        elif c.get("low") is None:
+            delta = f"{100 * c['mean']:+.2f} (one seed)"
+        else:
+            delta = f"{100 * c['mean']:+.2f} [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]"
         rows.append(
             [
                 r["name"],
                 r.get("change", "—"),
                 f"{r['resolution']}",
+                common.pct(r["val_accuracy_mean"], r["val_accuracy_std"]),
+                delta,
+                "—" if r is base else (r.get("judged") or {}).get("verdict", "—"),
                 common.pct(r["test_accuracy_mean"], r["test_accuracy_std"]),
-                f"{100 * delta:+.2f}" if r is not base else "—",
                 common.human(r["macs"]),
                 f"{r['macs'] / base['macs']:.2f}×",
                 common.human(r["params"]),
@@ -245,7 +290,8 @@ def tables(result: dict[str, Any]) -> str:
                 ", ".join(r["tail_full_seed0"][:1] + r["tail_full_seed0"][-1:]) or "none",
             ]
         )
-    headers = ["model", "change", "px", "test acc. %", "Δ points", "MACs", "MACs ×"]
+    headers = ["model", "change", "px", "val acc. % (decides)", "Δ val points [95 % CI]"]
+    headers += ["verdict", "test acc. % (reported)", "MACs", "MACs ×"]
     first = common.markdown_table(
         [*headers, "params", "params ×", "measured tail (full, seed 0)"], rows
     )
@@ -352,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             predicted_cost=rec.cost.to_dict() if rec.cost else None,
         )
         runs.append(row)
+    for row in runs[1:]:
+        row["judged"] = judge(row, runs[0])
     del args.data_root, args.reusable
     result = {
         "benchmark": NAME,

@@ -228,10 +228,10 @@ def _check_data(
             f"the loaded data is at {data.resolution} px but {resolution} px was asked for; "
             "load the data at that resolution"
         )
-    if data.eval_name != ("test" if full else "val"):
+    if data.full != full:
+        holds = "holds a test split" if data.full else "holds no test split"
         raise UsageError(
-            f"the loaded data evaluates on its {data.eval_name} split but config.full={full}; "
-            f"load the data with full={full}"
+            f"the loaded data {holds} but config.full={full}; load the data with full={full}"
         )
 
 
@@ -430,7 +430,7 @@ def _fixes(result: RunResult, *, spec: ModelSpec, config: TrainConfig, data: Dat
     if initial is not None and final > 1.1 * initial:
         fixes.append(f"a lower learning rate (--lr, now {config.lr:g}; the loss rose)")
     elif learning is not None and not learning.loss_fell:
-        fixes.append(f"a higher learning rate (--lr, now {config.lr:g}; the loss stayed flat)")
+        fixes.append(f"another learning rate (--lr, now {config.lr:g}; the loss stayed flat)")
     images = len(data.train)
     train_chance = learning is not None and last.train_accuracy < learning.required_accuracy
     if not config.auto_epochs:
@@ -457,15 +457,15 @@ def _lead(
     if not result.learned:
         why = result.learning.reason if result.learning is not None else result.reason
         return [
-            f"The proxy did not learn ({why}), so its saturation profile says nothing about "
-            "the architecture and no advice rests on it; likely fixes: "
+            f"The proxy did not learn: {why}. Its saturation profile says nothing about the "
+            "architecture, so no advice rests on it; likely fixes: "
             f"{_fixes(result, spec=spec, config=config, data=data)}. Only the training-free "
             "receptive-field analysis below stands."
         ]
     lead = []
     if settling is not None and not settling.settled:
         lead.append(
-            f"The saturation profile had not settled after {len(result.epochs)} epochs "
+            f"The saturation profile had not settled after {_epochs(len(result.epochs))} "
             f"({settling.reason}): the measured findings are provisional and the width rules "
             "did not run; rerun with --epochs auto to let it settle."
         )
@@ -491,3 +491,7 @@ def _witnesses(findings: list[rules.Finding]) -> list[str]:
             "network does, the receptive field only its geometry."
         ]
     return []
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"

@@ -77,6 +77,33 @@ def _debug_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(f)
 
 
+class _Epochs(click.ParamType):
+    """``--epochs``: a whole number of epochs, or ``auto`` (until learned and settled)."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int) or value == "auto":
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            number = int(text)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of epochs nor 'auto'", param, ctx)
+        if not 1 <= number <= 10_000:
+            self.fail(f"{number} is not in the range 1 to 10000 (or 'auto')", param, ctx)
+        return number
+
+
+def _epochs_config(epochs: int | str, max_epochs: int) -> dict[str, Any]:
+    """TrainConfig arguments for ``--epochs N|auto`` and ``--max-epochs``."""
+    if epochs == "auto":
+        return {"epochs": max_epochs, "auto_epochs": True}
+    return {"epochs": int(epochs)}
+
+
 def _training_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by `analyze` and `optimize` (dataset, resolution, proxy training)."""
     options = [
@@ -107,10 +134,18 @@ def _training_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--epochs",
-            type=click.IntRange(1, 10_000),
+            type=_Epochs(),
             default=5,
             show_default=True,
-            help="Epochs of each proxy training.",
+            help="Epochs of each proxy training, or 'auto': train until the proxy has learned "
+            "and its saturation profile has settled (at most --max-epochs).",
+        ),
+        click.option(
+            "--max-epochs",
+            type=click.IntRange(2, 10_000),
+            default=30,
+            show_default=True,
+            help="Cap of --epochs auto.",
         ),
         click.option(
             "--subset",
@@ -207,7 +242,8 @@ def analyze(
     data_dir: Path | None,
     download: bool,
     resolution: int | None,
-    epochs: int,
+    epochs: int | str,
+    max_epochs: int,
     subset: int | None,
     batch_size: int,
     lr: float,
@@ -237,7 +273,13 @@ def analyze(
         spec = spec_mod.load(model)
         knobs = spec.parse_set(list(set_items))
         check_output_dir(out / (name or spec.name))
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed)
+        config = TrainConfig(
+            **_epochs_config(epochs, max_epochs),
+            batch_size=batch_size,
+            lr=lr,
+            device=device,
+            seed=seed,
+        )
         with _progress_bar(enabled=not as_json) as progress:
             analysis = run_analysis(
                 spec,
@@ -302,11 +344,20 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
         f"{analysis['model']['name']} on {analysis['dataset']} at {analysis['resolution']} px"
         f" — {analysis['cost']['macs'] / 1e6:.2f} MMACs, {analysis['cost']['params'] / 1e3:.1f} k params"
     )
+    lead = list(analysis.get("lead") or [])
+    verdict = analysis["verdict"]
     if training:
         head += f", {training['eval_name']} accuracy {training['accuracy']:.3f}"
-        if training["status"] != "completed":
+        head += f" after {training['epochs']} epoch{'s' if training['epochs'] != 1 else ''}"
+        if training["status"] not in ("completed", "not_learned"):
             head += f" ({training['status']}: {training['reason']})"
+        elif training.get("settled_epoch"):
+            head += f", settled from epoch {training['settled_epoch']}"
     lines.append(head)
+    if lead and training and not training.get("learned"):
+        # A proxy that learned nothing: say so before any number that could be read as advice.
+        lines.append("DID NOT LEARN: " + " ".join(lead))
+        verdict = verdict[len(" ".join(lead)) :].strip()
     width = max((len(row["name"]) for row in analysis["layers"]), default=4)
     for row in analysis["layers"]:
         sat = row["saturation"]
@@ -323,7 +374,7 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
             f"  {row['name']:<{width}}  {_bar(sat)} {value}  {r_min:<7} {' '.join(marks)}".rstrip()
         )
     lines.append("")
-    lines.append(analysis["verdict"])
+    lines.append(verdict)
     for i, rec in enumerate(analysis["recommendations"], 1):
         cost = rec.get("cost")
         effect = ""
@@ -389,6 +440,15 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
     help="Pareto-optimal configurations retrained in full (with the baseline); 0 skips.",
 )
 @click.option(
+    "--validate-seeds",
+    type=click.IntRange(1, 100),
+    default=3,
+    show_default=True,
+    metavar="N",
+    help="Seeds of each full run: a pick is confirmed only when its paired 95 % interval over "
+    "the seeds supports it (1: nothing is confirmed). GPU: 5 or more.",
+)
+@click.option(
     "--full-epochs",
     type=click.IntRange(1, 10_000),
     default=None,
@@ -418,6 +478,7 @@ def optimize(
     storage: str | None,
     workers: int,
     validate_top: int,
+    validate_seeds: int,
     full_epochs: int | None,
     full_subset: int | None,
     timeout: float | None,
@@ -425,7 +486,8 @@ def optimize(
     data_dir: Path | None,
     download: bool,
     resolution: int | None,
-    epochs: int,
+    epochs: int | str,
+    max_epochs: int,
     subset: int | None,
     batch_size: int,
     lr: float,
@@ -449,12 +511,21 @@ def optimize(
         from satadvisor.search.study import parse_objectives
 
         _check_device(device)
+        if epochs == "auto":
+            from satadvisor.errors import UsageError
+
+            raise UsageError(
+                "--epochs auto is for analyze: a search compares its proxies at one fixed "
+                "number of epochs; pass --epochs N (e.g. the epochs analyze --epochs auto took)"
+            )
         parse_objectives(objectives)
         spec = spec_mod.load(model)
         pinned = spec.parse_set(list(set_items))
         # the folder optimize() will name the report after (see search.study.optimize)
         check_output_dir(out / (study_name or f"{spec.name}-{dataset or spec.dataset or 'digits'}"))
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed)
+        config = TrainConfig(
+            epochs=int(epochs), batch_size=batch_size, lr=lr, device=device, seed=seed
+        )
         verbose = sys.stderr.isatty()
         summary = run_search(
             model,
@@ -465,6 +536,7 @@ def optimize(
             storage=storage,
             workers=workers,
             validate_top=validate_top,
+            validate_seeds=validate_seeds,
             full_epochs=full_epochs,
             config=config,
             dataset=dataset,
@@ -515,7 +587,7 @@ class _TrialPrinter:
 
 
 def _accuracy(value: float | None) -> str:
-    """A test accuracy, or '—' for a full run that has none (it diverged)."""
+    """An accuracy, or '—' for a full run that has none (it diverged)."""
     return "—" if value is None else f"{value:.3f}"
 
 
@@ -523,35 +595,97 @@ def _print_validation(record: dict[str, Any]) -> None:
     label = "baseline" if record["baseline"] else f"trial #{record['trial']}"
     status = "" if record.get("status", "completed") == "completed" else f" ({record['status']})"
     click.echo(
-        f"full run {label} {_knobs_text(record['knobs'])}: test acc "
-        f"{_accuracy(record['test_accuracy'])}{status}",
+        f"full run {label} seed {record.get('seed')} {_knobs_text(record['knobs'])}: val acc "
+        f"{_accuracy(record.get('val_accuracy'))}, test acc "
+        f"{_accuracy(record['test_accuracy'])} (reported only){status}",
         err=True,
     )
 
 
+def _spread(record: dict[str, Any]) -> str:
+    """Mean validation accuracy with its spread over seeds: ``0.958 ± 0.004 (3 seeds)``."""
+    n = len(record.get("seeds") or [])
+    std = record.get("val_std")
+    spread = f" ± {std:.3f}" if std is not None else ""
+    return f"{_accuracy(record.get('val_accuracy'))}{spread} ({n} seed{'' if n == 1 else 's'})"
+
+
+def _paired_text(rec: dict[str, Any], tolerance: float) -> str:
+    """``Δ val +0.002, 95 % interval [-0.003, +0.007]: confirmed, accuracy tie`` (or why not)."""
+    cmp = rec.get("comparison") or {}
+    delta = f"Δ val {rec['accuracy_delta']:+.3f}"
+    verdict = rec.get("verdict", "not confirmed")
+    if cmp.get("low") is None or cmp.get("high") is None:
+        why = "one seed, no interval" if rec.get("basis") == "one seed" else "runs missing"
+        return f"{delta}: {verdict} ({why})"
+    level = round(100 * cmp.get("level", 0.95))
+    interval = f"{level} % interval [{cmp['low']:+.3f}, {cmp['high']:+.3f}]"
+    if rec.get("basis") == "missing runs":
+        why = f"{cmp.get('missing')} runs missing or unscored"
+    elif verdict == "tie":
+        why = "the interval contains 0"
+    elif verdict == "confirmed":
+        why = (
+            "more accurate"
+            if cmp.get("accuracy") == "more accurate"
+            else (f"accuracy {cmp.get('accuracy')}, within the {-tolerance:+.3f} tolerance")
+        )
+    elif rec.get("claim") == "cheaper":
+        why = f"the interval reaches below {-tolerance:+.3f}"
+    else:
+        why = "the interval does not lie above 0"
+    return f"{delta}, {interval}: {verdict} ({why})"
+
+
 def format_study(summary: dict[str, Any], index: Path) -> str:
-    """Terminal summary of a study: the recommended configurations against the baseline."""
-    lines = [
+    """Terminal summary of a study: the recommended configurations against the baseline.
+
+    Validation accuracy (what chose) with its spread over seeds, the paired difference to the
+    baseline with its 95 % interval and the verdict; test accuracy is shown as reported only.
+    """
+    tolerance = float(summary.get("tolerance") or 0.005)
+    head = (
         f"study {summary['study_name']}: {summary['counted_trials']} trials "
         f"(budget {summary['budget']}), {len(summary['pareto'])} on the Pareto front"
-    ]
+    )
+    missed = int(summary.get("not_learned") or 0)
+    if missed:
+        head += f"; {missed} prox{'y' if missed == 1 else 'ies'} did not learn (left out)"
+    lines = [head]
     base = next((r for r in summary["validation"] if r.get("baseline")), None)
     if base is not None:
         lines.append(
-            f"  baseline   {_knobs_text(base['knobs'])}: test acc "
-            f"{_accuracy(base['test_accuracy'])}, {base['macs'] / 1e6:.2f} MMACs"
+            f"  baseline   {_knobs_text(base['knobs'])}: val acc {_spread(base)}, test acc "
+            f"{_accuracy(base['test_accuracy'])} (reported only), {base['macs'] / 1e6:.2f} MMACs"
         )
     for rec in summary["recommended"]:
+        word = "recommend " if rec.get("confirmed") else "candidate "
         set_line = " ".join(f"--set {k}={v}" for k, v in rec["knobs"].items())
         lines.append(
-            f"  recommend  {_knobs_text(rec['knobs'])}: test acc {rec['test_accuracy']:.3f} "
-            f"({rec['accuracy_delta']:+.3f}), {rec['macs_ratio']:.2f}× MACs"
+            f"  {word} {_knobs_text(rec['knobs'])}: val acc {_spread(rec)}, test acc "
+            f"{_accuracy(rec['test_accuracy'])} (reported), {rec['macs_ratio']:.2f}× MACs"
         )
-        lines.append(f"             {set_line}")
-    if base is not None and not summary["recommended"]:
-        lines.append("  no validated configuration beats the baseline: keep it")
+        lines.append(f"             {_paired_text(rec, tolerance)}")
+        if rec.get("confirmed"):
+            lines.append(f"             {set_line}")
+    confirmed = [r for r in summary["recommended"] if r.get("confirmed")]
+    if base is not None and not confirmed:
+        if len(summary["validation"]) < 2:
+            lines.append("  no other configuration was validated: keep the baseline")
+        elif not summary["recommended"]:
+            lines.append("  no validated configuration beats the baseline: keep it")
+        elif len(base.get("seeds") or []) < 2:
+            lines.append(
+                "  nothing is confirmed with one seed: keep the baseline, or rerun with "
+                "--validate-seeds 3 (or more)"
+            )
+        else:
+            lines.append("  no candidate is confirmed over the seeds: keep the baseline")
     if summary.get("rank_agreement") is not None:
-        lines.append(f"  proxy vs full rank agreement (Spearman): {summary['rank_agreement']:.2f}")
+        lines.append(
+            f"  proxy vs full-run validation rank agreement (Spearman): "
+            f"{summary['rank_agreement']:.2f}"
+        )
     lines.append(f"report: {index}")
     return "\n".join(lines)
 

@@ -62,8 +62,8 @@ class Learning:
                 f"(needs ≥ {self.required_accuracy:.1%})"
             )
         return (
-            f"the training loss did not fall (first batch {self.initial_loss:.3g}, "
-            f"last epoch {self.final_loss:.3g})"
+            f"the training loss did not fall ({self.initial_loss:.3g} over the first steps, "
+            f"{self.final_loss:.3g} over the last epoch)"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,7 +139,7 @@ class Settling:
         if self.settled:
             return None
         if self.max_change is None:
-            return f"{self.epochs} epoch{'s' if self.epochs != 1 else ''} cannot show a settled profile (it needs two)"
+            return "one epoch cannot show a settled profile (it compares two)"
         if self.pattern_changed:
             return "the tail / under-use pattern changed over the last epoch"
         return (

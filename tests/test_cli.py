@@ -362,7 +362,7 @@ def test_analyze_json_prints_what_it_writes(work: Path) -> None:
     result = invoke(args)
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
-    assert payload["schema"] == "satadvisor.analysis/1"
+    assert payload["schema"] == "satadvisor.analysis/2"
     assert payload["training"]["epochs"] == 1
     assert 0.0 <= payload["training"]["accuracy"] <= 1.0
     assert all(0.0 <= row["saturation"] <= 1.0 for row in payload["layers"] if row["saturation"])

@@ -50,10 +50,15 @@ def digits_full() -> data.DataBundle:
 
 def test_digits_sizes(digits_proxy: data.DataBundle, digits_full: data.DataBundle) -> None:
     # 1797 images: test = round(0.2·1797) = 359, training set 1438, val = round(0.1·1438) = 144
-    assert (len(digits_full.train), len(digits_full.eval)) == (1438, 359)
+    assert (len(digits_full.train), len(digits_full.eval), len(digits_full.test or [])) == (
+        1294,
+        144,
+        359,
+    )
     assert (len(digits_proxy.train), len(digits_proxy.eval)) == (1294, 144)
-    assert digits_proxy.eval_name == "val" and digits_full.eval_name == "test"
-    assert digits_proxy.describe() == {
+    assert digits_proxy.test is None and not digits_proxy.full and digits_full.full
+    assert digits_proxy.eval_name == "val" and digits_full.eval_name == "val"
+    described = {
         "dataset": "digits",
         "resolution": 8,
         "native_resolution": 8,
@@ -62,23 +67,37 @@ def test_digits_sizes(digits_proxy: data.DataBundle, digits_full: data.DataBundl
         "train_size": 1294,
         "eval_size": 144,
         "eval_name": "val",
+        "test_size": None,
         "device": "cpu",
         "storage": "tensor",
         "on_device": True,
     }
+    assert digits_proxy.describe() == described
+    assert digits_full.describe() == {**described, "test_size": 359}
 
 
 def test_digits_splits_disjoint_and_test_only_in_full_mode(
     digits_proxy: data.DataBundle, digits_full: data.DataBundle
 ) -> None:
-    test = set(digits_full.eval.indices.tolist())
-    pool = set(digits_full.train.indices.tolist())
-    assert not test & pool and len(test | pool) == 1797
+    # digits carries its own test split: all three index the same source (sklearn's order)
+    assert digits_full.test is not None
+    test = set(digits_full.test.indices.tolist())
+    train, val = set(digits_full.train.indices.tolist()), set(digits_full.eval.indices.tolist())
+    assert not train & val and not test & (train | val) and len(test | train | val) == 1797
+    pool = train | val
     for seed in range(4):
-        bundle = digits_proxy if seed == 0 else data.load("digits", seed=seed)
-        train, val = set(bundle.train.indices.tolist()), set(bundle.eval.indices.tolist())
+        proxy = digits_proxy if seed == 0 else data.load("digits", seed=seed)
+        full = digits_full if seed == 0 else data.load("digits", seed=seed, full=True)
+        train, val = set(proxy.train.indices.tolist()), set(proxy.eval.indices.tolist())
         assert not train & val
         assert train | val == pool  # the proxy run never sees a test image
+        # the full run selects on the proxy's validation split, never on the test split
+        assert torch.equal(full.eval.indices, proxy.eval.indices)
+        assert torch.equal(full.train.indices, proxy.train.indices)
+        for got, want in zip(epoch(full.eval), epoch(proxy.eval), strict=True):
+            assert torch.equal(got, want)
+        assert full.test is not None  # the test split does not depend on the seed
+        assert torch.equal(full.test.indices, digits_full.test.indices)
     other = data.load("digits", seed=1)
     assert set(other.eval.indices.tolist()) != set(digits_proxy.eval.indices.tolist())
 
@@ -88,16 +107,25 @@ def test_digits_splits_stratified(
 ) -> None:
     _, target = sk_digits()
     per_class = np.bincount(target, minlength=10)
-    test_counts = np.bincount(target[digits_full.eval.indices.numpy()], minlength=10)
+    assert digits_full.test is not None
+    test_counts = np.bincount(target[digits_full.test.indices.numpy()], minlength=10)
     assert np.all(np.abs(test_counts - 0.2 * per_class) <= 1)
-    pool_counts = np.bincount(target[digits_full.train.indices.numpy()], minlength=10)
-    val_counts = np.bincount(target[digits_proxy.eval.indices.numpy()], minlength=10)
-    assert np.all(np.abs(val_counts - 0.1 * pool_counts) <= 1)
+    pool = torch.cat([digits_full.train.indices, digits_full.eval.indices]).numpy()
+    pool_counts = np.bincount(target[pool], minlength=10)
+    assert np.array_equal(pool_counts + test_counts, per_class)
+    for bundle in (digits_proxy, digits_full):
+        val_counts = np.bincount(target[bundle.eval.indices.numpy()], minlength=10)
+        assert np.all(np.abs(val_counts - 0.1 * pool_counts) <= 1)
+        train_counts = np.bincount(target[bundle.train.indices.numpy()], minlength=10)
+        assert np.array_equal(train_counts + val_counts, pool_counts)
 
 
-def test_digits_content_matches_sklearn(digits_proxy: data.DataBundle) -> None:
+def test_digits_content_matches_sklearn(
+    digits_proxy: data.DataBundle, digits_full: data.DataBundle
+) -> None:
     images, target = sk_digits()
-    for split in (digits_proxy.train, digits_proxy.eval):
+    assert digits_full.test is not None
+    for split in (digits_proxy.train, digits_proxy.eval, digits_full.test):
         x, y = epoch(split)
         idx = split.indices.numpy()
         np.testing.assert_array_equal(y.numpy(), target[idx])
@@ -107,17 +135,22 @@ def test_digits_content_matches_sklearn(digits_proxy: data.DataBundle) -> None:
 
 
 def test_normalisation_constants_are_training_set_statistics() -> None:
+    # The constants are those of the whole training set (train + val, never the test split).
     images, _ = sk_digits()
-    pool = data.load("digits", full=True).train.indices.numpy()
+    digits = data.load("digits", full=True)
+    pool = torch.cat([digits.train.indices, digits.eval.indices]).numpy()
+    assert pool.size == 1438 and digits.test is not None
+    assert not set(pool.tolist()) & set(digits.test.indices.tolist())
     pixels = images[pool] / 16.0
     info = data.dataset_info("digits")
     assert info.mean[0] == pytest.approx(pixels.mean(), abs=1e-4)
     assert info.std[0] == pytest.approx(pixels.std(), abs=1e-4)
-    x, _ = epoch(data.load("digits", full=True).train)
+    x = torch.cat([epoch(digits.train)[0], epoch(digits.eval)[0]])
     assert abs(float(x.mean())) < 1e-3 and float(x.std()) == pytest.approx(1.0, abs=1e-3)
 
     synthetic = data.load("synthetic", full=True)
-    x, _ = epoch(synthetic.train)
+    x = torch.cat([epoch(synthetic.train)[0], epoch(synthetic.eval)[0]])
+    assert len(x) == 960  # 1200 - 240 test
     np.testing.assert_allclose(x.mean(dim=(0, 2, 3)).numpy(), 0.0, atol=1e-3)
     np.testing.assert_allclose(x.std(dim=(0, 2, 3)).numpy(), 1.0, atol=1e-3)
 
@@ -130,7 +163,12 @@ def test_resize_matches_torch_interpolate(digits_full: data.DataBundle, resoluti
     images, _ = sk_digits()
     bundle = data.load("digits", full=True, resolution=resolution)
     assert bundle.resolution == resolution
-    for split, ref_split in ((bundle.train, digits_full.train), (bundle.eval, digits_full.eval)):
+    assert bundle.test is not None and digits_full.test is not None
+    for split, ref_split in (
+        (bundle.train, digits_full.train),
+        (bundle.eval, digits_full.eval),
+        (bundle.test, digits_full.test),
+    ):
         x, _ = epoch(split)
         assert x.shape == (len(ref_split), 1, resolution, resolution) and x.dtype == torch.float32
         raw = torch.from_numpy(images[split.indices.numpy()]).float().unsqueeze(1) / 16.0
@@ -271,11 +309,18 @@ def test_padding_is_one_eighth_of_the_resolution() -> None:
 def test_storages_give_identical_batches(
     synthetic: data.DataBundle, budget: int, storage: str
 ) -> None:
-    reference = data.load("synthetic", resolution=24)
-    other = data.load("synthetic", resolution=24, max_device_bytes=budget, num_workers=0)
+    # full bundles: one storage for all three splits, the test split included
+    reference = data.load("synthetic", resolution=24, full=True)
+    other = data.load("synthetic", resolution=24, full=True, max_device_bytes=budget, num_workers=0)
+    assert other.test is not None and reference.test is not None
     assert reference.train.storage == "tensor" and other.train.storage == storage
+    assert {s.storage for s in (other.train, other.eval, other.test)} == {storage}
     assert other.describe()["on_device"] is (storage != "loader")
-    for split, ref_split in ((other.train, reference.train), (other.eval, reference.eval)):
+    for split, ref_split in (
+        (other.train, reference.train),
+        (other.eval, reference.eval),
+        (other.test, reference.test),
+    ):
         got = list(split.batches(100, shuffle=True, augment=True, seed=4))
         want = list(ref_split.batches(100, shuffle=True, augment=True, seed=4))
         assert len(got) == len(want)
@@ -286,10 +331,19 @@ def test_storages_give_identical_batches(
 
 def test_subset_is_stratified_and_capped() -> None:
     bundle = data.load("synthetic", subset=200)
-    assert (len(bundle.train), len(bundle.eval)) == (200, 96)  # eval had only 96
+    assert (len(bundle.train), len(bundle.eval), bundle.test) == (200, 96, None)  # val: only 96
     counts = np.bincount(bundle.train.labels.numpy(), minlength=10)
     assert counts.min() >= 19 and counts.max() <= 21
-    assert set(bundle.train.indices.tolist()) <= set(data.load("synthetic").train.indices.tolist())
+    uncapped = data.load("synthetic", full=True)
+    assert set(bundle.train.indices.tolist()) <= set(uncapped.train.indices.tolist())
+    full = data.load("synthetic", subset=200, full=True)  # the cap holds for every split
+    assert full.test is not None and uncapped.test is not None
+    assert (len(full.train), len(full.eval), len(full.test)) == (200, 96, 200)  # test had 240
+    assert torch.equal(full.train.indices, bundle.train.indices)
+    assert torch.equal(full.eval.indices, bundle.eval.indices)
+    assert set(full.test.indices.tolist()) <= set(uncapped.test.indices.tolist())
+    assert np.bincount(full.test.labels.numpy(), minlength=10).tolist() == [20] * 10
+    assert full.describe()["test_size"] == 200
     with pytest.raises(UsageError, match="subset"):
         data.load("synthetic", subset=0)
 
@@ -356,18 +410,27 @@ def fashion_reference(images: np.ndarray, resolution: int) -> torch.Tensor:
 def test_offline_torchvision_root(tmp_path: Path, gz: bool) -> None:
     arrays = write_fake_fashion(tmp_path, gz=gz)
     full = data.load("fashion-mnist", data_dir=tmp_path, full=True, resolution=32)
-    assert (len(full.train), len(full.eval), full.eval_name) == (50, 20, "test")
-    x, y = epoch(full.train)
-    torch.testing.assert_close(
-        x, fashion_reference(arrays["train-images-idx3-ubyte"], 32), atol=1e-5, rtol=0
-    )
-    assert y.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
-    x, y = epoch(full.eval)
+    assert full.test is not None and full.eval_name == "val"
+    assert (len(full.train), len(full.eval), len(full.test)) == (45, 5, 20)
+    # train and val index the training file, test the t10k file
+    train, val = set(full.train.indices.tolist()), set(full.eval.indices.tolist())
+    assert not train & val and train | val == set(range(50))
+    assert full.test.indices.tolist() == list(range(20))
+    for split in (full.train, full.eval):
+        x, y = epoch(split)
+        idx = split.indices.numpy()
+        torch.testing.assert_close(
+            x, fashion_reference(arrays["train-images-idx3-ubyte"][idx], 32), atol=1e-5, rtol=0
+        )
+        assert y.tolist() == arrays["train-labels-idx1-ubyte"][idx].tolist()
+    x, y = epoch(full.test)
     torch.testing.assert_close(
         x, fashion_reference(arrays["t10k-images-idx3-ubyte"], 32), atol=1e-5, rtol=0
     )
+    assert y.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
     proxy = data.load("fashion-mnist", data_dir=tmp_path)
     assert (len(proxy.train), len(proxy.eval), proxy.resolution) == (45, 5, 28)
+    assert proxy.test is None and torch.equal(proxy.eval.indices, full.eval.indices)
     assert proxy.train.flip and proxy.info.num_classes == 10
 
 
@@ -415,40 +478,74 @@ def test_imagefolder_in_memory_and_loader_agree(tmp_path: Path) -> None:
     name = f"imagefolder:{tmp_path}"
     info = data.dataset_info(name)
     assert (info.num_classes, info.in_channels, info.native_resolution) == (2, 3, 20)
-    memory = data.load(name, resolution=16, num_workers=0)
-    loader = data.load(name, resolution=16, num_workers=0, max_device_bytes=0)
-    assert memory.train.storage == "tensor" and loader.train.storage == "loader"
-    assert (len(memory.train), len(memory.eval)) == (17, 2)  # 24 - 5 test, val = round(1.9)
+    memory = data.load(name, resolution=16, full=True, num_workers=0)
+    loader = data.load(name, resolution=16, full=True, num_workers=0, max_device_bytes=0)
+    assert memory.test is not None and loader.test is not None
+    assert {s.storage for s in (memory.train, memory.eval, memory.test)} == {"tensor"}
+    assert {s.storage for s in (loader.train, loader.eval, loader.test)} == {"loader"}
+    # 24 - 5 test = 19, val = round(1.9) = 2; the test split is carved from the same folder
+    assert (len(memory.train), len(memory.eval), len(memory.test)) == (17, 2, 5)
+    train, val = set(memory.train.indices.tolist()), set(memory.eval.indices.tolist())
+    test = set(memory.test.indices.tolist())
+    assert not train & val and not test & (train | val) and len(train | val | test) == 24
     np.testing.assert_allclose(memory.info.mean, loader.info.mean, atol=1e-6)
-    x, y = epoch(memory.train)
-    assert x.shape == (17, 3, 16, 16)
+    np.testing.assert_allclose(memory.info.std, loader.info.std, atol=1e-6)
+    for split, other in (
+        (memory.train, loader.train),
+        (memory.eval, loader.eval),
+        (memory.test, loader.test),
+    ):
+        assert torch.equal(split.indices, other.indices)
+        x, y = epoch(split)
+        assert x.shape == (len(split), 3, 16, 16)
+        xl, yl = epoch(other)
+        assert torch.equal(y, yl)
+        torch.testing.assert_close(x, xl, atol=1e-5, rtol=0)
+    x, _ = epoch(memory.train)  # the statistics are those of the train split
     np.testing.assert_allclose(x.mean(dim=(0, 2, 3)).numpy(), 0.0, atol=1e-4)
-    xl, yl = epoch(loader.train)
-    assert torch.equal(y, yl)
-    torch.testing.assert_close(x, xl, atol=1e-5, rtol=0)
-    full = data.load(name, resolution=16, full=True, num_workers=0)
-    assert (len(full.train), len(full.eval)) == (19, 5)
+    proxy = data.load(name, resolution=16, num_workers=0)
+    assert (len(proxy.train), len(proxy.eval), proxy.test) == (17, 2, None)
+    assert torch.equal(proxy.eval.indices, memory.eval.indices)
 
 
 @pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("where", ["train", "test"])
 def test_corrupt_image_met_mid_epoch_is_a_one_line_dataset_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, where: str
 ) -> None:
     # Streamed from disk (too large for the device), an image outside the statistics sample is
-    # first read during training: the error must still name the file, on one line, also when
-    # a DataLoader worker process raised it.
+    # first read during training, or (test split) when the test split is evaluated at the end
+    # of a full run: the error must still name the file, on one line, also when a DataLoader
+    # worker process raised it.
     from satadvisor import _data_imagefolder
 
     write_folder(tmp_path / "train", per_class=6)
     write_folder(tmp_path / "test", per_class=2)
-    bad = tmp_path / "train" / "dog" / "5.png"
-    bad.write_bytes(b"not a png")
     monkeypatch.setattr(_data_imagefolder, "STATS_SAMPLE", 1)
+    decoded: list[list[int]] = []
+    real_decode = _data_imagefolder.decode
+
+    def spy(folder: object, indices: torch.Tensor, **kw: int) -> torch.Tensor:
+        decoded.append(indices.tolist())
+        return real_decode(folder, indices, **kw)
+
+    monkeypatch.setattr(_data_imagefolder, "decode", spy)
     name = f"imagefolder:{tmp_path}"
+    clean = data.load(name, resolution=8, full=True, num_workers=0, max_device_bytes=0)
+    assert clean.test is not None and len(decoded) == 1  # only the statistics sample, read now
+    split = clean.train if where == "train" else clean.test
+    unread = [i for i in split.indices.tolist() if where == "test" or i not in decoded[0]]
+    bad = Path(_data_imagefolder.list_folder(tmp_path / where).samples[unread[-1]][0])
+    bad.write_bytes(b"not a png")
+
     bundle = data.load(name, resolution=8, full=True, num_workers=workers, max_device_bytes=0)
-    assert bundle.train.storage == "loader"
+    assert bundle.test is not None
+    assert {s.storage for s in (bundle.train, bundle.eval, bundle.test)} == {"loader"}
+    epoch(bundle.eval, batch_size=4)  # the validation split never holds the bad image
+    if where == "test":
+        epoch(bundle.train, batch_size=4)  # training never reads the test split
     with pytest.raises(DatasetError) as info:
-        epoch(bundle.train, batch_size=4)
+        epoch(bundle.train if where == "train" else bundle.test, batch_size=4)
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("cannot read an image (") and str(bad) in message
@@ -458,9 +555,25 @@ def test_corrupt_image_met_mid_epoch_is_a_one_line_dataset_error(
 def test_imagefolder_train_test_layout(tmp_path: Path) -> None:
     write_folder(tmp_path / "train", per_class=6)
     write_folder(tmp_path / "test", per_class=3)
-    bundle = data.load(f"imagefolder:{tmp_path}", resolution=8, full=True, num_workers=0)
-    assert (len(bundle.train), len(bundle.eval)) == (12, 6)
-    assert bundle.eval.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    name = f"imagefolder:{tmp_path}"
+    bundle = data.load(name, resolution=8, full=True, num_workers=0)
+    assert bundle.test is not None
+    # train/ holds train + val (12 images, val = round(1.2) = 1), test/ the test split
+    assert (len(bundle.train), len(bundle.eval), len(bundle.test)) == (11, 1, 6)
+    train, val = set(bundle.train.indices.tolist()), set(bundle.eval.indices.tolist())
+    assert not train & val and train | val == set(range(12))
+    assert bundle.test.indices.tolist() == list(range(6))
+    assert bundle.test.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    proxy = data.load(name, resolution=8, num_workers=0)
+    assert proxy.test is None and torch.equal(proxy.eval.indices, bundle.eval.indices)
+
+
+def test_full_run_needs_a_validation_split(tmp_path: Path) -> None:
+    # full runs select on a validation split too: 4 training images leave none at 0.1
+    write_folder(tmp_path / "train", per_class=2)
+    write_folder(tmp_path / "test", per_class=2)
+    with pytest.raises(DatasetError, match="no validation split"):
+        data.load(f"imagefolder:{tmp_path}", resolution=8, full=True, num_workers=0)
 
 
 def test_imagefolder_missing_or_empty(tmp_path: Path) -> None:
@@ -482,15 +595,21 @@ def test_real_fashion_mnist(tmp_path: Path) -> None:
     assert md5["train-images-idx3-ubyte"] == "f4a8712d7a061bf5bd6d2ca38dc4d50a"
     assert md5["t10k-labels-idx1-ubyte"] == "15d484375f8d13e6eb1aabb0c3f46965"
     proxy = data.load("fashion-mnist", data_dir=root)
-    assert (len(proxy.train), len(proxy.eval)) == (54000, 6000)
+    assert (len(proxy.train), len(proxy.eval), proxy.test) == (54000, 6000, None)
     full = data.load("fashion-mnist", data_dir=root, full=True)
-    assert (len(full.train), len(full.eval)) == (60000, 10000)
+    assert full.test is not None
+    assert (len(full.train), len(full.eval), len(full.test)) == (54000, 6000, 10000)
+    assert torch.equal(full.eval.indices, proxy.eval.indices)
+    assert not set(full.train.indices.tolist()) & set(full.eval.indices.tolist())
     x, y = epoch(full.train, batch_size=10000)
     assert abs(float(x.mean())) < 0.01 and float(x.std()) == pytest.approx(1.0, abs=0.01)
-    assert np.bincount(y.numpy()).tolist() == [6000] * 10
+    assert np.bincount(y.numpy()).tolist() == [5400] * 10
+    assert np.bincount(full.eval.labels.numpy()).tolist() == [600] * 10
+    assert np.bincount(full.test.labels.numpy()).tolist() == [1000] * 10
     direct = data.load("fashion-mnist", data_dir=SHARED_FASHION.parent, full=True)  # .gz only
-    assert torch.equal(direct.eval.labels, full.eval.labels)
-    torch.testing.assert_close(epoch(direct.eval)[0], epoch(full.eval)[0], atol=0, rtol=0)
+    assert direct.test is not None
+    assert torch.equal(direct.test.labels, full.test.labels)
+    torch.testing.assert_close(epoch(direct.test)[0], epoch(full.test)[0], atol=0, rtol=0)
 
 
 @pytest.mark.gpu

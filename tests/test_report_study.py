@@ -81,31 +81,59 @@ def _trial(
 
 
 def _record(
-    trial: dict[str, Any], *, test_accuracy: float, baseline: bool = False, tail: int = 0
-) -> dict[str, Any]:
-    """A full-run validation record of ``trial`` (20 epochs; evenness a little above proxy)."""
+    trial: dict[str, Any],
+    *,
+    val: tuple[float, ...],
+    test: tuple[float, ...],
+    baseline: bool = False,
+    tail: int = 0,
+) -> list[dict[str, Any]]:
+    """The full runs of ``trial``, one per seed 0, 1, … (20 epochs; evenness a little above
+    the proxy's), as :func:`satadvisor.search.validate.validate` stores them."""
     sat, tail_names = _profile(trial["knobs"]["depth"], tail, 0.55)
-    return {
-        "trial": trial["number"],
-        "baseline": baseline,
-        "source": trial["source"],
-        "knobs": dict(trial["knobs"]),
-        "proxy_accuracy": trial["accuracy"],
-        "test_accuracy": test_accuracy,
-        "status": "completed",
-        "macs": trial["macs"],
-        "params": trial["params"],
-        "epochs": 20,
-        "wall_time": 140.0,
-        "saturation": sat,
-        "tail": tail_names,
-        "evenness": round(trial["evenness"] + 0.02, 4),
-        "history": [],
-    }
+    return [
+        {
+            "trial": trial["number"],
+            "baseline": baseline,
+            "source": trial["source"],
+            "knobs": dict(trial["knobs"]),
+            "seed": seed,
+            "proxy_accuracy": trial["accuracy"],
+            "val_accuracy": v,
+            "test_accuracy": t,
+            "status": "completed",
+            "macs": trial["macs"],
+            "params": trial["params"],
+            "epochs": 20,
+            "train_images": 1200,
+            "val_images": 238,
+            "test_images": 359,
+            "wall_time": 140.0,
+            "saturation": sat,
+            "tail": tail_names,
+            "evenness": round(trial["evenness"] + 0.02, 4),
+            "history": [],
+        }
+        for seed, (v, t) in enumerate(zip(val, test, strict=True))
+    ]
+
+
+def validation_runs(t: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The full runs of the fixture: the baseline (trial 0), trials 1 and 3, three seeds each.
+
+    Validation (chooses): trial 1 is above the baseline on every seed pair (deltas +0.3, +0.2,
+    +0.1 pt); test (reported only) puts it 0.3 pt *below* the baseline.
+    """
+    return (
+        _record(t[0], val=(0.956, 0.960, 0.958), test=(0.951, 0.955, 0.953), baseline=True,
+                tail=3)
+        + _record(t[1], val=(0.959, 0.962, 0.959), test=(0.948, 0.952, 0.950), tail=1)
+        + _record(t[3], val=(0.915, 0.917, 0.913), test=(0.921, 0.910, 0.915))
+    )  # fmt: skip
 
 
 def make_summary() -> dict[str, Any]:
-    """A realistic ``satadvisor.study/1`` summary: 12 trials, 3 full runs, one recommendation."""
+    """A realistic ``satadvisor.study/2`` summary: 12 trials, 3 full runs, one recommendation."""
     t = [
         _trial(0, "baseline", (8, 3, 32, 16), accuracy=0.962, macs=4_100_000, tail=3, evenness=0.61),
         _trial(1, "rule:efficiency", (6, 3, 32, 16), accuracy=0.958, macs=3_150_000, tail=1,
@@ -129,12 +157,8 @@ def make_summary() -> dict[str, Any]:
     front = _plots_study.pareto_front(
         [x["accuracy"] for x in complete], [x["macs"] for x in complete]
     )
-    records = [
-        _record(t[0], test_accuracy=0.958, baseline=True, tail=3),
-        _record(t[1], test_accuracy=0.960, tail=1),
-        _record(t[3], test_accuracy=0.915),
-    ]
-    paired = [r for r in records if r["test_accuracy"] is not None]
+    records = summary_mod.aggregate(validation_runs(t))
+    ranked = [r for r in records if r["val_accuracy"] is not None]
     return {
         "schema": summary_mod.SCHEMA,
         "study_name": "vgg-digits",
@@ -166,8 +190,11 @@ def make_summary() -> dict[str, Any]:
         "pareto": [x["number"] for x, f in zip(complete, front, strict=True) if f],
         "validation": records,
         "recommended": summary_mod.recommended(records, tolerance=TOLERANCE),
+        "tolerance": TOLERANCE,
+        "validate_seeds": 3,
+        "not_learned": 0,
         "rank_agreement": summary_mod.spearman(
-            [r["proxy_accuracy"] for r in paired], [r["test_accuracy"] for r in paired]
+            [r["proxy_accuracy"] for r in ranked], [r["val_accuracy"] for r in ranked]
         ),
         "storage": "sqlite:///studies/vgg-digits.db",
     }
@@ -194,11 +221,17 @@ def summary() -> dict[str, Any]:
 
 def test_fixture_is_consistent_with_the_search_module(summary: dict[str, Any]) -> None:
     assert STUDY_SCHEMA == summary_mod.SCHEMA
-    # Trial 1 (depth 6): test 0.960 ≥ baseline 0.958 with fewer MACs → the only recommendation.
+    # Trial 1 (depth 6): validation +0.2 pt over the baseline, paired over 3 seeds, with fewer
+    # MACs → the only recommendation, although its test accuracy is lower.
     (rec,) = summary["recommended"]
     assert rec["trial"] == 1 and rec["accuracy_delta"] == pytest.approx(0.002)
+    assert rec["test_delta"] == pytest.approx(-0.003)
+    # deltas 0.003, 0.002, 0.001: sd 0.001, t(0.975, 2) = 4.3027 → ±0.00248 around 0.002
+    assert rec["comparison"]["low"] == pytest.approx(0.002 - 4.302653 * 0.001 / 3**0.5)
+    assert rec["comparison"]["accuracy"] == "tie"  # the interval contains 0
+    assert (rec["claim"], rec["verdict"], rec["confirmed"]) == ("cheaper", "confirmed", True)
     assert rec["macs_ratio"] == pytest.approx(3_150_000 / 4_100_000)
-    # Ranks proxy (3, 2, 1) vs test (2, 3, 1): d² = 1 + 1 + 0 → ρ = 1 − 6·2 / (3·8) = 0.5.
+    # Ranks proxy (3, 2, 1) vs full-run val (2, 3, 1): d² = 1 + 1 + 0 → ρ = 1 − 6·2 / (3·8) = 0.5.
     assert summary["rank_agreement"] == pytest.approx(0.5)
     # Front by hand: 3 (cheapest), 5, 10, 1, 0, 2, 7 (most accurate); 6, 9, 11 dominated.
     assert summary["pareto"] == [0, 1, 2, 3, 5, 7, 10]
@@ -315,9 +348,20 @@ def test_sections_in_the_required_order(summary: dict[str, Any]) -> None:
 
 def test_recommendation_shows_set_line_snippet_and_numbers(summary: dict[str, Any]) -> None:
     rec = _section(render_study(summary), "recommendation")
-    assert "Adopt depth=6 kernel_size=3 width=32 resolution=16: in a full run it reached " in rec
-    assert "96.0 % test accuracy against the baseline&#39;s 95.8 % (+0.2 pt)" in rec
+    assert "Adopt depth=6 kernel_size=3 width=32 resolution=16: its full-run validation " in rec
+    assert (
+        "96.0 % ± 0.2 pt (3 seeds) against the baseline&#39;s 95.8 % ± 0.2 pt (3 seeds), paired "
+        "difference +0.2 pt, 95 % interval [−0.05, +0.45] pt over 3 seeds, the same accuracy "
+        "within the interval (a tie)"
+    ) in rec
     assert "0.77× the MACs" in rec
+    assert "Test accuracy, reported only: 95.0 % against 95.3 %." in rec
+    # confirmed (cheaper, within the tolerance), accuracy a tie: never "more accurate"
+    assert re.findall(r'<span class="badge ([a-z]+)">([^<]+)</span>', rec)[:4] == [
+        ("kind", "rule:efficiency"), ("good", "confirmed"), ("good", "fewer MACs"),
+        ("tie", "accuracy: tie"),
+    ]  # fmt: skip
+    assert "more accurate" not in rec
     assert (
         "<code>--set depth=6 --set kernel_size=3 --set width=32 --set resolution=16</code>" in rec
     )
@@ -327,9 +371,17 @@ def test_recommendation_shows_set_line_snippet_and_numbers(summary: dict[str, An
     row = re.search(r"<td>MACs / image</td>(.*?)</tr>", rec, re.S)
     assert row is not None
     assert re.findall(r">([^<>]+)</td>", row.group(1)) == ["4.1 M", "3.15 M", "0.77× (−23 %)"]
-    row = re.search(r"<td>test accuracy</td>(.*?)</tr>", rec, re.S)
+    row = re.search(r"<td>val accuracy \(chooses\)</td>(.*?)</tr>", rec, re.S)
     assert row is not None
-    assert re.findall(r">([^<>]+)</td>", row.group(1)) == ["95.8 %", "96.0 %", "+0.2 pt"]
+    assert re.findall(r">([^<>]+)</td>", row.group(1)) == [
+        "95.8 % ± 0.2 pt (3 seeds)", "96.0 % ± 0.2 pt (3 seeds)", "+0.2 pt [−0.05, +0.45] pt",
+    ]  # fmt: skip
+    assert '<td class="num">+0.2 pt [' in row.group(1)  # a tie is not coloured good
+    row = re.search(r"<td>val per seed</td>(.*?)</tr>", rec, re.S)
+    assert row is not None and "s0 95.9 % · s1 96.2 % · s2 95.9 %" in row.group(1)
+    row = re.search(r"<td>test accuracy \(reported only\)</td>(.*?)</tr>", rec, re.S)
+    assert row is not None
+    assert re.findall(r">([^<>]+)</td>", row.group(1))[-1] == "−0.3 pt"
     assert re.search(r"<td>tail layers</td>.*?>3<.*?>1<.*?>-2<", rec, re.S)
     row = re.search(r"<td>evenness</td>(.*?)</tr>", rec, re.S)  # 0.61 + 0.02 → 0.74 + 0.02
     assert row is not None
@@ -355,15 +407,93 @@ def test_before_after_profiles_mark_the_tails(summary: dict[str, Any]) -> None:
     assert before["layout"]["yaxis"]["range"] == after["layout"]["yaxis"]["range"]
 
 
-def test_no_recommendation_says_keep_the_baseline_with_numbers(summary: dict[str, Any]) -> None:
-    summary["validation"][1]["test_accuracy"] = 0.941
+def _revalidate(summary: dict[str, Any], trial: int, val: tuple[float, ...]) -> None:
+    """Give ``trial`` other validation accuracies (same test ones) and recompute the summary."""
+    runs = validation_runs(summary["trials"])
+    for run, v in zip([r for r in runs if r["trial"] == trial], val, strict=True):
+        run["val_accuracy"] = v
+    summary["validation"] = summary_mod.aggregate(runs)
     summary["recommended"] = summary_mod.recommended(summary["validation"], tolerance=TOLERANCE)
+
+
+def test_no_recommendation_says_keep_the_baseline_with_numbers(summary: dict[str, Any]) -> None:
+    _revalidate(summary, 1, (0.941, 0.940, 0.944))
     assert summary["recommended"] == []
     rec = _section(render_study(summary), "recommendation")
-    assert "Keep the baseline (depth=8 kernel_size=3 width=32 resolution=16): 95.8 % test " in rec
+    assert (
+        "Keep the baseline (depth=8 kernel_size=3 width=32 resolution=16): 95.8 % ± 0.2 pt "
+        "(3 seeds) validation accuracy (test 95.3 %, reported only)"
+    ) in rec
     assert "4.1 M MACs and 82 k parameters" in rec
     assert "None of the 2 validated alternatives" in rec
     assert 'id="fig-baseline-data"' in rec and "fig-after" not in rec
+
+
+def test_one_seed_confirms_nothing_and_says_so(summary: dict[str, Any]) -> None:
+    runs = [r for r in validation_runs(summary["trials"]) if r["seed"] == 0]
+    summary["validation"] = summary_mod.aggregate(runs)
+    summary["recommended"] = summary_mod.recommended(summary["validation"], tolerance=TOLERANCE)
+    summary["validate_seeds"] = 1
+    (rec,) = summary["recommended"]
+    assert not rec["confirmed"] and rec["accuracy_delta"] > 0
+    page = render_study(summary)
+    section = _section(page, "recommendation")
+    assert "Keep the baseline for now: no validated configuration is confirmed." in section
+    assert "With one seed there is no interval, so nothing is confirmed" in section
+    assert "<h3>Candidate (not confirmed): trial #1</h3>" in section
+    assert '<span class="badge unconfirmed">not confirmed</span>' in section
+    assert "Adopt" not in section and "more accurate" not in section
+    assert "no interval" in _section(page, "validation")
+    assert "--validate-seeds 1" in _section(page, "reproduce")
+
+
+def test_more_accurate_only_with_a_confirmed_interval(summary: dict[str, Any]) -> None:
+    # Trial 1 is +0.3 pt on average but worse on one seed: a tie, never "more accurate"
+    _revalidate(summary, 1, (0.966, 0.958, 0.962))
+    (rec,) = summary["recommended"]
+    assert rec["comparison"]["accuracy"] == "tie" and rec["accuracy_delta"] > 0
+    section = _section(render_study(summary), "recommendation")
+    assert "more accurate" not in section
+    assert "accuracy: tie" in section
+    # +0.3 pt on every seed: confirmed, and now badged more accurate
+    _revalidate(summary, 1, (0.959, 0.963, 0.961))
+    (rec,) = summary["recommended"]
+    assert rec["comparison"]["accuracy"] == "more accurate" and rec["confirmed"]
+    section = _section(render_study(summary), "recommendation")
+    assert '<span class="badge good">more accurate</span>' in section
+    assert "confirmed more accurate" in section
+
+
+def test_a_more_expensive_tie_is_a_tie(summary: dict[str, Any]) -> None:
+    # Trial 3 made more expensive than the baseline and a little more accurate on average
+    runs = validation_runs(summary["trials"])
+    for run, v in zip([r for r in runs if r["trial"] == 3], (0.957, 0.963, 0.957), strict=True):
+        run.update(val_accuracy=v, macs=9_000_000)
+    runs = [r for r in runs if r["trial"] != 1]
+    summary["validation"] = summary_mod.aggregate(runs)
+    summary["recommended"] = summary_mod.recommended(summary["validation"], tolerance=TOLERANCE)
+    (rec,) = summary["recommended"]
+    assert (rec["claim"], rec["verdict"]) == ("more accurate", "tie")
+    page = render_study(summary)
+    section = _section(page, "recommendation")
+    assert "<h3>Candidate (tie): trial #3</h3>" in section
+    assert "A tie: the 95 % interval" in section and "contains 0" in section
+    assert '<span class="badge good">more accurate</span>' not in page
+    assert re.findall(r'<span class="badge role-([a-z]+)">', _section(page, "validation")) == [
+        "baseline", "candidate",
+    ]  # fmt: skip
+
+
+def test_proxies_that_did_not_learn_are_counted(summary: dict[str, Any]) -> None:
+    for n in (9, 10):
+        summary["trials"][n].update(state="pruned", status="not_learned")
+    summary["not_learned"] = 2
+    page = render_study(summary)
+    rec = _section(page, "recommendation")
+    assert "2 proxies did not learn (validation accuracy not significantly above" in rec
+    assert re.search(r"did not learn</div>\s*<div class=\"value\">2</div>", rec)
+    table = _section(page, "trials")
+    assert table.count('<span class="badge state-not-learned">not learned</span>') == 2
 
 
 def test_trials_table_lists_every_trial_with_state_and_reason(summary: dict[str, Any]) -> None:
@@ -386,7 +516,13 @@ def test_validation_section_shows_spearman_and_records(summary: dict[str, Any]) 
     assert "carried over only partly" in section
     rows = re.findall(r'<span class="badge role-([a-z]+)">', section)
     assert rows == ["baseline", "recommended", "validated"]
-    assert "91.5 %" in section and "92.1 %" in section  # test vs proxy of trial 3
+    assert "91.5 % ± 0.2 pt (3 seeds)" in section and "92.1 %" in section  # val, proxy of #3
+    assert "s0 92.1 % · s1 91.0 % · s2 91.5 %" not in section  # test is not shown per seed
+    assert "s0 91.5 % · s1 91.7 % · s2 91.3 %" in section  # val per seed of #3
+    assert "Spearman rank correlation of proxy and full-run validation accuracy" in section
+    assert "the validation accuracy alone chooses" in section
+    assert "Images per run: 1.2 k train, 238 val, 359 test." in section
+    assert '<span class="badge good">confirmed</span>' in section
 
 
 def test_reproduce_section_rebuilds_the_commands(summary: dict[str, Any]) -> None:
@@ -690,13 +826,16 @@ def test_real_optuna_study_summary_renders(tmp_path: Path) -> None:
                 user_attrs=attrs,
             )
         )
-    for i, record in enumerate(fixture["validation"]):
+    for i, record in enumerate(validation_runs(fixture["trials"])):
         study.set_user_attr(f"{summary_mod.VALIDATION_PREFIX}{i}", record)
+    # a record of a version that chose on the test set (no seed) is left out
+    study.set_user_attr(f"{summary_mod.VALIDATION_PREFIX}old", {"trial": 5, "test_accuracy": 1})
     for key in ("settings", "space", "objectives", "budget"):
         study.set_user_attr(key, fixture[key])
     s = summary_mod.study_summary(study, tolerance=TOLERANCE, extra={"storage": "sqlite:///x.db"})
     assert s["pareto"] == fixture["pareto"]
     assert [r["trial"] for r in s["recommended"]] == [1]
+    assert s["validation"] == fixture["validation"]
     assert s["rank_agreement"] == pytest.approx(0.5)
     index = write_study(s, tmp_path / "real")
     page = index.read_text("utf-8")
@@ -704,3 +843,33 @@ def test_real_optuna_study_summary_renders(tmp_path: Path) -> None:
     assert page.count('type="application/json"') == 5
     rows = list(csv.reader(io.StringIO((tmp_path / "real" / "trials.csv").read_text("utf-8"))))
     assert len(rows) == 13 and rows[9][-1] == "skipped: duplicate"
+
+
+# ---------------------------------------------------------------------------------------------
+# The terminal summary of `satadvisor optimize` / `satadvisor report`
+
+
+def test_terminal_summary_shows_what_chose_and_the_verdict(summary: dict[str, Any]) -> None:
+    from satadvisor.cli import format_study
+
+    summary["not_learned"] = 2
+    text = format_study(summary, Path("reports/vgg-digits/index.html"))
+    lines = text.splitlines()
+    assert lines[0].endswith("; 2 proxies did not learn (left out)")
+    assert "baseline   depth=8 kernel_size=3 width=32 resolution=16: val acc 0.958 ± 0.002 " in text
+    assert "test acc 0.953 (reported only)" in lines[1]
+    assert lines[2].startswith("  recommend  depth=6 kernel_size=3 width=32 resolution=16: val")
+    assert lines[3].strip() == (
+        "Δ val +0.002, 95 % interval [-0.000, +0.004]: confirmed (accuracy tie, within the "
+        "-0.005 tolerance)"
+    )
+    assert lines[4].strip().startswith("--set depth=6")
+    # one seed: a candidate, never a recommendation, and the line says why
+    runs = [r for r in validation_runs(summary["trials"]) if r["seed"] == 0]
+    summary["validation"] = summary_mod.aggregate(runs)
+    summary["recommended"] = summary_mod.recommended(summary["validation"], tolerance=TOLERANCE)
+    text = format_study(summary, Path("index.html"))
+    assert "  candidate  depth=6" in text and "recommend " not in text
+    assert "Δ val +0.003: not confirmed (one seed, no interval)" in text
+    assert "nothing is confirmed with one seed: keep the baseline" in text
+    assert "--set depth=6" not in text

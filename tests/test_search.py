@@ -26,13 +26,15 @@ from satadvisor import spec as spec_mod
 from satadvisor.config import TrainConfig
 from satadvisor.errors import StorageError, StudyError, UsageError
 from satadvisor.search import derive_space, evenness, load_summary, optimize, policy, spearman
+from satadvisor.search import summary as summary_mod
 from satadvisor.search import trials as tr
 from satadvisor.search.space import SearchSpace
 from satadvisor.search.storage import open_storage, redact
 from satadvisor.search.worker import Worker
 
 MODEL = TINY_MODEL_SOURCE
-FAST = TrainConfig(epochs=1, batch_size=128, device="cpu", lr=0.05)
+# Two epochs at batch 32: the smallest proxy whose trials learn (one epoch at batch 128 does not).
+FAST = TrainConfig(epochs=2, batch_size=32, device="cpu", lr=0.1)
 
 
 @pytest.fixture()
@@ -227,6 +229,7 @@ def test_hybrid_search_budget_baseline_rules_resume(model_file: str, tmp_path: P
         study_name="s",
         config=FAST,
         validate_top=2,
+        validate_seeds=2,
         full_epochs=1,
     )
     study = _study(url, "s")
@@ -253,13 +256,20 @@ def test_hybrid_search_budget_baseline_rules_resume(model_file: str, tmp_path: P
     assert ran and all(
         proposed[tr.config_key(tr.trial_params(t))] == t.user_attrs["macs"] for t in ran
     )
-    # validation: the baseline plus picks, trained in full and tested
+    # validation: the baseline plus picks, trained in full with two seeds, scored on the
+    # validation split (chooses) and tested (reported)
     assert summary["validation"][0]["baseline"] is True
     assert all(r["test_accuracy"] is not None for r in summary["validation"])
+    assert all(r["val_accuracy"] is not None for r in summary["validation"])
+    assert all(r["seeds"] == [0, 1] for r in summary["validation"])
+    assert all(r["comparison"]["n"] == 2 for r in summary["validation"][1:])
     assert len(summary["validation"]) >= 2
     # a rerun of the same command with the budget reached is refused, nothing changes
+    same = {"storage": url, "study_name": "s", "config": FAST, "validate_top": 2}
     with pytest.raises(StudyError, match="already has 5 trials"):
-        optimize(model_file, budget=5, storage=url, study_name="s", config=FAST, validate_top=2)
+        optimize(model_file, budget=5, validate_seeds=2, **same)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="--validate-seeds must be at least 1"):
+        optimize(model_file, budget=5, validate_seeds=0, **same)  # type: ignore[arg-type]
     # raising the budget resumes to the new total
     optimize(model_file, budget=7, storage=url, study_name="s", config=FAST, validate_top=0)
     study = _study(url, "s")
@@ -576,6 +586,8 @@ def _stub_analysis(spec_knobs: dict[str, int]) -> SimpleNamespace:
         reason=None,
         epochs=[1],
         device="cpu",
+        learned=True,
+        learning=None,
     )
     return SimpleNamespace(
         run=run,
@@ -647,3 +659,254 @@ def test_rules_strategy_uses_its_whole_budget(
     assert [policy.is_rule(t) for t in counted] == [False] + [True] * 11
     # the front's candidates ran out before the end: some parents were dominated when drawn
     assert any(t.user_attrs["parent"] not in _front_before(trials, t.number) for t in counted[1:])
+
+
+# ------------------------------------------------------------------ validation: selection, seeds
+def _runs(
+    trial: int,
+    val: tuple[float | None, ...],
+    test: tuple[float | None, ...],
+    *,
+    macs: int,
+    baseline: bool = False,
+    statuses: tuple[str, ...] | None = None,
+) -> list[dict[str, object]]:
+    """Full-run records of one configuration (depth = trial number), seeds 0, 1, …"""
+    return [
+        {
+            "trial": trial,
+            "baseline": baseline,
+            "source": "baseline" if baseline else "sampler",
+            "knobs": {"depth": trial},
+            "seed": seed,
+            "proxy_accuracy": 0.5,
+            "val_accuracy": v,
+            "test_accuracy": t,
+            "status": statuses[seed] if statuses else "completed",
+            "macs": macs,
+            "params": macs // 10,
+            "epochs": 4,
+            "wall_time": 1.0,
+        }
+        for seed, (v, t) in enumerate(zip(val, test, strict=True))
+    ]
+
+
+def _recommend(*runs: list[dict[str, object]], tolerance: float = 0.005) -> list[dict[str, object]]:
+    return summary_mod.recommended(
+        summary_mod.aggregate([r for rs in runs for r in rs]), tolerance=tolerance
+    )
+
+
+def test_validation_accuracy_alone_chooses_and_orders() -> None:
+    base = _runs(0, (0.90, 0.91, 0.92), (0.90, 0.91, 0.92), macs=1000, baseline=True)
+    # val: 1 and 2 clearly above the baseline, 3 clearly below; test says the opposite.
+    one = _runs(1, (0.95, 0.96, 0.97), (0.80, 0.81, 0.80), macs=800)
+    two = _runs(2, (0.93, 0.94, 0.945), (0.99, 0.99, 0.99), macs=800)
+    three = _runs(3, (0.80, 0.82, 0.81), (0.99, 0.995, 0.99), macs=500)
+    four = _runs(4, (0.94, 0.95, 0.96), (0.99, 0.99, 0.99), macs=1200)
+    recs = _recommend(base, one, two, three, four)
+    # cheapest first, among equal MACs the higher validation accuracy; 3 is out (val worse)
+    assert [r["trial"] for r in recs] == [1, 2, 4]
+    assert all(r["confirmed"] for r in recs)
+    # Any test accuracies at all (here: reversed, or all equal) change nothing.
+    for fake in ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)):
+        shuffled = [
+            [{**r, "test_accuracy": fake[i % 3] if r["trial"] % 2 else 1 - fake[i % 3]}
+             for i, r in enumerate(rs)]
+            for rs in (base, one, two, three, four)
+        ]  # fmt: skip
+        again = _recommend(*shuffled)
+        assert [r["trial"] for r in again] == [1, 2, 4]
+        assert [r["accuracy_delta"] for r in again] == [r["accuracy_delta"] for r in recs]
+    # and a validation accuracy moved below the baseline drops it, whatever its test says
+    worse = _runs(2, (0.80, 0.81, 0.82), (1.0, 1.0, 1.0), macs=800)
+    assert [r["trial"] for r in _recommend(base, one, worse, three, four)] == [1, 4]
+
+
+def test_paired_interval_matches_scipy_ttest_rel() -> None:
+    rng = np.random.default_rng(7)
+    for n in (2, 3, 5, 8):
+        b = rng.uniform(0.85, 0.95, size=n)
+        c = b + rng.normal(0.004, 0.006, size=n)
+        cmp = summary_mod.paired(
+            summary_mod.aggregate(_runs(0, tuple(b), (None,) * n, macs=9, baseline=True))[0],
+            summary_mod.aggregate(_runs(1, tuple(c), (None,) * n, macs=5))[0],
+        )
+        ref = stats.ttest_rel(c, b).confidence_interval(0.95)
+        assert cmp["n"] == n and cmp["seeds"] == list(range(n))
+        assert cmp["mean"] == pytest.approx(float(np.mean(c - b)), abs=1e-12)
+        assert (cmp["low"], cmp["high"]) == (
+            pytest.approx(ref.low, abs=1e-12),
+            pytest.approx(ref.high, abs=1e-12),
+        )
+
+
+def test_confirmation_against_the_interval_and_the_tolerance() -> None:
+    base = _runs(0, (0.900, 0.910, 0.920), (0.9,) * 3, macs=1000, baseline=True)
+    # cheaper, 0.1 pt below the baseline on every seed: low = −0.001 > −0.005 → confirmed
+    ok = _runs(1, (0.899, 0.909, 0.919), (0.9,) * 3, macs=500)
+    # cheaper, mean −0.1 pt but noisy: the interval reaches below −0.5 pt → not confirmed
+    noisy = _runs(2, (0.880, 0.925, 0.922), (0.9,) * 3, macs=600)
+    recs = {r["trial"]: r for r in _recommend(base, ok, noisy)}
+    deltas = np.array([0.880 - 0.900, 0.925 - 0.910, 0.922 - 0.920])
+    low = deltas.mean() - stats.t.ppf(0.975, 2) * deltas.std(ddof=1) / np.sqrt(3)
+    assert low < -0.005 < deltas.mean()
+    assert recs[1]["verdict"] == "confirmed" and recs[1]["claim"] == "cheaper"
+    assert recs[1]["comparison"]["accuracy"] == "less accurate"  # honest: it is a bit worse
+    assert recs[2]["verdict"] == "not confirmed" and not recs[2]["confirmed"]
+    assert recs[2]["comparison"]["low"] == pytest.approx(low)
+    # confirmed first, then cheapest
+    assert [r["trial"] for r in _recommend(base, ok, noisy)] == [1, 2]
+    assert [r["trial"] for r in _recommend(base, noisy)] == [2]
+
+
+def test_one_seed_confirms_nothing() -> None:
+    base = _runs(0, (0.90,), (0.90,), macs=1000, baseline=True)
+    big_gain = _runs(1, (0.99,), (0.99,), macs=500)
+    (rec,) = _recommend(base, big_gain)
+    assert rec["comparison"]["n"] == 1 and rec["comparison"]["low"] is None
+    assert rec["comparison"]["accuracy"] is None
+    assert (rec["verdict"], rec["basis"], rec["confirmed"]) == ("not confirmed", "one seed", False)
+
+
+def test_ties_are_ties_never_more_accurate() -> None:
+    base = _runs(0, (0.900, 0.910, 0.920), (0.9,) * 3, macs=1000, baseline=True)
+    # more expensive, +0.3 pt on average, but one seed is worse: the interval contains 0
+    tied = _runs(1, (0.910, 0.905, 0.924), (0.99,) * 3, macs=2000)
+    (rec,) = _recommend(base, tied)
+    assert rec["comparison"]["low"] < 0 < rec["comparison"]["high"]
+    assert rec["accuracy_delta"] > 0
+    assert (rec["claim"], rec["verdict"], rec["confirmed"]) == ("more accurate", "tie", False)
+    assert rec["comparison"]["accuracy"] == "tie"
+    # the same gain on every seed is confirmed more accurate
+    sure = _runs(1, (0.903, 0.913, 0.923), (0.5,) * 3, macs=2000)
+    (rec,) = _recommend(base, sure)
+    assert (rec["verdict"], rec["comparison"]["accuracy"]) == ("confirmed", "more accurate")
+
+
+def test_a_diverged_seed_leaves_the_pair_out_and_confirms_nothing() -> None:
+    base = _runs(0, (0.900, 0.910, 0.920), (0.9,) * 3, macs=1000, baseline=True)
+    broke = _runs(
+        1, (0.95, None, 0.96), (0.9, None, 0.9), macs=500,
+        statuses=("completed", "diverged", "completed"),
+    )  # fmt: skip
+    records = summary_mod.aggregate(base + broke)
+    assert records[1]["status"] == "diverged" and records[1]["seeds"] == [0, 1, 2]
+    (rec,) = summary_mod.recommended(records, tolerance=0.005)
+    assert rec["comparison"]["seeds"] == [0, 2] and rec["comparison"]["missing"] == 1
+    assert (rec["verdict"], rec["basis"]) == ("not confirmed", "missing runs")
+
+
+class _Stop(Exception):
+    """Stands in for Ctrl-C in the middle of a validation."""
+
+
+def _validation_study(tmp_path: Path) -> tuple[optuna.Study, list[optuna.trial.FrozenTrial]]:
+    study = optuna.create_study(
+        study_name="v",
+        storage=open_storage(f"sqlite:///{tmp_path / 'v.db'}"),
+        directions=["maximize", "minimize"],
+    )
+    dist = {"depth": optuna.distributions.CategoricalDistribution([1, 2, 3, 4])}
+    for depth, source in ((2, "baseline"), (1, "sampler"), (3, "sampler")):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE,
+                values=[0.5 + depth / 10, float(depth)],
+                params={"depth": depth},
+                distributions=dist,
+                user_attrs={tr.SOURCE: source, "accuracy": 0.5 + depth / 10, "macs": depth},
+            )
+        )
+    return study, study.get_trials()
+
+
+def test_interrupted_multi_seed_validation_resumes_without_rerunning(
+    tmp_path: Path, model_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from satadvisor import advisor
+    from satadvisor import data as data_mod
+    from satadvisor.search import validate as val_mod
+    from satadvisor.search.worker import SearchSettings
+
+    calls: list[tuple[int, int]] = []
+    stop_at = {"n": 4}
+
+    def fake_analyze(spec: object, *, knobs: dict[str, int], config: TrainConfig, **_: object):
+        if len(calls) == stop_at["n"]:
+            raise _Stop
+        calls.append((knobs["depth"], config.seed))
+        assert config.full and config.epochs == 2
+        run = SimpleNamespace(
+            accuracy=0.8 + knobs["depth"] / 100 + config.seed / 1000,
+            test_accuracy=0.7,
+            status="completed",
+            epochs=[SimpleNamespace(x=1)] * 2,
+            wall_time=0.1,
+        )
+        return SimpleNamespace(run=run, macs=knobs["depth"], params=1, profile=[], tail=[])
+
+    split = SimpleNamespace(train=[0] * 30, eval=[0] * 10, test=[0] * 20)
+    monkeypatch.setattr(advisor, "analyze", fake_analyze)
+    monkeypatch.setattr(data_mod, "load", lambda *a, **k: split)
+    study, _ = _validation_study(tmp_path)
+    space = SearchSpace(choices={"depth": (1, 2, 3)}, fixed={"width": 4, "resolution": 8})
+    settings = SearchSettings(
+        model=model_file, study_name="v", storage_url="", budget=3, space=space,
+        train=TrainConfig(epochs=1, seed=10, device="cpu"),
+    )  # fmt: skip
+    baseline, picks = val_mod.select(study, k=2)
+    assert baseline is not None and baseline.params == {"depth": 2}
+    assert [t.params["depth"] for t in picks] == [3, 1]
+    kwargs = {"trials": picks, "baseline": baseline, "full_epochs": 2, "seeds": 3}
+    with pytest.raises(_Stop):
+        val_mod.validate(study, settings, **kwargs)  # type: ignore[arg-type]
+    # seed-major: every configuration with seed 10, then the baseline with seed 11
+    assert calls == [(2, 10), (3, 10), (1, 10), (2, 11)]
+    assert not val_mod.validated(study, settings, trials=picks, baseline=baseline, seeds=3)
+    stop_at["n"] = 10**6
+    records = val_mod.validate(study, settings, **kwargs)  # type: ignore[arg-type]
+    # the resumed run did only what was missing, each (configuration, seed) exactly once
+    assert calls[4:] == [(3, 11), (1, 11), (2, 12), (3, 12), (1, 12)]
+    assert sorted(calls) == sorted({(d, s) for d in (1, 2, 3) for s in (10, 11, 12)})
+    stored = [k for k in study.user_attrs if k.startswith(summary_mod.VALIDATION_PREFIX)]
+    assert len(stored) == len(records) == 9
+    assert val_mod.validated(study, settings, trials=picks, baseline=baseline, seeds=3)
+    assert {(r["knobs"]["depth"], r["seed"]) for r in records} == set(calls)
+    assert all(r["val_accuracy"] != r["test_accuracy"] for r in records)
+    # more seeds later: only the new seed runs
+    val_mod.validate(study, settings, **{**kwargs, "seeds": 4})  # type: ignore[arg-type]
+    assert calls[9:] == [(2, 13), (3, 13), (1, 13)]
+    agg = summary_mod.validations(study)
+    assert [r["seeds"] for r in agg] == [[10, 11, 12, 13]] * 3
+    assert agg[0]["baseline"] and agg[0]["val_images"] == 10 and agg[0]["test_images"] == 20
+    with pytest.raises(UsageError, match="--validate-seeds must be at least 1"):
+        val_mod.validate(study, settings, **{**kwargs, "seeds": 0})  # type: ignore[arg-type]
+
+
+def test_not_learned_trials_are_counted_and_never_picked(tmp_path: Path) -> None:
+    from satadvisor.search import validate as val_mod
+
+    study, _ = _validation_study(tmp_path)
+    dist = {"depth": optuna.distributions.CategoricalDistribution([1, 2, 3, 4])}
+    for depth, state in ((4, TrialState.COMPLETE), (1, TrialState.PRUNED)):
+        study.add_trial(  # the most accurate and cheapest proxy on paper, but it did not learn
+            optuna.trial.create_trial(
+                state=state,
+                values=[0.99, 0.5] if state == TrialState.COMPLETE else None,
+                params={"depth": depth},
+                distributions=dist,
+                user_attrs={
+                    tr.SOURCE: "sampler",
+                    "accuracy": 0.99,
+                    "macs": 0.5,
+                    "status": "not_learned",
+                },
+            )
+        )
+    _, picks = val_mod.select(study, k=5)
+    assert 4 not in [t.params["depth"] for t in picks]
+    summary = summary_mod.study_summary(study)
+    assert summary["not_learned"] == 2
+    assert [t["status"] for t in summary["trials"]][-2:] == ["not_learned"] * 2

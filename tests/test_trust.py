@@ -161,7 +161,7 @@ def test_settling_finds_the_first_epoch_of_the_stretch_that_reaches_the_end() ->
 
 def test_one_epoch_cannot_settle_and_a_relapse_restarts_the_stretch() -> None:
     assert not settling([layers([0.5, 0.5])]).settled
-    assert "two" in (settling([layers([0.5, 0.5])]).reason or "")
+    assert "compares two" in (settling([layers([0.5, 0.5])]).reason or "")
     history = [layers([0.5, 0.5]), layers([0.5, 0.5]), layers([0.8, 0.5]), layers([0.8, 0.5])]
     assert settling(history).epoch == 4  # epoch 2 settled, epoch 3 moved again
 
@@ -259,7 +259,7 @@ def test_a_proxy_that_did_not_learn_gives_only_training_free_advice(
     # the layer table still shows what was measured, but nothing is marked as a tail
     assert not any(row["tail"] for row in d["layers"])
     # the flat loss at lr 1e-6 asks for a higher rate, never a lower one
-    assert "higher learning rate" in a.verdict and "lower learning rate" not in a.verdict
+    assert "another learning rate" in a.verdict and "lower learning rate" not in a.verdict
 
 
 def test_the_report_and_terminal_lead_with_did_not_learn(

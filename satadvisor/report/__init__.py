@@ -83,7 +83,7 @@ in the page, also inside the chart JSON.
 
 ``write_study(summary, out_dir)`` does the same for a study (``satadvisor optimize`` /
 ``satadvisor report STUDY``): ``index.html``, ``study.json`` (the summary of
-:func:`satadvisor.search.summary.study_summary`, schema ``satadvisor.study/1``), ``trials.csv``
+:func:`satadvisor.search.summary.study_summary`, schema ``satadvisor.study/2``), ``trials.csv``
 (number,state,source,<one column per knob>,accuracy,macs,params,tail_length,evenness,reason)
 and ``plotly.min.js``. The page leads with the recommended configurations (``--set`` line,
 model-file snippet, full-run numbers against the baseline, saturation before/after) or says to

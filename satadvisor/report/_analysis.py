@@ -96,7 +96,7 @@ def analysis_context(analysis: Mapping[str, Any]) -> dict[str, Any]:
         "verdict_body": verdict[len(lead) :].strip()
         if lead and verdict.startswith(lead)
         else verdict,
-        "not_learned": bool(training) and training.get("learned") is False,
+        "not_learned": training is not None and training.get("learned") is False,
         "title": f"{a['model']['name']} · satadvisor analysis",
         "page_kind": "analysis",
         "a": a,

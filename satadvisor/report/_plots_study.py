@@ -20,7 +20,7 @@ from satadvisor.report._plots import (
 )
 
 # =============================================================================================
-# Study page (``satadvisor.study/1`` summaries): trials, Pareto front, history, importances,
+# Study page (``satadvisor.study/2`` summaries): trials, Pareto front, history, importances,
 # before/after saturation profiles of validated configurations.
 
 COLOR_FRONT = "#1F2937"

@@ -1,4 +1,4 @@
-"""The study page: study summary (``satadvisor.study/1``) → view context → ``index.html`` + JSON + CSV.
+"""The study page: study summary (``satadvisor.study/2``) → view context → ``index.html`` + JSON + CSV.
 
 The summary is the dict of :func:`satadvisor.search.summary.study_summary`. Everything shown is
 computed here, so the template stays free of logic; the charts come from :mod:`._plots_study` in two
@@ -31,7 +31,7 @@ from satadvisor.report._page import (
     write_bundle,
 )
 
-STUDY_SCHEMA = "satadvisor.study/1"
+STUDY_SCHEMA = "satadvisor.study/2"
 
 TRIAL_HEAD = ("number", "state", "source")
 TRIAL_TAIL = ("accuracy", "macs", "params", "tail_length", "evenness", "reason")
@@ -39,6 +39,10 @@ TRIAL_TAIL = ("accuracy", "macs", "params", "tail_length", "evenness", "reason")
 
 #: Default of ``satadvisor optimize --validate-top`` (left out of the reconstructed command).
 DEFAULT_VALIDATE_TOP = 3
+#: Default of ``satadvisor optimize --validate-seeds`` (left out of the reconstructed command).
+DEFAULT_VALIDATE_SEEDS = 3
+#: Verdict word → badge class on the page.
+VERDICT_BADGE = {"confirmed": "good", "not confirmed": "unconfirmed", "tie": "tie"}
 
 
 def write_study(summary: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
@@ -136,6 +140,81 @@ def fmt_points(delta: float | None) -> str:
     return f"{'+' if pts > 0 else '−'}{abs(pts):.1f} pt"
 
 
+def fmt_interval(low: float | None, high: float | None) -> str:
+    """A paired interval of accuracy differences in points: ``[−0.05, +0.45] pt``."""
+    if low is None or high is None:
+        return "no interval"
+
+    def pts(x: float) -> str:
+        return f"{'+' if x > 0 else '−' if x < 0 else '±'}{abs(100.0 * x):.2f}"
+
+    return f"[{pts(low)}, {pts(high)}] pt"
+
+
+def fmt_spread(record: Mapping[str, Any] | None, key: str = "val") -> str:
+    """Mean accuracy over seeds with its standard deviation: ``95.8 % ± 0.4 pt (3 seeds)``."""
+    r = record or {}
+    n = len(r.get("seeds") or [])
+    std = r.get(f"{key}_std")
+    spread = f" ± {100.0 * std:.1f} pt" if std is not None else ""
+    seeds = f" ({n} seed{'' if n == 1 else 's'})" if n else ""
+    return f"{fmt_percent(r.get(f'{key}_accuracy'))}{spread}{seeds}"
+
+
+def per_seed(record: Mapping[str, Any] | None, key: str = "val_accuracy") -> str:
+    """Each seed's accuracy: ``s0 95.6 % · s1 96.1 % · s2 95.8 %`` ('—' without runs)."""
+    runs = (record or {}).get("runs") or []
+    return " · ".join(f"s{r.get('seed')} {fmt_percent(r.get(key))}" for r in runs) or "—"
+
+
+def paired_text(comparison: Mapping[str, Any] | None) -> str:
+    """``+0.2 pt, 95 % interval [−0.3, +0.7] pt over 3 seeds`` of a paired comparison."""
+    c = comparison or {}
+    if not c.get("n"):
+        return "—"
+    level = round(100 * float(c.get("level") or 0.95))
+    n = int(c["n"])
+    interval = (
+        f"{level} % interval {fmt_interval(c.get('low'), c.get('high'))}"
+        if c.get("low") is not None
+        else "no interval"
+    )
+    return f"{fmt_points(c.get('mean'))}, {interval} over {n} seed{'' if n == 1 else 's'}"
+
+
+def verdict_reason(rec: Mapping[str, Any], tolerance: float) -> str:
+    """Why a recommendation is (not) confirmed, in one sentence."""
+    c = rec.get("comparison") or {}
+    verdict = rec.get("verdict")
+    if rec.get("basis") == "one seed":
+        return (
+            "With one seed there is no interval, so nothing is confirmed: rerun with "
+            "--validate-seeds 3 or more."
+        )
+    if rec.get("basis") == "missing runs":
+        return (
+            f"{c.get('missing')} of the paired runs have no score (diverged, failed or not run "
+            "yet), so it is not confirmed: rerun the same command to finish the validation."
+        )
+    interval = fmt_interval(c.get("low"), c.get("high"))
+    if rec.get("claim") == "cheaper":
+        floor = fmt_points(-tolerance)
+        if verdict == "confirmed":
+            return (
+                f"Confirmed: the 95 % interval of its validation accuracy minus the baseline's "
+                f"({interval}) lies above the tolerance ({floor})."
+            )
+        return (
+            f"Not confirmed: the 95 % interval {interval} reaches below the tolerance "
+            f"({floor}); more seeds (--validate-seeds) narrow it."
+        )
+    if verdict == "confirmed":
+        return f"Confirmed more accurate: the 95 % interval {interval} lies above 0."
+    if verdict == "tie":
+        return f"A tie: the 95 % interval {interval} contains 0, so it is not more accurate."
+    return f"Not confirmed: the 95 % interval is {interval}."
+
+
 def set_line(knobs: Mapping[str, Any]) -> str:
     """``--set depth=6 --set resolution=16``: every knob, quoted for a POSIX shell."""
     return " ".join(f"--set {shlex.quote(f'{k}={fmt_value(v)}')}" for k, v in knobs.items())
@@ -153,6 +232,8 @@ def model_snippet(knobs: Mapping[str, Any]) -> str:
 
 
 def _state(t: Mapping[str, Any]) -> str:
+    if t.get("status") == "not_learned":
+        return "not learned"
     state = str(t.get("state") or "")
     if state == "fail":
         if t.get("skipped"):
@@ -181,6 +262,7 @@ def study_context(summary: Mapping[str, Any]) -> dict[str, Any]:
         "model_label": _model_label(settings.get("model")),
         "stats": _stats(s, baseline),
         "verdict": _verdict(s, baseline, recommended, records),
+        "not_learned": _not_learned_note(s),
         "baseline": baseline,
         "baseline_rows": _baseline_rows(baseline) if baseline else [],
         "baseline_profile": _profile_figure(baseline, None),
@@ -192,6 +274,7 @@ def study_context(summary: Mapping[str, Any]) -> dict[str, Any]:
         "knobs": knob_names(trials),
         "trials": _trial_rows(s, recommended, records),
         "validation": _validation_rows(records, recommended),
+        "selection_note": _selection_note(records),
         "agreement": _agreement(s.get("rank_agreement"), records),
         "reproduce": _reproduce(s, records),
     }
@@ -215,7 +298,9 @@ def _stats(s: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> list[dic
     complete = [t for t in trials if t.get("state") == "complete" and t.get("accuracy") is not None]
     best = max(complete, key=lambda t: t["accuracy"], default=None)
     others = ", ".join(
-        f"{states[k]} {k}" for k in ("failed", "pruned", "skipped", "interrupted") if states.get(k)
+        f"{states[k]} {k}"
+        for k in ("not learned", "failed", "pruned", "skipped", "interrupted")
+        if states.get(k)
     )
     stats: list[dict[str, Any]] = [
         {
@@ -239,12 +324,24 @@ def _stats(s: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> list[dic
             "sub": f"trial #{best['number']}" if best else "no complete trial",
         },
     ]
-    if baseline is not None:
+    missed = _not_learned_count(s)
+    if missed:
         stats.append(
             {
-                "label": "baseline test accuracy",
-                "value": ("percent", baseline.get("test_accuracy")),
-                "sub": f"full run, {baseline.get('epochs')} epochs",
+                "label": "did not learn",
+                "value": ("text", str(missed)),
+                "sub": "proxies left out of the front",
+                "warn": True,
+            }
+        )
+    if baseline is not None:
+        n = len(baseline.get("seeds") or [])
+        stats.append(
+            {
+                "label": "baseline val accuracy",
+                "value": ("percent", baseline.get("val_accuracy")),
+                "sub": f"full runs, {n} seed{'' if n == 1 else 's'}; test "
+                f"{fmt_percent(baseline.get('test_accuracy'))} (reported only)",
             }
         )
     rho = s.get("rank_agreement")
@@ -252,7 +349,7 @@ def _stats(s: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> list[dic
         {
             "label": "rank agreement",
             "value": ("text", "—" if rho is None else f"{rho:.2f}"),
-            "sub": "Spearman, proxy vs full",
+            "sub": "Spearman, proxy vs full-run val",
         }
     )
     return [{"warn": False, "exact": None, **item} for item in stats]
@@ -264,35 +361,61 @@ def _verdict(
     recommended: Sequence[Mapping[str, Any]],
     records: Sequence[Mapping[str, Any]],
 ) -> dict[str, str]:
-    """The headline: adopt, keep the baseline, or why there is nothing to decide yet."""
-    if recommended:
-        top = recommended[0]
-        more = f" ({len(recommended)} configurations qualify, cheapest first)" * (
-            len(recommended) > 1
+    """The headline: adopt (confirmed only), keep the baseline, or why nothing is decided yet.
+
+    Validation accuracy chose; test accuracy is quoted as reported only.
+    """
+    tolerance = float(s.get("tolerance") or 0.005)
+    confirmed = [r for r in recommended if r.get("confirmed")]
+    if confirmed:
+        top = confirmed[0]
+        c = top.get("comparison") or {}
+        more = f" ({len(confirmed)} configurations are confirmed, cheapest first)" * (
+            len(confirmed) > 1
         )
+        gain = {
+            "more accurate": ", confirmed more accurate",
+            "tie": ", the same accuracy within the interval (a tie)",
+        }.get(str(c.get("accuracy")), "")
         return {
             "kind": "adopt",
             "text": (
-                f"Adopt {_plots_study.knobs_text(top.get('knobs'))}{more}: in a full run it reached "
-                f"{fmt_percent(top.get('test_accuracy'))} test accuracy against the baseline's "
-                f"{fmt_percent((baseline or {}).get('test_accuracy'))} "
-                f"({fmt_points(top.get('accuracy_delta'))}) with "
+                f"Adopt {_plots_study.knobs_text(top.get('knobs'))}{more}: its full-run "
+                f"validation accuracy was {fmt_spread(top)} against the baseline's "
+                f"{fmt_spread(baseline)}, paired difference {paired_text(c)}{gain}, with "
                 f"{fmt_ratio(top.get('macs_ratio'))} the MACs and "
-                f"{fmt_ratio(top.get('params_ratio'))} the parameters."
+                f"{fmt_ratio(top.get('params_ratio'))} the parameters. Test accuracy, "
+                f"reported only: {fmt_percent(top.get('test_accuracy'))} against "
+                f"{fmt_percent((baseline or {}).get('test_accuracy'))}."
             ),
         }
-    if baseline is not None and baseline.get("test_accuracy") is not None:
+    if recommended:
+        top = recommended[0]
+        claim = "is cheaper" if top.get("claim") == "cheaper" else "looked more accurate"
+        return {
+            "kind": "unconfirmed",
+            "text": (
+                f"Keep the baseline for now: no validated configuration is confirmed. The best "
+                f"candidate, {_plots_study.knobs_text(top.get('knobs'))}, {claim} "
+                f"({fmt_ratio(top.get('macs_ratio'))} the MACs): validation accuracy "
+                f"{fmt_spread(top)} against the baseline's {fmt_spread(baseline)}, paired "
+                f"difference {paired_text(top.get('comparison'))}. "
+                f"{verdict_reason(top, tolerance)}"
+            ),
+        }
+    if baseline is not None and baseline.get("val_accuracy") is not None:
         alternatives = len(records) - 1
         return {
             "kind": "keep",
             "text": (
                 f"Keep the baseline ({_plots_study.knobs_text(baseline.get('knobs'))}): "
-                f"{fmt_percent(baseline.get('test_accuracy'))} test accuracy, "
+                f"{fmt_spread(baseline)} validation accuracy (test "
+                f"{fmt_percent(baseline.get('test_accuracy'))}, reported only), "
                 f"{fmt_count(baseline.get('macs'))} MACs and "
-                f"{fmt_count(baseline.get('params'))} parameters in a full run. "
+                f"{fmt_count(baseline.get('params'))} parameters in full runs. "
                 + (
-                    f"None of the {alternatives} validated alternatives matched its accuracy "
-                    "with fewer MACs or beat it."
+                    f"None of the {alternatives} validated alternatives matched its validation "
+                    "accuracy with fewer MACs or beat it."
                     if alternatives
                     else "No alternative was validated against it."
                 )
@@ -307,6 +430,14 @@ def _verdict(
     trials = s.get("trials") or []
     if not any(t.get("state") == "complete" for t in trials):
         failed = sum(1 for t in trials if _state(t) == "failed")
+        missed = _not_learned_count(s)
+        if missed:
+            return {
+                "kind": "pending",
+                "text": f"No proxy of the study learned ({missed} did not learn: their "
+                "validation accuracy was not significantly above chance), so there is nothing to "
+                "compare or recommend: raise --epochs or the learning rate, or use more data.",
+            }
         if failed:
             return {
                 "kind": "pending",
@@ -326,9 +457,30 @@ def _verdict(
     }
 
 
+def _not_learned_count(s: Mapping[str, Any]) -> int:
+    if s.get("not_learned") is not None:
+        return int(s["not_learned"])
+    return sum(1 for t in s.get("trials") or [] if t.get("status") == "not_learned")
+
+
+def _not_learned_note(s: Mapping[str, Any]) -> str | None:
+    """``3 proxies did not learn …``: why some trials are missing from the front (or None)."""
+    n = _not_learned_count(s)
+    if not n:
+        return None
+    return (
+        f"{n} prox{'y' if n == 1 else 'ies'} did not learn (validation accuracy not "
+        "significantly above the majority-class rate, or a training loss that did not fall): "
+        f"{'it is' if n == 1 else 'they are'} left out of the Pareto front, the rule candidates "
+        "and the recommendations."
+    )
+
+
 def _baseline_rows(baseline: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [
-        ("test accuracy", fmt_percent(baseline.get("test_accuracy"))),
+        ("val accuracy (chooses)", fmt_spread(baseline)),
+        ("per seed", per_seed(baseline)),
+        ("test accuracy (reported only)", fmt_spread(baseline, "test")),
         ("MACs / image", fmt_count(baseline.get("macs"))),
         ("parameters", fmt_count(baseline.get("params"))),
         ("proxy accuracy", fmt_percent(baseline.get("proxy_accuracy"))),
@@ -371,9 +523,20 @@ def _comparison(rec: Mapping[str, Any], base: Mapping[str, Any] | None) -> list[
         return f"{x - y:+.{digits}f}", (x >= y)
 
     tail_now, tail_base = len(rec.get("tail") or []), len(b.get("tail") or [])
+    c = rec.get("comparison") or {}
+    # Green or red only when the paired interval excludes 0; a tie stays uncoloured.
+    sign = {"more accurate": True, "less accurate": False}.get(str(c.get("accuracy")))
+    paired = (
+        (f"{fmt_points(c.get('mean'))} {fmt_interval(c.get('low'), c.get('high'))}", sign)
+        if c.get("n")
+        else ("—", None)
+    )
+    test = delta("test_accuracy")
     rows = [
-        ("test accuracy", fmt_percent(b.get("test_accuracy")), fmt_percent(rec.get("test_accuracy")),
-         delta("test_accuracy")),
+        ("val accuracy (chooses)", fmt_spread(b), fmt_spread(rec), paired),
+        ("val per seed", per_seed(b), per_seed(rec), ("paired by seed", None)),
+        ("test accuracy (reported only)", fmt_spread(b, "test"), fmt_spread(rec, "test"),
+         (test[0], None)),
         ("MACs / image", fmt_count(b.get("macs")), fmt_count(rec.get("macs")), ratio("macs")),
         ("parameters", fmt_count(b.get("params")), fmt_count(rec.get("params")), ratio("params")),
         ("proxy accuracy", fmt_percent(b.get("proxy_accuracy")),
@@ -400,10 +563,15 @@ def _recommendation(
     after = _profile_figure(rec, baseline)
     before = _profile_figure(baseline, rec)
     badges = []
+    verdict = str(rec.get("verdict") or "not confirmed")
+    badges.append((VERDICT_BADGE.get(verdict, "unconfirmed"), verdict))
     if rec.get("macs_ratio") is not None and rec["macs_ratio"] < 1.0:
         badges.append(("good", "fewer MACs"))
-    if (rec.get("accuracy_delta") or 0.0) > 0:
+    # Never "more accurate" without a confirmed interval above 0.
+    if rec.get("confirmed") and (rec.get("comparison") or {}).get("accuracy") == "more accurate":
         badges.append(("good", "more accurate"))
+    elif (rec.get("comparison") or {}).get("accuracy") == "tie":
+        badges.append(("tie", "accuracy: tie"))
     model = settings.get("model")
     analyze = ["satadvisor", "analyze", *([shlex.quote(str(model))] if model else [])]
     if settings.get("dataset"):
@@ -411,6 +579,9 @@ def _recommendation(
     return {
         "anchor": f"rec-{number}",
         "number": number,
+        "confirmed": bool(rec.get("confirmed")),
+        "verdict": verdict,
+        "reason": verdict_reason(rec, float(s.get("tolerance") or 0.005)),
         "trial": rec.get("trial"),
         "source": rec.get("source"),
         "knobs": [
@@ -476,37 +647,90 @@ def _trial_rows(
 def _validation_rows(
     records: Sequence[Mapping[str, Any]], recommended: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    chosen = {r.get("trial") for r in recommended}
-    return [
-        {
-            "r": r,
-            "role": "baseline"
-            if r.get("baseline")
-            else ("recommended" if r.get("trial") in chosen else "validated"),
-            "knobs": _plots_study.knobs_text(r.get("knobs")),
-        }
-        for r in records
-    ]
+    chosen = {r.get("trial"): r for r in recommended}
+    rows = []
+    for r in records:
+        rec = chosen.get(r.get("trial"))
+        if r.get("baseline"):
+            role, verdict = "baseline", ""
+        elif rec is not None:
+            role = "recommended" if rec.get("confirmed") else "candidate"
+            verdict = str(rec.get("verdict") or "")
+        else:
+            role, verdict = "validated", ""
+        c = r.get("comparison") or {}
+        rows.append(
+            {
+                "r": r,
+                "role": role,
+                "knobs": _plots_study.knobs_text(r.get("knobs")),
+                "val": fmt_spread(r),
+                "per_seed": per_seed(r),
+                "test": fmt_spread(r, "test"),
+                "paired": fmt_points(c.get("mean")) if c.get("n") else "—",
+                "interval": fmt_interval(c.get("low"), c.get("high")) if c.get("n") else "—",
+                "accuracy": c.get("accuracy") or "",
+                "verdict": verdict,
+                "verdict_badge": VERDICT_BADGE.get(verdict, "unconfirmed"),
+            }
+        )
+    return rows
+
+
+def _selection_note(records: Sequence[Mapping[str, Any]]) -> str:
+    """How the full runs were scored and compared (what chose, what is only reported)."""
+    seeds = max((len(r.get("seeds") or []) for r in records), default=0)
+    first = records[0] if records else {}
+    sizes = ", ".join(
+        f"{fmt_count(first.get(key))} {name}"
+        for key, name in (("train_images", "train"), ("val_images", "val"), ("test_images", "test"))
+        if first.get(key) is not None
+    )
+    text = (
+        "Each full run trains on the training set minus a validation split held out of it; the "
+        "validation accuracy alone chooses and orders the recommendations, paired by seed with "
+        "the baseline's (the same split for every run). The test set is evaluated once per run "
+        "and only reported."
+    )
+    if sizes:
+        text += f" Images per run: {sizes}."
+    if seeds == 1:
+        text += (
+            " These runs used one seed: there is no interval, so no difference is confirmed "
+            "(rerun with --validate-seeds 3 or more)."
+        )
+    elif seeds > 1:
+        text += (
+            f" {seeds} seeds per configuration: Δ is the mean paired difference of validation "
+            "accuracy to the baseline, with its 95 % t-interval."
+        )
+    return text
 
 
 def _agreement(rho: float | None, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Spearman's ρ of proxy vs full-run accuracy, and what it means for this study."""
+    """Spearman's ρ of proxy vs full-run validation accuracy, and what it means here."""
     n = sum(
         1
         for r in records
-        if r.get("proxy_accuracy") is not None and r.get("test_accuracy") is not None
+        if r.get("proxy_accuracy") is not None and r.get("val_accuracy") is not None
     )
+    compared = [
+        (r.get("comparison") or {}).get("accuracy") for r in records if not r.get("baseline")
+    ]
+    ties = bool(compared) and all(a == "tie" for a in compared)
     if rho is None:
         text = (
             f"Not computed: it needs at least 3 validated configurations with both accuracies "
             f"and not all equal (this study has {n})."
         )
+    elif ties:
+        text = "Every validated configuration ties with the baseline within its seed interval, so ρ ranks noise: the proxy ranking cannot be judged from these full runs."
     elif rho >= 0.8:
         text = "The proxy ranking carried over to the full runs: the short trainings ranked these configurations as the full ones did."
     elif rho >= 0.4:
         text = "The proxy ranking carried over only partly: treat configurations whose proxy accuracies are close as ties."
     else:
-        text = "The proxy ranking did not carry over: the proxy trainings are too short to rank these configurations; raise --epochs."
+        text = "The proxy ranking did not carry over: the proxy trainings may be too short to rank these configurations (raise --epochs), or the full runs differ by less than their seed spread."
     if rho is not None and n <= 4:
         text += f" With {n} configurations ρ can take only a few values; read it as a rough check."
     return {"rho": rho, "n": n, "text": text}
@@ -533,7 +757,14 @@ def _reproduce(s: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> di
     ]  # fmt: skip
     full = _full_epochs(records)
     if full is not None:
-        facts.append(("full runs", f"{full} epochs, {len(records)} configurations"))
+        seeds = _seeds(s, records)
+        facts.append(
+            (
+                "full runs",
+                f"{full} epochs, {len(records)} configurations × {seeds} seed"
+                f"{'' if seeds == 1 else 's'}; chosen on validation accuracy, tested once",
+            )
+        )
     report = ["satadvisor", "report", shlex.quote(name)]
     if storage:
         report += ["--storage", shlex.quote(str(storage))]
@@ -561,6 +792,13 @@ def _fixed_knobs(s: Mapping[str, Any]) -> dict[str, Any]:
                 seen.setdefault(k, set()).add(fmt_value(v))
                 first.setdefault(k, v)
     return {k: first[k] for k, values in seen.items() if len(values) == 1}
+
+
+def _seeds(s: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> int:
+    """Seeds per validated configuration: as requested, else as many as the records hold."""
+    if s.get("validate_seeds"):
+        return int(s["validate_seeds"])
+    return max((len(r.get("seeds") or []) for r in records), default=1) or 1
 
 
 def _full_epochs(records: Sequence[Mapping[str, Any]]) -> int | None:
@@ -612,6 +850,9 @@ def _optimize_command(
         picks = sum(1 for r in records if not r.get("baseline"))
         if picks and picks != DEFAULT_VALIDATE_TOP:  # 0 picks: --validate-top 0 would skip all
             parts += ["--validate-top", str(picks)]
+        seeds = _seeds(s, records)
+        if seeds != DEFAULT_VALIDATE_SEEDS:
+            parts += ["--validate-seeds", str(seeds)]
     if used.get("timeout"):
         parts += ["--timeout", fmt_value(used["timeout"])]
     return " ".join(parts)

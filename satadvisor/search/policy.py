@@ -6,8 +6,10 @@ when a trial finishes. Before drawing a trial, a worker asks :func:`next_candida
 next trial should be a rule candidate, and which one, from the storage alone:
 
 - **Only the front seeds.** Candidates come from the trials on the current proxy Pareto front
-  (non-dominated over the study's objectives). ``rules`` goes on to the next front (rank 1,
-  2, …) when the front's candidates are spent, so it uses its budget while any remain.
+  (non-dominated over the study's objectives); a trial whose proxy did not learn is never on
+  it and never supplies candidates (:func:`candidates_of`). ``rules`` goes on to the next
+  front (rank 1, 2, …) when the front's candidates are spent, so it uses its budget while any
+  remain.
 - **Expected gain first.** Among the eligible candidates, those cheaper than their parent come
   first, the largest relative MACs cut first (a tail removed from a front trial keeps most of
   its accuracy, so it is the likeliest to move the front); moves that add MACs come last.
@@ -85,11 +87,12 @@ def front_ranks(trials: Sequence[FrozenTrial], objectives: Sequence[str]) -> dic
     """Trial number → non-domination rank of the complete trials (0 = the proxy Pareto front).
 
     Objectives are read from the trials' user attributes (accuracy maximised, MACs and params
-    minimised); trials lacking one are left out.
+    minimised); trials lacking one, and trials whose proxy did not learn, are left out (the
+    worker never completes those; an older study may have).
     """
     points = {}
     for t in trials:
-        if t.state != TrialState.COMPLETE:
+        if t.state != TrialState.COMPLETE or tr.not_learned(t):
             continue
         values: list[Any] = [t.user_attrs.get(name) for name in objectives]
         if all(v is not None for v in values):
@@ -133,6 +136,10 @@ def rule_slot_due(trials: Sequence[FrozenTrial], *, strategy: str, budget: int) 
 
 
 def candidates_of(trial: FrozenTrial) -> list[Candidate]:
+    """The rule candidates stored with ``trial``; none from a proxy that did not learn (its
+    profile carries no advice), whatever a study written by an older version stored."""
+    if tr.not_learned(trial) or trial.user_attrs.get(tr.LEARNED) is False:
+        return []
     stored = trial.user_attrs.get(CANDIDATES) or []
     return [
         Candidate(dict(c["params"]), str(c["kind"]), trial.number, c.get("macs"))

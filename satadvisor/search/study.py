@@ -25,7 +25,7 @@ from satadvisor.search._signals import checkpoint, deferred_interrupts
 from satadvisor.search.space import SearchSpace, derive_space
 from satadvisor.search.storage import default_url, open_storage, redact, storage_file
 from satadvisor.search.summary import study_summary
-from satadvisor.search.validate import select, validate, validation_key
+from satadvisor.search.validate import DEFAULT_SEEDS, select, validate, validated
 from satadvisor.search.worker import (
     OBJECTIVES,
     STRATEGIES,
@@ -150,6 +150,7 @@ def optimize(
     storage: str | None = None,
     workers: int = 1,
     validate_top: int = 3,
+    validate_seeds: int = DEFAULT_SEEDS,
     full_epochs: int | None = None,
     config: TrainConfig | None = None,
     dataset: str | None = None,
@@ -169,7 +170,12 @@ def optimize(
     ``budget`` counts proxy trials in the study in total: a rerun resumes and stops there.
     ``strategy``: ``hybrid`` (rule candidates + Optuna's sampler), ``rules`` or ``tpe`` alone.
     ``validate_top`` Pareto-optimal configurations and the baseline are retrained for
-    ``full_epochs`` (default 4× the proxy epochs) on the whole training set and tested.
+    ``full_epochs`` (default 4× the proxy epochs) with ``validate_seeds`` seeds (the study's
+    seed, +1, …), on the training set minus the validation split; validation accuracy alone
+    chooses and orders the recommendations, paired by seed with the baseline's (a 95 %
+    t-interval confirms a claim; one seed confirms nothing), and the test split is evaluated
+    once per run, for the report only. Raising ``validate_seeds`` on a validated study runs
+    only the new seeds.
     ``subset`` caps each split of the proxy trials, ``full_subset`` each split of the
     validation runs (images, stratified; None: all).
 
@@ -185,6 +191,11 @@ def optimize(
         raise UsageError(f"unknown strategy {strategy!r}: use hybrid, rules or tpe")
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
+    if validate_seeds < 1:
+        raise UsageError(
+            f"--validate-seeds must be at least 1, got {validate_seeds}: 3 is usual "
+            "(one seed gives no interval, so nothing is confirmed)"
+        )
     names = parse_objectives(objectives)
     config = config or TrainConfig()
     spec = spec_mod.load(model)
@@ -225,15 +236,18 @@ def optimize(
         study = create_or_load(settings, baseline={k: baseline_knobs[k] for k in space.choices})
         counted = len(tr.counted(study.get_trials(deepcopy=False)))
         baseline, picks = select(study, k=validate_top, tolerance=tolerance)
-        if counted >= budget and validate_top > 0 and _validated(study, baseline, picks, settings):
+        done = validated(study, settings, trials=picks, baseline=baseline, seeds=validate_seeds)
+        if counted >= budget and validate_top > 0 and done:
             raise StudyError(
                 f"study {study_name!r} already has {counted} trials of a budget of {budget} and "
-                f"is validated; raise --budget to continue, or re-render with "
+                f"is validated; raise --budget (or --validate-seeds) to continue, or re-render with "
                 f"`satadvisor report {study_name}`"
             )
         # Recorded only now: a refused rerun leaves the study as it was.
         study.set_user_attr("budget", settings.budget)
         study.set_user_attr("command", command_line())
+        if validate_top > 0:  # a search-only rerun leaves the validation's seeds as they were
+            study.set_user_attr("validate_seeds", validate_seeds)
         run_workers(settings, workers=workers, on_trial=on_trial)
         baseline, picks = select(study, k=validate_top, tolerance=tolerance)
         if validate_top > 0:
@@ -243,6 +257,7 @@ def optimize(
                 trials=picks,
                 baseline=baseline,
                 full_epochs=full_epochs or 4 * config.epochs,
+                seeds=validate_seeds,
                 on_run=on_validation,
             )
     return study_summary(
@@ -273,15 +288,6 @@ def _with_baseline(space: SearchSpace, knobs: Mapping[str, Any]) -> SearchSpace:
         v = knobs.get(k)
         choices[k] = tuple(sorted({*values, v})) if v is not None and v not in values else values
     return SearchSpace(choices=choices, fixed=space.fixed)
-
-
-def _validated(
-    study: optuna.Study, baseline: Any, picks: list[Any], settings: SearchSettings
-) -> bool:
-    todo = ([baseline] if baseline is not None else []) + picks
-    return all(
-        validation_key(settings.space.configuration(t.params)) in study.user_attrs for t in todo
-    )
 
 
 def _plain(settings: SearchSettings) -> dict[str, Any]:

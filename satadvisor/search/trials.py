@@ -1,7 +1,10 @@
 """What a trial is in a satadvisor study: its bookkeeping in Optuna user attributes.
 
 Budget rule: a trial *counts* when it is complete, pruned, running, or failed for a reason of
-its own (diverged, the model raised, out of memory twice). Trials stopped from outside —
+its own (diverged, the model raised, out of memory twice). A trial whose proxy did not learn
+(user attribute :data:`STATUS` is :data:`NOT_LEARNED`; told as pruned, or as failed on older
+Optuna, see :func:`satadvisor.search.worker.not_learned_state`) ran, so it counts like
+any other and is never queued again. Trials stopped from outside —
 Ctrl-C, a killed worker found stale, a dataset that cannot be read — do not count and their
 configuration is enqueued again,
 so rerunning the command resumes to the same total. Trials a worker drew but did not run (over
@@ -29,6 +32,12 @@ HEARTBEAT = "heartbeat"
 HOST = "host"
 PID = "pid"
 REASON = "reason"
+#: User attribute: the proxy run's status ("completed", "not_learned", "pruned", …).
+STATUS = "status"
+#: User attribute: whether the proxy learned (see :mod:`satadvisor.trust`).
+LEARNED = "learned"
+#: :data:`STATUS` of a trial whose proxy ran to the end without learning.
+NOT_LEARNED = "not_learned"
 #: A running trial whose heartbeat is older than this (seconds) belongs to a dead worker.
 STALE_AFTER = 120.0
 HEARTBEAT_EVERY = 15.0
@@ -44,6 +53,12 @@ def trial_params(trial: FrozenTrial) -> dict[str, Any]:
     if trial.params:
         return dict(trial.params)
     return dict(trial.system_attrs.get("fixed_params", {}))
+
+
+def not_learned(trial: FrozenTrial) -> bool:
+    """Whether a trial's proxy ran to the end without learning: nothing may rest on its
+    measurements (no rule candidates, not on the front, not validated); the study counts it."""
+    return trial.user_attrs.get(STATUS) == NOT_LEARNED
 
 
 def counts(trial: FrozenTrial) -> bool:

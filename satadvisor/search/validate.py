@@ -1,7 +1,9 @@
-"""Full-run validation: retrain the baseline and the Pareto-optimal picks, test-set accuracy.
+"""Full-run validation: retrain the baseline and the Pareto-optimal picks with several seeds.
 
-Each result is stored in the study as soon as it exists (one user attribute per configuration),
-so an interrupted validation resumes where it stopped and ``satadvisor report`` can re-render.
+Each run is scored on the validation split held out of the training set (what chooses) and
+tested once on the test split (reported only). Each result is stored in the study as soon as it
+exists (one user attribute per configuration and seed), so an interrupted validation resumes
+where it stopped and ``satadvisor report`` can re-render.
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from satadvisor import spec as spec_mod
+from satadvisor.config import TrainConfig
+from satadvisor.errors import UsageError
 from satadvisor.search import trials as tr
 from satadvisor.search._signals import checkpoint
-from satadvisor.search.summary import VALIDATION_PREFIX, evenness
+from satadvisor.search.summary import UNFINISHED, VALIDATION_PREFIX, evenness
 from satadvisor.search.worker import SearchSettings
+
+#: Seeds per validated configuration: on a 2-core CPU three full runs each is what fits; the
+#: fewest that give a paired interval with some power (see README, ``--validate-seeds``).
+DEFAULT_SEEDS = 3
 
 
 def select(
@@ -27,16 +35,32 @@ def select(
     """The baseline trial and up to ``k`` Pareto-optimal picks to validate.
 
     Picks: the most accurate trial of the front, the cheapest one within ``tolerance`` (a
-    fraction) of the baseline's proxy accuracy, then the rest of the front by accuracy.
+    fraction) of the baseline's proxy accuracy, then the rest of the front by accuracy. Trials
+    whose proxy did not learn are never picked; the baseline is validated also when its proxy
+    did not learn (it is the reference every pick is compared with, and a full run may learn).
     """
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and not _not_learned(t)]
     baseline = next((t for t in complete if t.user_attrs.get(tr.SOURCE) == "baseline"), None)
+    if baseline is None:
+        baseline = next(
+            (
+                t
+                for t in trials
+                if t.user_attrs.get(tr.SOURCE) == "baseline" and _not_learned(t) and t.params
+            ),
+            None,
+        )
     if not complete or k <= 0:
         return baseline, []
-    front = study.best_trials if len(study.directions) > 1 else complete
+    front = (
+        [t for t in study.best_trials if not _not_learned(t)]
+        if len(study.directions) > 1
+        else complete
+    ) or complete
     by_acc = sorted(front, key=lambda t: (-t.user_attrs["accuracy"], t.user_attrs["macs"]))
     picks: list[FrozenTrial] = [by_acc[0]]
-    if baseline is not None:
+    if baseline is not None and baseline.user_attrs.get("accuracy") is not None:
         floor = baseline.user_attrs["accuracy"] - tolerance
         cheap = [t for t in front if t.user_attrs["accuracy"] >= floor]
         if cheap:
@@ -54,9 +78,23 @@ def select(
     return baseline, out[:k]
 
 
-def validation_key(knobs: dict[str, Any]) -> str:
+def _not_learned(trial: FrozenTrial) -> bool:
+    return trial.user_attrs.get("status") == "not_learned"
+
+
+def validation_key(knobs: dict[str, Any], seed: int) -> str:
+    """The study user attribute that holds the full run of ``knobs`` with ``seed``."""
     digest = hashlib.sha1(tr.config_key(knobs).encode()).hexdigest()[:12]
-    return f"{VALIDATION_PREFIX}{digest}"
+    return f"{VALIDATION_PREFIX}{digest}:seed{seed}"
+
+
+def seeds_for(config: TrainConfig, n: int) -> list[int]:
+    """The training seeds of ``n`` validation runs: the study's seed, then +1, +2, …"""
+    return [config.seed + i for i in range(n)]
+
+
+def todo(baseline: FrozenTrial | None, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    return ([baseline] if baseline is not None else []) + list(trials)
 
 
 def validate(
@@ -66,68 +104,101 @@ def validate(
     trials: Sequence[FrozenTrial],
     baseline: FrozenTrial | None,
     full_epochs: int,
+    seeds: int = DEFAULT_SEEDS,
     on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train each configuration in full (same seed), evaluate on the test set, store the result."""
+    """Retrain the baseline and ``trials`` in full with ``seeds`` seeds; return the run records.
+
+    Every run trains on the training set minus the validation split (one split, drawn with the
+    study's seed, for all runs: the differences between configurations pair by seed) and is
+    scored on that split (``val_accuracy``: what selection reads); the test split is evaluated
+    once at the end of the run (``test_accuracy``: reported only). Seed-major order: every
+    configuration with the first seed, then the next seed, so an interrupted validation
+    already compares them all. A run stored before (same configuration and seed) is not run
+    again.
+    """
     from satadvisor import data as data_mod
     from satadvisor._env import resolve_device
     from satadvisor.advisor import analyze
 
+    if seeds < 1:
+        raise UsageError(f"--validate-seeds must be at least 1, got {seeds}: 3 is usual")
     spec = spec_mod.load(settings.model)
-    config = replace(settings.train, epochs=full_epochs, full=True)
+    config = replace(settings.train, epochs=full_epochs, full=True, auto_epochs=False)
     device = resolve_device(config.device)
-    todo = ([baseline] if baseline is not None else []) + list(trials)
     records = []
     cache: dict[int, Any] = {}
-    for t in todo:
-        checkpoint()
-        knobs = settings.space.configuration(t.params)
-        name = validation_key(knobs)
-        if name in study.user_attrs:  # validated before this run was interrupted
-            records.append(study.user_attrs[name])
-            continue
-        resolution = int(knobs["resolution"])
-        if resolution not in cache:
-            cache[resolution] = data_mod.load(
-                settings.dataset,
-                resolution=resolution,
-                data_dir=settings.data_dir,
-                download=settings.download,
-                full=True,
-                seed=config.seed,
-                device=device,
-                subset=settings.full_subset,
+    for seed in seeds_for(config, seeds):
+        for t in todo(baseline, trials):
+            checkpoint()
+            knobs = settings.space.configuration(t.params)
+            name = validation_key(knobs, seed)
+            if name in study.user_attrs:  # validated before this run was interrupted
+                records.append(study.user_attrs[name])
+                continue
+            resolution = int(knobs["resolution"])
+            if resolution not in cache:  # the study's seed draws the one split of all runs
+                cache[resolution] = data_mod.load(
+                    settings.dataset,
+                    resolution=resolution,
+                    data_dir=settings.data_dir,
+                    download=settings.download,
+                    full=True,
+                    seed=config.seed,
+                    device=device,
+                    subset=settings.full_subset,
+                )
+            data = cache[resolution]
+            analysis = analyze(
+                spec,
+                knobs=knobs,
+                data=data,
+                config=replace(config, seed=seed),
+                progress=lambda _: checkpoint(),  # where a deferred Ctrl-C stops a full run
             )
-        analysis = analyze(
-            spec,
-            knobs=knobs,
-            data=cache[resolution],
-            config=config,
-            progress=lambda _: checkpoint(),  # where a deferred Ctrl-C stops a full run
-        )
-        run = analysis.run
-        assert run is not None
-        record = {
-            "trial": t.number,
-            "baseline": t is baseline,
-            "source": t.user_attrs.get(tr.SOURCE, "sampler"),
-            "knobs": knobs,
-            "proxy_accuracy": t.user_attrs.get("accuracy"),
-            "test_accuracy": run.test_accuracy,
-            "status": run.status,
-            "macs": analysis.macs,
-            "params": analysis.params,
-            "epochs": len(run.epochs),
-            "train_images": len(cache[resolution].train),
-            "test_images": len(cache[resolution].eval),
-            "wall_time": run.wall_time,
-            "saturation": {s.name: round(s.saturation, 4) for s in analysis.profile},
-            "tail": list(analysis.tail),
-            "evenness": evenness(analysis.profile),
-            "history": [e.__dict__ for e in run.epochs],
-        }
-        study.set_user_attr(name, record)
-        records.append(record)
-        if on_run is not None:
-            on_run(record)
+            run = analysis.run
+            assert run is not None
+            scored = run.status not in UNFINISHED
+            record = {
+                "trial": t.number,
+                "baseline": t is baseline,
+                "source": t.user_attrs.get(tr.SOURCE, "sampler"),
+                "knobs": knobs,
+                "seed": seed,
+                "proxy_accuracy": t.user_attrs.get("accuracy"),
+                "val_accuracy": run.accuracy if scored else None,
+                "test_accuracy": run.test_accuracy if scored else None,
+                "status": run.status,
+                "macs": analysis.macs,
+                "params": analysis.params,
+                "epochs": len(run.epochs),
+                "train_images": len(data.train),
+                "val_images": len(data.eval),
+                "test_images": len(data.test) if data.test is not None else None,
+                "wall_time": run.wall_time,
+                "saturation": {s.name: round(s.saturation, 4) for s in analysis.profile},
+                "tail": list(analysis.tail),
+                "evenness": evenness(analysis.profile),
+                "history": [e.__dict__ for e in run.epochs],
+            }
+            study.set_user_attr(name, record)
+            records.append(record)
+            if on_run is not None:
+                on_run(record)
     return records
+
+
+def validated(
+    study: optuna.Study,
+    settings: SearchSettings,
+    *,
+    trials: Sequence[FrozenTrial],
+    baseline: FrozenTrial | None,
+    seeds: int,
+) -> bool:
+    """Whether every run :func:`validate` would do is stored already."""
+    return all(
+        validation_key(settings.space.configuration(t.params), seed) in study.user_attrs
+        for seed in seeds_for(settings.train, seeds)
+        for t in todo(baseline, trials)
+    )

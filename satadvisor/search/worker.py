@@ -4,6 +4,12 @@ Every worker — in this process, a local subprocess (``--workers``), or the sam
 another machine — runs this loop against the same storage. Budget, deduplication and the share
 of rule trials are decided from the storage alone (trial numbers order the workers), so no
 worker needs to talk to another. Which rule candidate runs when is :mod:`.policy`'s decision.
+
+A trial whose proxy did not learn (:mod:`satadvisor.trust`: validation accuracy not significantly
+above the majority-class rate, or a training loss that did not fall) is recorded with its
+measurements and ``status`` ``"not_learned"``, counts against the budget (it ran), supplies no
+rule candidates and is told to Optuna as :func:`not_learned_state` (never complete), so it stays
+out of the Pareto front, the validation picks and the recommendations.
 """
 
 from __future__ import annotations
@@ -58,7 +64,12 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class TrialEvent:
-    """Reported after every finished trial (for progress display)."""
+    """Reported after every finished trial (for progress display).
+
+    ``state``: "complete", "pruned", "failed", or "did not learn" (the proxy ran but its
+    accuracy is not significantly above the majority-class rate, or its loss did not fall;
+    ``reason`` says which, and ``accuracy`` / ``macs`` are what it measured).
+    """
 
     number: int
     done: int
@@ -79,6 +90,40 @@ def make_sampler(settings: SearchSettings, worker_index: int) -> optuna.samplers
         constant_liar=True,
         n_startup_trials=policy.startup_trials(settings.budget),
     )
+
+
+def not_learned_state(n_objectives: int) -> TrialState:
+    """The state a trial whose proxy did not learn is told with: never ``COMPLETE``.
+
+    ``COMPLETE`` would need objective values, and a chance-level proxy at few MACs would sit on
+    the Pareto front (``study.best_trials``) and among the validation picks. ``PRUNED`` is
+    Optuna's state for a trial that ran but has no final values, and it keeps what TPE learns
+    right: :class:`~optuna.samplers.TPESampler` fills its "good" (below) set with complete
+    trials first and takes pruned ones only for the slots left (``_split_trials``), ranked by
+    their last intermediate value. Without intermediate values (multi-objective studies cannot
+    report them) a pruned trial ranks after every complete one (``_get_pruned_trial_score``
+    gives ``(1, 0.0)``), so once ⌈10 % of the trials⌉ learned the not-learned configurations
+    model the "bad" set and TPE steers away from them.
+
+    - Single objective: ``PRUNED``; the worker has reported the proxy accuracy every epoch
+      (``trial.report``), so TPE ranks them by it after the complete trials.
+    - Several objectives, Optuna ≥ 5: ``PRUNED``. (When fewer complete trials than the
+      below set exist, TPE 5 fills it with pruned ones, with uniform weights: a weak pull
+      in a study that barely learns anything, where the report says so anyway.)
+    - Several objectives, Optuna < 5 (3.5 – 4.x): ``FAIL``. Their multi-objective TPE weighs
+      the below set by hypervolume from ``trial.values`` and raises on a pruned trial there
+      (``TypeError``/``ValueError`` on ``None`` values, optuna/optuna#5260; Optuna says its
+      pruning does not support multi-objective studies) — reproduced with 4.5.0 once
+      fewer than ⌈10 % of the trials are complete. TPE ignores failed trials; the
+      ``status`` attribute still tells them apart from real failures, and they still count
+      (:func:`satadvisor.search.trials.counts`).
+    """
+    if n_objectives == 1 or _OPTUNA_MAJOR >= 5:
+        return TrialState.PRUNED
+    return TrialState.FAIL
+
+
+_OPTUNA_MAJOR = int(optuna.__version__.split(".")[0])
 
 
 def make_pruner(settings: SearchSettings) -> optuna.pruners.BasePruner:
@@ -256,7 +301,15 @@ class Worker:
             self._report(trial.number, "failed", knobs, None, None, source, reason)
             return
         self._record(trial, analysis)
-        if self.settings.strategy != "tpe":
+        if run.status == "not_learned":
+            # Measured, but nothing rests on it: no rule candidates, no objective values.
+            trial.set_user_attr(tr.REASON, run.reason or "the proxy did not learn")
+            self.study.tell(trial, state=not_learned_state(len(self.settings.objectives)))
+            acc, macs = run.accuracy, analysis.macs
+            self._report(trial.number, "did not learn", knobs, acc, macs, source, run.reason)
+            return
+        if self.settings.strategy != "tpe" and run.learned:
+            # (a run the pruner stopped below the learned margin proposes nothing either)
             cands = self._rule_candidates(trial.number, knobs, analysis)
             trial.set_user_attr(policy.CANDIDATES, [c.to_dict() for c in cands])
         if run.status == "pruned":
@@ -308,7 +361,10 @@ class Worker:
         trial.set_user_attr("accuracy", run.accuracy)
         trial.set_user_attr("macs", analysis.macs)
         trial.set_user_attr("params", analysis.params)
-        trial.set_user_attr("status", run.status)
+        trial.set_user_attr(tr.STATUS, run.status)
+        trial.set_user_attr(tr.LEARNED, run.learned)
+        if run.learning is not None:
+            trial.set_user_attr("learning", run.learning.to_dict())
         trial.set_user_attr("epochs", len(run.epochs))
         trial.set_user_attr("saturation", profile)
         trial.set_user_attr("tail", list(analysis.tail))
