@@ -97,9 +97,9 @@ class _Epochs(click.ParamType):
         return number
 
 
-def _epochs_config(epochs: int | str, max_epochs: int) -> dict[str, Any]:
-    """TrainConfig arguments for ``--epochs N|auto`` and ``--max-epochs``."""
-    if epochs == "auto":
+def _epochs_config(epochs: int | str | None, max_epochs: int) -> dict[str, Any]:
+    """TrainConfig arguments for ``--epochs N|auto`` (default auto) and ``--max-epochs``."""
+    if epochs is None or epochs == "auto":
         return {"epochs": max_epochs, "auto_epochs": True}
     return {"epochs": int(epochs)}
 
@@ -135,15 +135,15 @@ def _training_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--epochs",
             type=_Epochs(),
-            default=5,
-            show_default=True,
+            default=None,
             help="Epochs of each proxy training, or 'auto': train until the proxy has learned "
-            "and its saturation profile has settled (at most --max-epochs).",
+            "and its saturation profile has settled (at most --max-epochs). Default: auto for "
+            "analyze, 5 for optimize (a search compares proxies at one fixed length).",
         ),
         click.option(
             "--max-epochs",
             type=click.IntRange(2, 10_000),
-            default=30,
+            default=20,
             show_default=True,
             help="Cap of --epochs auto.",
         ),
@@ -242,7 +242,7 @@ def analyze(
     data_dir: Path | None,
     download: bool,
     resolution: int | None,
-    epochs: int | str,
+    epochs: int | str | None,
     max_epochs: int,
     subset: int | None,
     batch_size: int,
@@ -486,7 +486,7 @@ def optimize(
     data_dir: Path | None,
     download: bool,
     resolution: int | None,
-    epochs: int | str,
+    epochs: int | str | None,
     max_epochs: int,
     subset: int | None,
     batch_size: int,
@@ -524,7 +524,11 @@ def optimize(
         # the folder optimize() will name the report after (see search.study.optimize)
         check_output_dir(out / (study_name or f"{spec.name}-{dataset or spec.dataset or 'digits'}"))
         config = TrainConfig(
-            epochs=int(epochs), batch_size=batch_size, lr=lr, device=device, seed=seed
+            epochs=5 if epochs is None else int(epochs),
+            batch_size=batch_size,
+            lr=lr,
+            device=device,
+            seed=seed,
         )
         verbose = sys.stderr.isatty()
         summary = run_search(

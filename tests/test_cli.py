@@ -122,6 +122,8 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     # options out of range or of the wrong type (click validates, exit 2)
     ("epochs 0", ["analyze", "tiny.py", "--epochs", "0"], "click:--epochs"),
     ("epochs not int", ["analyze", "tiny.py", "--epochs", "abc"], "click:--epochs"),
+    ("max-epochs 1", ["analyze", "tiny.py", "--epochs", "auto", "--max-epochs", "1"], "click:"),
+    ("epochs auto (optimize)", [*OPT[:4], "--epochs", "auto"], "--epochs auto is for analyze"),
     ("batch-size 0", ["analyze", "tiny.py", "--batch-size", "0"], "click:--batch-size"),
     ("batch-size float", ["analyze", "tiny.py", "--batch-size", "1.5"], "click:--batch-size"),
     ("lr 0", ["analyze", "tiny.py", "--lr", "0"], "click:--lr"),

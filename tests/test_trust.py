@@ -4,6 +4,7 @@ settled, and advice gated on both — checked against independent computations a
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -287,3 +288,19 @@ def test_epochs_auto_stops_once_learned_and_settled() -> None:
     d = a.to_dict()["training"]
     assert d["auto_epochs"] is True and d["max_epochs"] == 12
     assert d["settled"] is True and d["settled_epoch"] <= d["epochs"]
+
+
+def test_the_cli_analyzes_until_learned_and_settled_by_default(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from satadvisor.cli import main
+
+    args = ["analyze", "vgg", "--max-epochs", "3", "--device", "cpu", "--subset", "300"]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    training = json.loads(result.stdout)["training"]
+    assert training["auto_epochs"] is True and training["max_epochs"] == 3
+    assert 1 <= training["epochs"] <= 3
+    # stopped early only when both held; else it ran to the cap
+    if training["epochs"] < 3:
+        assert training["learned"] and training["settled"]
