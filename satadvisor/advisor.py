@@ -28,14 +28,7 @@ from satadvisor.config import TrainConfig
 from satadvisor.cost import count_macs, count_parameters
 from satadvisor.errors import ModelBuildError, SatAdvisorError, UsageError
 from satadvisor.saturation import SaturationTracker
-from satadvisor.train import (
-    EpochRecord,
-    Progress,
-    RunResult,
-    majority_rate,
-    run,
-    seed_everything,
-)
+from satadvisor.train import EpochRecord, Progress, RunResult, run, seed_everything
 
 if TYPE_CHECKING:
     from satadvisor.data import DataBundle
@@ -294,6 +287,7 @@ def analyze(
     macs = count_macs(net, in_channels=info.in_channels, resolution=resolution)
     params = count_parameters(net)
 
+    th = thresholds or rules.RuleThresholds()
     result: RunResult | None = None
     if train:
         if data is None:
@@ -312,8 +306,7 @@ def analyze(
         tracker = SaturationTracker(
             net, threshold=config.threshold, max_positions=config.max_positions
         )
-        th = thresholds or rules.RuleThresholds()
-        until = _learned_and_settled(data, th, profile_phase) if config.auto_epochs else None
+        until = _learned_and_settled(th, profile_phase) if config.auto_epochs else None
         with tracker:
             try:
                 result = run(
@@ -334,7 +327,6 @@ def analyze(
                     "fix the model's forward pass (rerun with --debug for the traceback)"
                 ) from exc
 
-    th = thresholds or rules.RuleThresholds()
     settling = None
     profile = None
     if result is not None and result.saturation:
@@ -390,22 +382,11 @@ def _history(result: RunResult, phase: str) -> list[list[Any]]:
     return [ep.get(phase, []) for ep in result.saturation]
 
 
-def _learned_and_settled(
-    data: DataBundle, th: rules.RuleThresholds, phase: str
-) -> Callable[[RunResult], bool]:
+def _learned_and_settled(th: rules.RuleThresholds, phase: str) -> Callable[[RunResult], bool]:
     """``--epochs auto``'s stop rule: the proxy learned and its profile settled."""
-    majority, images = majority_rate(data.eval), len(data.eval)
 
     def done(result: RunResult) -> bool:
-        last = result.epochs[-1]
-        learned = trust.learning(
-            accuracy=last.eval_accuracy,
-            eval_images=images,
-            majority_rate=majority,
-            initial_loss=result.initial_loss,
-            final_loss=last.train_loss,
-        ).learned
-        if not learned or len(result.saturation) < 2:
+        if not result.learned or len(result.saturation) < 2:
             return False
         history = _history(result, phase)
         return trust.settling(history, pattern=lambda p: rules.pattern(p, thresholds=th)).settled

@@ -284,6 +284,7 @@ def run(
     # one batch alone is too noisy to tell a flat loss from a falling one.
     first_steps = max(1, min(20, steps_per_epoch // 20))
     first_loss = torch.zeros((), device=device, dtype=torch.float64)
+    majority, eval_images = majority_rate(data.eval), len(data.eval)
     started = time.perf_counter()
     train_seconds = 0.0
     images = 0
@@ -342,6 +343,15 @@ def run(
             seconds=time.perf_counter() - epoch_start,
         )
         result.epochs.append(record)
+        # The learned test of the run so far: what --epochs auto's stop rule and the final
+        # status read (a binomial tail and two comparisons; no device work).
+        result.learning = learning(
+            accuracy=eval_acc,
+            eval_images=eval_images,
+            majority_rate=majority,
+            initial_loss=result.initial_loss,
+            final_loss=train_loss,
+        )
         if tracker is not None:
             result.saturation.append({phase: tracker.compute(phase) for phase in PHASES})
             tracker.reset()
@@ -352,18 +362,9 @@ def run(
         if until is not None and until(result):
             break
 
-    if result.epochs and result.status != "diverged":
-        last = result.epochs[-1]
-        result.learning = learning(
-            accuracy=last.eval_accuracy,
-            eval_images=len(data.eval),
-            majority_rate=majority_rate(data.eval),
-            initial_loss=result.initial_loss,
-            final_loss=last.train_loss,
-        )
-        if result.status == "completed" and not result.learning.learned:
-            result.status = "not_learned"
-            result.reason = result.learning.reason
+    if result.status == "completed" and result.learning is not None and not result.learned:
+        result.status = "not_learned"
+        result.reason = result.learning.reason
     if data.test is not None and result.status in ("completed", "not_learned"):
         # The test split is evaluated once, for reporting; nothing is chosen by it.
         result.test_accuracy = _evaluate(model, data.test, config=config, device=device)[1]
