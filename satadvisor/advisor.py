@@ -62,8 +62,14 @@ class Analysis:
     profile_phase: str = "train"
     environment: dict[str, Any] = field(default_factory=dict)
     settling: trust.Settling | None = None
-    basis: str = "receptive_field"
     lead: tuple[str, ...] = ()
+
+    @property
+    def basis(self) -> str:
+        """What the findings rest on: ``measured``, ``receptive_field``, or ``none``."""
+        if not self.findings:
+            return "none"
+        return "receptive_field" if all(f.predicted for f in self.findings) else "measured"
 
     @property
     def learned(self) -> bool | None:
@@ -373,7 +379,6 @@ def analyze(
         profile_phase=profile_phase,
         environment=environment(config.device),
         settling=settling,
-        basis=_basis(findings),
         lead=tuple(lead),
     )
 
@@ -392,14 +397,6 @@ def _learned_and_settled(th: rules.RuleThresholds, phase: str) -> Callable[[RunR
         return trust.settling(history, pattern=lambda p: rules.pattern(p, thresholds=th)).settled
 
     return done
-
-
-def _basis(findings: list[rules.Finding]) -> str:
-    """What the advice rests on: ``measured``, ``receptive_field``, or ``none``."""
-    if not findings:
-        return "none"
-    measured = [f for f in findings if not f.predicted]
-    return "measured" if measured else "receptive_field"
 
 
 def _fixes(result: RunResult, *, spec: ModelSpec, config: TrainConfig, data: DataBundle) -> str:
