@@ -251,6 +251,7 @@ def analyze(
     subset: int | None = None,
     on_epoch: Callable[[EpochRecord], bool | None] | None = None,
     progress: Callable[[Progress], None] | None = None,
+    stop: Callable[[RunResult], str | None] | None = None,
 ) -> Analysis:
     """Profile one architecture: proxy training with saturation tracking + receptive fields.
 
@@ -259,7 +260,8 @@ def analyze(
     model's defaults and may hold ``resolution``. ``train=False`` does the receptive-field
     analysis only (seconds). ``data`` reuses an already loaded dataset (the search does this):
     its name and resolution are used, and a different ``dataset`` or ``resolution`` (or a
-    ``config.full`` that does not match its split) is a :class:`UsageError`.
+    ``config.full`` that does not match its split) is a :class:`UsageError`. ``on_epoch``,
+    ``progress`` and ``stop`` are passed to :func:`satadvisor.train.run`.
     """
     from satadvisor import data as data_mod
 
@@ -323,6 +325,7 @@ def analyze(
                     on_epoch=on_epoch,
                     progress=progress,
                     until=until,
+                    stop=stop,
                 )
             except (SatAdvisorError, KeyboardInterrupt, torch.cuda.OutOfMemoryError):
                 raise

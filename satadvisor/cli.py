@@ -398,12 +398,13 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
 )
 @click.option(
     "--strategy",
-    type=click.Choice(["hybrid", "rules", "tpe"]),
-    default="hybrid",
+    type=click.Choice(["guided", "tpe", "random"]),
+    default="guided",
     show_default=True,
     help=(
-        "hybrid: rule candidates from the proxy Pareto front (at most a third of the budget) "
-        "+ Optuna's sampler; rules or tpe: either part alone."
+        "guided: TPE steered by saturation (rule moves, early stops of settled tails and "
+        "dominated trials) and receptive fields (no draws with unproductive layers); "
+        "tpe or random: Optuna's sampler alone."
     ),
 )
 @click.option(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,9 +22,14 @@ def count_parameters(model: nn.Module) -> int:
 def count_macs(model: nn.Module, *, in_channels: int, resolution: int) -> int:
     """Multiply-accumulates of one forward pass of a single image (B=1) at ``resolution`` px.
 
-    Measured with :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions;
-    FLOPs / 2 = MACs; bias additions, activations and pooling are not counted) in eval mode on
-    a zero image of the model's own device and floating dtype. Every submodule's train/eval
+    Measured with :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions and
+    scaled-dot-product attention; FLOPs / 2 = MACs; bias additions, activations, softmax and
+    pooling are not counted) in eval mode on a zero image of the model's own device and
+    floating dtype. Attention counts ``q·kᵀ`` and ``attn·v``: per query head ``s_q·s_k·d`` +
+    ``s_q·s_k·d_v`` MACs, on every device (torch's counter knows only the CUDA kernels; the CPU
+    and other back ends get a formula here), and ``nn.MultiheadAttention`` /
+    ``nn.TransformerEncoderLayer`` run their ordinary path (the fused inference fast path is
+    switched off meanwhile: its single op is not counted by torch), which computes the same. Every submodule's train/eval
     mode is restored afterwards, so a model with e.g. frozen BatchNorm layers stays as it was.
     Forward hooks (observers such as a :class:`~satadvisor.saturation.SaturationTracker`) are
     suspended meanwhile: their work is not the model's cost, and a dry forward is not data.
@@ -37,14 +44,64 @@ def count_macs(model: nn.Module, *, in_channels: int, resolution: int) -> int:
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     x = torch.zeros(1, in_channels, resolution, resolution, device=device, dtype=dtype)
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_attention_formulas())
     try:
-        with torch.no_grad(), _forward_hooks_suspended(model), counter:
+        with torch.no_grad(), _forward_hooks_suspended(model), _no_fastpath(), counter:
             model(x)
     finally:
         for module, training in modes:
             module.training = training
     return int(counter.get_total_flops() // 2)
+
+
+def _attention_flops(
+    query_shape: tuple[int, ...],
+    key_shape: tuple[int, ...],
+    value_shape: tuple[int, ...],
+    *args: Any,
+    **kwargs: Any,
+) -> int:
+    """FLOPs of ``softmax(q·kᵀ)·v`` by its shapes: q (…, s_q, d), k (…, s_k, d), v (…, s_k, d_v).
+
+    The leading dimensions of q (batch × query heads) count once each; grouped-query attention
+    (fewer key/value heads) reads the shared keys once per query head, as the kernels do.
+    """
+    *lead, s_q, d = query_shape
+    s_k, d_v = key_shape[-2], value_shape[-1]
+    return 2 * math.prod(lead) * s_q * s_k * (d + d_v)
+
+
+def _attention_formulas() -> dict[Any, Callable[..., int]]:
+    """Flop formulas for the attention kernels torch's counter has none for (CPU and others)."""
+    names = (
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_fused_attention_overrideable",
+        "_scaled_dot_product_attention_math_for_mps",
+    )
+    packets = [getattr(torch.ops.aten, name, None) for name in names]
+    return {packet: _attention_flops for packet in packets if packet is not None}
+
+
+@contextlib.contextmanager
+def _no_fastpath() -> Iterator[None]:
+    """Switch off the fused MultiheadAttention/TransformerEncoderLayer inference path.
+
+    The fast path runs a whole attention block as one op (``_native_multi_head_attention``)
+    that the flop counter cannot see into; the ordinary path computes the same with counted
+    matmuls and scaled-dot-product attention. The global flag is put back afterwards.
+    """
+    mha = getattr(torch.backends, "mha", None)
+    getter = getattr(mha, "get_fastpath_enabled", None)
+    setter = getattr(mha, "set_fastpath_enabled", None)
+    if getter is None or setter is None:
+        yield
+        return
+    before = getter()
+    setter(False)
+    try:
+        yield
+    finally:
+        setter(before)
 
 
 @contextlib.contextmanager

@@ -144,8 +144,16 @@ class Finding:
 # --------------------------------------------------------------------------- profile reading
 
 
-def _feature_layers(profile: Sequence[LayerSaturation]) -> list[LayerSaturation]:
-    """The feature extractor: the conv layers, or for an MLP every layer but the output layer."""
+def _feature_layers(
+    profile: Sequence[LayerSaturation], rf: ReceptiveFieldAnalysis | None = None
+) -> list[LayerSaturation]:
+    """The feature extractor: the conv layers, or for an MLP every layer but the output layer.
+
+    A model with attention (``rf.attention``, e.g. a ViT whose only conv is the patch
+    embedding) does its work in Linear blocks: every layer but the output layer, as for an MLP.
+    """
+    if rf is not None and rf.attention:
+        return list(profile[:-1])
     convs = [layer for layer in profile if is_conv(layer.module_type)]
     if convs:
         return convs
@@ -180,23 +188,31 @@ def _early_end(values: Sequence[float], stop: int, th: RuleThresholds) -> int:
 
 
 def tail_layers(
-    profile: Sequence[LayerSaturation], *, thresholds: RuleThresholds = RuleThresholds()
+    profile: Sequence[LayerSaturation],
+    *,
+    thresholds: RuleThresholds = RuleThresholds(),
+    rf: ReceptiveFieldAnalysis | None = None,
 ) -> list[str]:
-    """Qualified names of the measured tail (conv layers only when the net has convs), or []."""
-    layers = _feature_layers(profile)
+    """Qualified names of the measured tail (conv layers only when the net has convs and no
+    attention, see ``rf``), or []."""
+    layers = _feature_layers(profile, rf)
     start = _tail_start([layer.saturation for layer in layers], thresholds)
     return [] if start is None else [layer.name for layer in layers[start:]]
 
 
 def pattern(
-    profile: Sequence[LayerSaturation], *, thresholds: RuleThresholds = RuleThresholds()
+    profile: Sequence[LayerSaturation],
+    *,
+    thresholds: RuleThresholds = RuleThresholds(),
+    rf: ReceptiveFieldAnalysis | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The shape the rules read in a profile: (tail layers, under-used early layers).
 
     Two epochs whose patterns are equal tell the same story; :func:`satadvisor.trust.settling`
-    compares them to decide whether a profile settled.
+    compares them to decide whether a profile settled. ``rf`` (optional) says whether the model
+    has attention, whose Linear blocks then count as feature layers.
     """
-    layers = _feature_layers(profile)
+    layers = _feature_layers(profile, rf)
     values = [layer.saturation for layer in layers]
     start = _tail_start(values, thresholds)
     stop = len(values) if start is None else start
@@ -227,6 +243,8 @@ def _rf_clause(
     """The receptive-field half of the tail sentence, and its evidence."""
     if rf is None:
         return ".", {"rf_border": None, "rf_agrees": None}
+    if rf.attention and rf.reason:
+        return f"; {rf.reason}.", {"rf_border": None, "rf_agrees": None}
     if not rf.supported:
         reason = f" ({rf.reason})" if rf.reason else ""
         return (
@@ -392,7 +410,7 @@ def _measured(
     th: RuleThresholds,
     capacity: bool = True,
 ) -> list[Finding]:
-    layers = _feature_layers(profile)
+    layers = _feature_layers(profile, rf)
     if not layers:
         return []
     # Labels unique over every layer that either measurement names.
@@ -400,7 +418,7 @@ def _measured(
     labels = short_names(list(dict.fromkeys(names)))
     order = [layer.name for layer in layers]
     values = [layer.saturation for layer in layers]
-    noun = "conv " if is_conv(layers[0].module_type) else ""
+    noun = "conv " if all(is_conv(layer.module_type) for layer in layers) else ""
     findings: list[Finding] = []
 
     start = _tail_start(values, th)
@@ -460,8 +478,22 @@ def _measured(
 def _even(
     order: Sequence[str], values: Sequence[float], noun: str, rf: ReceptiveFieldAnalysis | None
 ) -> Finding:
-    rf = _rf_usable(rf)
-    at = f", and no layer is unproductive at {rf.resolution} px" if rf is not None else ""
+    usable = _rf_usable(rf)
+    at = f", and no layer is unproductive at {usable.resolution} px" if usable is not None else ""
+    if rf is not None and rf.attention:
+        after = sum(layer.after_attention for layer in rf.layers)
+        covered = [x.name for x in rf.layers if not x.after_attention and x.r_min is not None]
+        covers = (
+            f"only {covered[0]}"
+            if len(covered) == 1
+            else f"only the {len(covered)} conv layers before attention"
+            if covered
+            else "no layer"
+        )
+        at = (
+            f"; receptive-field advice does not apply to the {after} layers after attention "
+            f"(it covers {covers})"
+        )
     message = (
         f"Saturation is even over the {len(order)} {noun}layers ({_values_range(values)}, "
         f"median {statistics.median(values):.2f}) with no tail, no under-used early layer and no "
@@ -470,7 +502,7 @@ def _even(
     evidence = {
         "values": list(values),
         "median": statistics.median(values),
-        "resolution": rf.resolution if rf is not None else None,
+        "resolution": usable.resolution if usable is not None else None,
     }
     return Finding("even", tuple(order), message, evidence)
 

@@ -238,6 +238,7 @@ def run(
     on_epoch: Callable[[EpochRecord], bool | None] | None = None,
     progress: Callable[[Progress], None] | None = None,
     until: Callable[[RunResult], bool] | None = None,
+    stop: Callable[[RunResult], str | None] | None = None,
 ) -> RunResult:
     """Train ``model`` on ``data`` and return what was measured.
 
@@ -248,7 +249,9 @@ def run(
     nothing). A non-finite training or evaluation loss ends the run with status
     ``"diverged"``; the epochs measured before are kept. ``until`` is called with the result
     so far after every epoch (``config.auto_epochs``: ``config.epochs`` is then a cap);
-    returning True ends the run early as finished. A run that finishes without learning (see
+    returning True ends the run early as finished. ``stop`` is called with the result so far
+    after every epoch too; a reason (a string) ends the run with status ``"pruned"`` and that
+    reason (the search's pruner reads the saturation history this way). A run that finishes without learning (see
     :mod:`satadvisor.trust`) ends with status ``"not_learned"``. The global RNGs are seeded
     with ``config.seed`` first (dropout), so the same seed and model reproduce a run on one
     device. ``config.full`` must match the data (full runs carry a test split, evaluated once
@@ -358,6 +361,11 @@ def run(
         if on_epoch is not None and on_epoch(record):
             result.status = "pruned"
             result.reason = f"stopped by the epoch callback after epoch {epoch + 1}"
+            break
+        why = stop(result) if stop is not None else None
+        if why is not None:
+            result.status = "pruned"
+            result.reason = why
             break
         if until is not None and until(result):
             break

@@ -118,3 +118,58 @@ def test_forward_hooks_are_not_counted_but_pre_hooks_run() -> None:
 def test_a_model_without_parameters_costs_nothing() -> None:
     assert count_macs(nn.Sequential(nn.Flatten()), in_channels=1, resolution=4) == 0
     assert count_parameters(nn.Flatten()) == 0
+
+
+# --------------------------------------------------------------------------- attention
+
+
+class Tokens(nn.Module):
+    """(1, C, H, W) image -> (1, heads, H·W, C / heads) tokens, attended with itself."""
+
+    def __init__(self, heads: int, weights: bool | None) -> None:
+        super().__init__()
+        self.heads, self.weights = heads, weights
+        self.mha = nn.MultiheadAttention(8, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.flatten(2).transpose(1, 2)  # (1, HW, C)
+        if self.weights is None:  # functional scaled-dot-product attention, no projections
+            q = t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+        return self.mha(t, t, t, need_weights=self.weights)[0]
+
+
+def attention_macs(tokens: int, dim: int) -> int:
+    """q·kᵀ and attn·v summed over heads: tokens² · (dim per head) · heads, twice."""
+    return 2 * tokens * tokens * dim
+
+
+def test_scaled_dot_product_attention_is_counted_on_the_cpu() -> None:
+    # 4×4 image, 8 channels: 16 tokens of width 8 in 2 heads of 4.
+    macs = count_macs(Tokens(2, None), in_channels=8, resolution=4)
+    assert macs == attention_macs(16, 8) == 2 * (16 * 16 * 4) * 2 == 4096
+
+
+@pytest.mark.parametrize("weights", [False, True])
+def test_multihead_attention_counts_projections_and_attention(weights: bool) -> None:
+    # in_proj 16·8·24, out_proj 16·8·8, attention 2·16²·8; the same with or without the
+    # attention weights returned (bmm path vs scaled-dot-product path); eval + no_grad would
+    # take the fused fast path, whose single op torch does not count: it is switched off.
+    before = torch.backends.mha.get_fastpath_enabled()
+    macs = count_macs(Tokens(2, weights), in_channels=8, resolution=4)
+    assert macs == 16 * 8 * 24 + 16 * 8 * 8 + attention_macs(16, 8) == 8192
+    assert torch.backends.mha.get_fastpath_enabled() == before
+
+
+def test_tiny_vision_transformer_matches_the_hand_count() -> None:
+    import torchvision
+
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64
+    )
+    tokens = 16 + 1  # (32 / 8)² patches and the class token
+    patch = conv_macs(3, 32, 8, 16)  # 8×8/8 conv: 16 positions
+    block = tokens * 32 * 96 + attention_macs(tokens, 32) + tokens * 32 * 32  # qkv, attn, out
+    block += tokens * 32 * 64 + tokens * 64 * 32  # MLP
+    head = 32 * 1000  # the class token only
+    assert count_macs(vit, in_channels=3, resolution=32) == patch + 2 * block + head == 445824

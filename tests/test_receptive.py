@@ -8,6 +8,7 @@ receptive field of the longest path.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -260,15 +261,19 @@ class GlobalHead(nn.Module):
         return self.fc(torch.flatten(self.gate(self.pool(self.c2(self.c1(x)))), 1))
 
 
-def test_adaptive_pool_reads_the_whole_map_and_linear_is_global() -> None:
-    # c2: r 5, j 2 on an 8×8 map; pooling to 1×1 reads it all: 5 + 7·2 = 19, j 16.
-    result = analyze(GlobalHead(1), 16)
-    gate, fc = result.by_name()["gate"], result.by_name()["fc"]
-    assert (gate.input_r_min, gate.r_min, gate.jump, gate.input_size) == (19, 19, 16, 1)
-    # A 1×1 conv on a 1×1 map is a Linear layer on a pooled descriptor: never flagged.
-    assert not gate.unproductive and not gate.critical
-    assert fc.r_min is None and not fc.unproductive
-    assert result.unproductive == []
+def test_global_pool_output_is_global_and_linear_too() -> None:
+    # A global pool leaves a descriptor of the whole image: the 1×1 conv that reads it is a
+    # Linear layer on that descriptor (no receptive field, never flagged), at every size.
+    for resolution in (4, 16, 64):
+        result = analyze(GlobalHead(1), resolution)
+        gate, fc = result.by_name()["gate"], result.by_name()["fc"]
+        assert (gate.input_r_min, gate.r_min, gate.r_max, gate.input_size) == (None,) * 3 + (1,)
+        assert not gate.unproductive and not gate.critical
+        assert fc.r_min is None and not fc.unproductive
+        assert result.unproductive == []
+        # The range is the architecture's: c2 sees 5 px (3 + 2·1); 4 px is the smallest
+        # input on which c1 (3×3) reads a map larger than its kernel.
+        assert result.feasible_range == (4, 5)
     # Pooling 8×8 to 2×2 uses 4×4 windows: r 5 + 3·2 = 11, j 8; this gate is not exempt.
     gate2 = analyze(GlobalHead(2), 16).by_name()["gate"]
     assert (gate2.r_min, gate2.jump, gate2.input_size) == (11, 8, 2)
@@ -289,13 +294,32 @@ class SqueezeExcite(nn.Module):
         return self.project(x * gate)
 
 
-def test_squeeze_excitation_gate_neither_shrinks_r_min_nor_is_flagged() -> None:
-    result = analyze(SqueezeExcite(), 8)
-    layers = result.by_name()
-    assert layers["fc1"].input_r_min == 3 + 3 * 2  # the gate reads the whole 4×4 map
-    assert (layers["project"].input_r_min, layers["project"].r_max) == (3, 9)
-    assert layers["project"].jump == 2  # the broadcast 1×1 gate carries no pixel pitch
-    assert result.unproductive == [] and result.critical == []
+def test_squeeze_excitation_gate_adds_nothing_to_the_main_path_and_is_not_flagged() -> None:
+    # conv: 3×3/2 -> r 3, j 2. The gate (global pool -> fc1 -> fc2) is multiplied back onto
+    # the map: project reads x · gate, which sees what x sees: r_min = r_max = 3, jump 2 (not
+    # the whole image, which would make r_max grow with the input).
+    for resolution in (8, 32, 128):
+        result = analyze(SqueezeExcite(), resolution)
+        layers = result.by_name()
+        assert layers["fc1"].input_r_min is None and layers["fc2"].r_min is None
+        project = layers["project"]
+        assert (project.input_r_min, project.r_min, project.r_max, project.jump) == (3, 3, 3, 2)
+        assert result.unproductive == [] and result.critical == []
+        assert result.feasible_range == (4, 3)  # empty: 3×3 needs a 4 px map, sees 3 px
+
+
+def test_one_by_one_conv_on_a_one_by_one_map_obeys_the_r_min_rule() -> None:
+    # Three 3×3/2 convs (padding 1): r 3, 7, 15; j 2, 4, 8. At 8 px the maps are 4, 2, 1 and
+    # the 1×1 conv reads r_min 15 > 8: unproductive, though its kernel covers its 1×1 map
+    # (the size rule never flags a 1×1 kernel). At 15 px it reads r_min = I: productive.
+    model = nn.Sequential(
+        *(nn.Conv2d(3, 3, 3, stride=2, padding=1) for _ in range(3)), nn.Conv2d(3, 3, 1)
+    )
+    at_8 = analyze(model, 8).by_name()["3"]
+    assert (at_8.input_size, at_8.input_r_min, at_8.unproductive) == (1, 15, True)
+    at_15 = analyze(model, 15).by_name()["3"]
+    assert (at_15.input_size, at_15.unproductive, at_15.critical) == (2, False, False)
+    assert smallest_productive_resolution(model) == 15
 
 
 class FunctionalNet(nn.Module):
@@ -502,3 +526,129 @@ def test_result_round_trips_through_json() -> None:
     assert restored == result
     layer = result.layers[0]
     assert LayerReceptiveField.from_dict(layer.to_dict()) == layer
+
+
+# ------------------------------------------------- feasible range: the architecture's
+
+
+def meta_model(name: str) -> nn.Module:
+    """A torchvision model without weights, on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        return getattr(torchvision.models, name)()
+
+
+def test_imagenet_resnet18_range_runs_from_97_to_435_px_at_every_resolution() -> None:
+    # Upper bound by hand along the longest path: conv1 7, maxpool 11 (j 4); layer1 +4·2·4 =
+    # 43; layer2 +2·4 = 51 (j 8) +3·2·8 = 99; layer3 +2·8 = 115 (j 16) +3·2·16 = 211; layer4
+    # +2·16 = 243 (j 32) +3·2·32 = 435. Lower bound: the size rule (97 px, see above) binds,
+    # not the r_min rule (layer4.1.conv2 reads r_min 75).
+    model = meta_model("resnet18")
+    for resolution in (32, 97, 224, 512):
+        result = analyze(model, resolution)
+        assert result.feasible_range == (97, 435)
+        assert result.extra["lower_bound_rule"] == "size"
+        assert result.extra["lower_bound_layer"] == "layer4.0.conv2"
+    assert analyze(model, 224).by_name()["layer4.1.conv2"].input_r_min == 75
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "efficientnet_b0"])
+def test_feasible_range_depends_on_the_architecture_alone(name: str) -> None:
+    model = meta_model(name)
+    ranges = {r: analyze(model, r).feasible_range for r in (32, 64, 224, 448)}
+    assert len(set(ranges.values())) == 1, ranges
+    assert ranges[32] is not None
+    lower = ranges[32][0]
+    assert lower == smallest_productive_resolution(model)
+    assert analyze(model, lower).unproductive == []
+    assert analyze(model, lower - 1).unproductive != []
+
+
+def test_squeeze_excitation_does_not_stretch_efficientnet_b0s_upper_bound() -> None:
+    # Every conv of the main path sees at most the r_max of the last 1×1 conv (features.8),
+    # which does not grow with the input; gates (global pool -> 1×1 convs) have no field.
+    model = meta_model("efficientnet_b0")
+    result = analyze(model, 448)
+    layers = result.by_name()
+    gates = [x for x in result.layers if ".fc" in x.name]
+    assert len(gates) == 32 and all(g.r_min is None and not g.unproductive for g in gates)
+    assert result.feasible_range is not None
+    top = layers["features.8.0"].r_max
+    assert top is not None and result.feasible_range[1] == top < 448 * 2
+
+
+def test_unproductive_layers_only_shrink_as_the_resolution_grows() -> None:
+    model = meta_model("mobilenet_v2")
+    flagged = [set(analyze(model, r).unproductive) for r in (32, 40, 48, 64, 96, 128, 163)]
+    assert all(later <= earlier for earlier, later in itertools.pairwise(flagged))
+    assert flagged[0] and flagged[-1] == set()
+    # The 1×1 convs of the last blocks read 1×1 maps at 32 px and are flagged (r_min rule).
+    at_32 = analyze(model, 32).by_name()
+    assert at_32["features.17.conv.2"].input_size == 1 and at_32["features.17.conv.2"].unproductive
+
+
+# ---------------------------------------------------------------------- attention
+
+
+def tiny_vit() -> nn.Module:
+    return torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64
+    )
+
+
+def test_vit_receptive_field_advice_does_not_apply_to_attention() -> None:
+    result = analyze(tiny_vit(), 32)
+    assert not result.supported and result.feasible_range is None
+    assert result.attention == (
+        "encoder.layers.encoder_layer_0.self_attention",
+        "encoder.layers.encoder_layer_1.self_attention",
+    )
+    assert result.reason is not None and "does not apply to attention" in result.reason
+    assert "covers only conv_proj" in result.reason and "\n" not in result.reason
+    layers = result.by_name()
+    patch = layers["conv_proj"]  # 8×8/8 patch embedding: r 8, j 8
+    assert (patch.r_min, patch.r_max, patch.jump, patch.after_attention) == (8, 8, 8, False)
+    after = [x.name for x in result.layers if x.after_attention]
+    # Every Linear layer comes after the first attention (the MLP of block 0 follows it).
+    assert after == [x.name for x in result.layers if x.module_type == "Linear"]
+    assert len(after) == 5 and after[-1] == "heads.head"
+    assert "does not describe the 5 layers after it" in result.reason
+    assert not any(x.unproductive for x in result.layers)
+    with pytest.raises(UnsupportedModelError, match="does not apply to attention"):
+        smallest_productive_resolution(tiny_vit())
+
+
+class FunctionalAttention(nn.Module):
+    """Self-attention over the positions of a conv map, written with plain matmuls."""
+
+    def __init__(self, fused: bool) -> None:
+        super().__init__()
+        self.fused = fused
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.qkv = nn.Linear(8, 24)
+        self.proj = nn.Linear(8, 8)
+        self.scale = nn.Parameter(torch.ones(8, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        x = x @ self.scale  # a product with a parameter mixes channels, not positions
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if self.fused:
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:
+            y = torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
+        return self.proj(y).mean(1)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_functional_attention_is_found(fused: bool) -> None:
+    result = analyze(FunctionalAttention(fused), 8)
+    assert not result.supported and len(result.attention) == (1 if fused else 2)
+    layers = result.by_name()
+    assert not layers["stem"].after_attention and layers["stem"].r_min == 3
+    assert not layers["qkv"].after_attention and layers["proj"].after_attention
+
+
+def test_attention_result_round_trips_through_json() -> None:
+    result = analyze(tiny_vit(), 32)
+    restored = ReceptiveFieldAnalysis.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert restored == result

@@ -26,11 +26,12 @@ from satadvisor import spec as spec_mod
 from satadvisor.config import TrainConfig
 from satadvisor.errors import StorageError, StudyError, UsageError
 from satadvisor.search import derive_space, evenness, load_summary, optimize, policy, spearman
+from satadvisor.search import record as tr
 from satadvisor.search import summary as summary_mod
-from satadvisor.search import trials as tr
+from satadvisor.search.record import KEY, Candidate, TrialRecord
 from satadvisor.search.space import SearchSpace
 from satadvisor.search.storage import open_storage, redact
-from satadvisor.search.worker import Worker
+from satadvisor.search.worker import Worker, settle
 
 MODEL = TINY_MODEL_SOURCE
 # Two epochs at batch 32: the smallest proxy whose trials learn (one epoch at batch 128 does not).
@@ -57,7 +58,11 @@ def _study(url: str, name: str) -> optuna.Study:
 
 
 def _counted_keys(study: optuna.Study) -> list[str]:
-    return [tr.config_key(tr.trial_params(t)) for t in tr.counted(study.get_trials())]
+    return [tr.config_key(t.params) for t in tr.counted(study.get_trials())]
+
+
+def _rec(t: optuna.trial.FrozenTrial) -> TrialRecord:
+    return TrialRecord.of(t)
 
 
 # ------------------------------------------------------------------ pure pieces
@@ -101,10 +106,24 @@ def test_space_from_search_space_pins_and_snaps(model_file: str) -> None:
 def test_space_derived_around_defaults_for_builtin() -> None:
     spec = spec_mod.load("plain")
     space = derive_space(spec, resolution=16)
-    assert space.choices["resolution"] == (8, 12, 16, 24, 32)
+    # 0.5× to 2× the resolution in quarter steps: evenly spaced, so ordinal for the sampler
+    assert space.choices["resolution"] == (8, 12, 16, 20, 24, 28, 32)
     d = spec.knobs["depth"]
     assert d in space.choices["depth"] and len(space.choices["depth"]) >= 3
     assert space.choices["kernel_size"] == (3, 5, 7)
+    dists = space.distributions()
+    for knob in ("resolution", "depth", "kernel_size", "width"):
+        values = space.choices[knob]
+        assert isinstance(dists[knob], optuna.distributions.IntDistribution), knob
+        # the distribution allows exactly the listed values
+        dist = dists[knob]
+        assert tuple(range(dist.low, dist.high + 1, dist.step)) == values  # type: ignore[attr-defined]
+    # unevenly spaced or non-numeric values stay categorical
+    odd = SearchSpace(choices={"w": (8, 16, 32), "act": ("relu", "gelu")})
+    assert all(
+        isinstance(d, optuna.distributions.CategoricalDistribution)
+        for d in odd.distributions().values()
+    )
 
 
 def test_space_refuses_fixed_model_and_empty(tmp_path: Path) -> None:
@@ -117,27 +136,6 @@ def test_space_refuses_fixed_model_and_empty(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ storages
-def test_one_waiting_trial_popped_by_two_workers_is_run_by_one(tmp_path: Path) -> None:
-    # SQLite lets two workers asking at once both pop the same enqueued trial (seen in CI: both
-    # ran the baseline and the second crashed on telling a finished trial). The earliest claim
-    # owns it; the other worker leaves it alone and does not overwrite the owner's pid.
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    first = optuna.create_study(study_name="c", storage=open_storage(url))
-    first.enqueue_trial({"x": 1})
-    second = optuna.load_study(study_name="c", storage=open_storage(url))
-    mine = first.ask()
-    same = optuna.Trial(second, mine._trial_id)  # what the second worker's ask returned too
-    assert tr.claim(first, mine, pid=111)
-    assert not tr.claim(second, same, pid=222)
-    attrs = second.get_trials()[0].user_attrs
-    assert attrs[tr.PID] == 111
-    # the other order: a claim stamped earlier by another worker wins over ours
-    late = first.ask()
-    optuna.Trial(second, late._trial_id).set_user_attr("claim:elsewhere:9", 0.0)
-    assert not tr.claim(first, late, pid=111)
-    assert tr.PID not in second.get_trials()[1].user_attrs
-
-
 _KILLED_WRITER = """
 import os, signal, sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -169,39 +167,30 @@ def test_sqlite_left_by_a_writer_killed_mid_transaction_opens_and_rolls_back(
     assert "scratch" not in tables and "studies" in tables
 
 
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-def test_a_draw_still_writing_its_parameters_is_waited_for(tmp_path: Path) -> None:
+def test_a_draw_still_writing_its_record_is_waited_for(tmp_path: Path) -> None:
     # Seen in CI (journal storage, two workers): worker B checked for duplicates while worker
-    # A's earlier trial had only part of its parameters written; B saw no duplicate, A saw
-    # only a later trial, and both ran the same configuration. B must wait for A's draw.
-    same = {"depth": 2, "width": 4}  # both workers' sampler draws this configuration
-    sampler = optuna.samplers.PartialFixedSampler(same, optuna.samplers.RandomSampler(seed=0))
+    # A's earlier trial had not written what it runs yet; B saw no duplicate, and both ran the
+    # same configuration. B must wait until A's record is there (or A is long dead).
     study = optuna.create_study(
-        study_name="d", storage=open_storage(f"journal:{tmp_path / 'd.log'}"), sampler=sampler
+        study_name="d", storage=open_storage(f"journal:{tmp_path / 'd.log'}")
     )
-    dists = {k: optuna.distributions.CategoricalDistribution([2, 3, 4, 8]) for k in same}
-    first = study.ask()  # worker A, caught between writing its two parameters
-    first.suggest_categorical("depth", [2, 3, 4, 8])
-    second = study.ask(dists)  # worker B: the same configuration, all written
-    trials = study.get_trials(deepcopy=False)
-    assert tr.still_drawing(trials[1], trials, n_params=2)
-    assert not tr.is_live_duplicate(trials[1], trials)  # what B wrongly concluded
-    assert not tr.still_drawing(trials[0], trials, n_params=2)  # nothing before A
-    started = trials[0].datetime_start
-    assert started is not None
-    dead = started.timestamp() + tr.DRAW_GRACE + 1  # a draw that never finished is not awaited
-    assert not tr.still_drawing(trials[1], trials, n_params=2, now=dead)
+    first = study.ask()  # worker A, caught between its draw and its record
+    second = study.ask()  # worker B, record written
+    second.set_user_attr(KEY, TrialRecord(knobs={"depth": 2}).to_dict())
 
-    def finish_first_draw() -> None:
+    def write_first() -> None:
         time.sleep(0.3)
-        first.suggest_categorical("width", [2, 3, 4, 8])
+        first.set_user_attr(KEY, TrialRecord(knobs={"depth": 2}).to_dict())
 
-    finisher = threading.Thread(target=finish_first_draw)
-    finisher.start()
-    settled = tr.settle(study, second.number, n_params=2)
-    finisher.join()
-    assert settled[0].params == same == settled[1].params
-    assert tr.is_live_duplicate(settled[1], settled)  # B now sees it and skips
+    writer = threading.Thread(target=write_first)
+    started = time.monotonic()
+    writer.start()
+    settled = settle(study, second.number)
+    writer.join()
+    assert time.monotonic() - started >= 0.25, "B did not wait for A's record"
+    assert KEY in settled[0].user_attrs and _rec(settled[0]).knobs == {"depth": 2}
+    # nothing before A: A never waits
+    assert settle(study, first.number)
 
 
 def test_storage_errors_are_one_line(tmp_path: Path) -> None:
@@ -228,7 +217,7 @@ def test_storage_errors_are_one_line(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ the search
 @pytest.mark.integration
-def test_hybrid_search_budget_baseline_rules_resume(model_file: str, tmp_path: Path) -> None:
+def test_guided_search_budget_baseline_rules_resume(model_file: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     summary = optimize(
         model_file,
@@ -244,26 +233,30 @@ def test_hybrid_search_budget_baseline_rules_resume(model_file: str, tmp_path: P
     trials = study.get_trials()
     counted = tr.counted(trials)
     assert len(counted) == 5
-    assert counted[0].user_attrs[tr.SOURCE] == "baseline"
-    assert tr.trial_params(counted[0]) == {"depth": 2, "width": 4, "resolution": 8}
+    assert _rec(counted[0]).source == "baseline"
+    assert counted[0].params == {"depth": 2, "width": 4, "resolution": 8}
     assert len(set(_counted_keys(study))) == 5, "a configuration ran twice"
-    sources = {t.user_attrs.get(tr.SOURCE) for t in counted}
+    assert all(t.state != TrialState.WAITING for t in trials), "nothing is enqueued"
+    sources = {_rec(t).source for t in counted}
     assert any(str(s).startswith("rule:") for s in sources), sources
     for t in counted:
+        rec = _rec(t)
+        # one attribute, and nothing of the worker (owner, heartbeat, claims) left behind
+        assert set(t.user_attrs) == {KEY} and rec.owner is None
+        assert rec.prior is not None and rec.prior.buildable and rec.prior.macs == rec.macs
         if t.state == TrialState.COMPLETE:
-            assert 0 <= t.user_attrs["accuracy"] <= 1 and t.user_attrs["macs"] > 0
-            assert t.values == [t.user_attrs["accuracy"], t.user_attrs["macs"]]
-            assert set(t.user_attrs["saturation"]) and t.user_attrs["evenness"] is not None
-    # the MACs stored with each rule candidate are what the trial that ran it measured
-    proposed = {
-        tr.config_key(c["params"]): c["macs"]
-        for t in counted
-        for c in t.user_attrs.get(policy.CANDIDATES, [])
-    }
-    ran = [t for t in counted if tr.config_key(tr.trial_params(t)) in proposed]
-    assert ran and all(
-        proposed[tr.config_key(tr.trial_params(t))] == t.user_attrs["macs"] for t in ran
-    )
+            assert rec.accuracy is not None and 0 <= rec.accuracy <= 1 and rec.macs
+            assert t.values == [rec.accuracy, rec.macs]
+            assert rec.saturation and rec.evenness is not None
+            assert [p.epoch for p in rec.progress] == [1, 2, 3, 4] and rec.epochs == 4
+            assert rec.progress[-1].accuracy == rec.accuracy
+    # the MACs stored with each rule candidate (counted on the meta device before training)
+    # are what the trial that ran it measured
+    proposed = {tr.config_key(c.params): c.macs for t in counted for c in _rec(t).candidates}
+    ran = [t for t in counted if tr.config_key(t.params) in proposed]
+    assert ran and all(proposed[tr.config_key(t.params)] == _rec(t).macs for t in ran)
+    # optuna-dashboard's objective labels
+    assert study.metric_names == ["accuracy", "macs"]
     # validation: the baseline plus picks, trained in full with two seeds, scored on the
     # validation split (chooses) and tested (reported)
     assert summary["validation"][0]["baseline"] is True
@@ -292,29 +285,20 @@ def test_hybrid_search_budget_baseline_rules_resume(model_file: str, tmp_path: P
 @pytest.mark.integration
 def test_strategies_alone(model_file: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 't.db'}"
-    optimize(
-        model_file,
-        budget=4,
-        strategy="tpe",
-        storage=url,
-        study_name="t",
-        config=FAST,
-        validate_top=0,
-    )
-    sources = [t.user_attrs.get(tr.SOURCE) for t in tr.counted(_study(url, "t").get_trials())]
-    assert sources[0] == "baseline" and not any(str(s).startswith("rule:") for s in sources[1:])
-    optimize(
-        model_file,
-        budget=6,
-        strategy="rules",
-        storage=url,
-        study_name="r",
-        config=FAST,
-        validate_top=0,
-    )
-    sources = [t.user_attrs.get(tr.SOURCE) for t in tr.counted(_study(url, "r").get_trials())]
-    assert sources[0] == "baseline"
-    assert all(str(s).startswith("rule:") for s in sources[1:]), sources
+    for strategy in ("tpe", "random"):
+        optimize(
+            model_file,
+            budget=4,
+            strategy=strategy,
+            storage=url,
+            study_name=strategy,
+            config=FAST,
+            validate_top=0,
+        )
+        counted = tr.counted(_study(url, strategy).get_trials())
+        sources = [_rec(t).source for t in counted]
+        assert sources == ["baseline", "sampler", "sampler", "sampler"], strategy
+        assert all(t.state != TrialState.PRUNED or _rec(t).status == "not_learned" for t in counted)
 
 
 def test_study_with_other_space_is_refused(model_file: str, tmp_path: Path) -> None:
@@ -349,7 +333,8 @@ def test_diverging_trial_is_recorded_and_study_goes_on(model_file: str, tmp_path
     trials = tr.counted(_study(url, "d").get_trials())
     assert len(trials) == 2
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert failed and all("loss became" in t.user_attrs[tr.REASON] for t in failed)
+    assert failed and all("loss became" in str(_rec(t).reason) for t in failed)
+    assert all(_rec(t).status == "diverged" for t in failed)
 
 
 # ------------------------------------------------------------------ several workers, faults
@@ -374,7 +359,7 @@ def _run_worker(
     url: str,
     *,
     workers: int = 1,
-    strategy: str = "hybrid",
+    strategy: str = "guided",
     epochs: int = 1,
 ) -> subprocess.Popen[bytes]:
     script = tmp_path / "worker.py"
@@ -450,23 +435,24 @@ def test_killed_worker_loses_no_trial_and_resumes(model_file: str, tmp_path: Pat
             continue
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         # a trial that is really training (drawn and checked, not a momentary skip)
-        running = [t for t in trials if t.state == TrialState.RUNNING and "knobs" in t.user_attrs]
+        running = [t for t in trials if t.state == TrialState.RUNNING and KEY in t.user_attrs]
         if complete and running:
             done_before = [t.number for t in complete]
             break
     assert done_before, "the worker never reached a second trial"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    proc = _run_worker(tmp_path, model_file, 5, url, strategy="tpe", epochs=1)
+    # the same settings (another --epochs would be refused: one front, one training recipe)
+    proc = _run_worker(tmp_path, model_file, 5, url, strategy="tpe", epochs=5)
     _finish(proc)
     study = _study(url, "w")
     trials = study.get_trials()
     assert all(trials[n].state == TrialState.COMPLETE for n in done_before)
-    stale = [t for t in trials if t.user_attrs.get(tr.INTERRUPTED) == "stale"]
-    assert len(stale) == 1
+    stale = [t for t in trials if _rec(t).status == "interrupted"]
+    assert len(stale) == 1 and stale[0].state == TrialState.FAIL
     # the interrupted configuration ran again in the resumed run
-    retried = [t for t in trials if t.user_attrs.get("retry_of") == stale[0].number]
-    assert retried and tr.trial_params(retried[0]) == tr.trial_params(stale[0])
+    retried = [t for t in trials if _rec(t).retry_of == stale[0].number]
+    assert retried and retried[0].params == stale[0].params
     _assert_exact_budget(url, 5)
 
 
@@ -477,7 +463,7 @@ def test_space_for_builtin_resnet_uses_its_valid_depths() -> None:
         spec_mod.load("resnet").create(num_classes=10, in_channels=3, depth=depth, width=8)
 
 
-# ------------------------------------------------------------------ rule-candidate policy
+# ------------------------------------------------------------------ rule-move policy
 def _done(
     number: int,
     accuracy: float,
@@ -485,26 +471,30 @@ def _done(
     *,
     source: str = "sampler",
     depth: int | None = None,
-    candidates: list[dict[str, object]] | None = None,
-) -> optuna.trial.FrozenTrial:
-    """A complete trial as the storage holds it (objectives in user attributes)."""
-    attrs: dict[str, object] = {tr.SOURCE: source, "accuracy": accuracy, "macs": macs}
-    if candidates is not None:
-        attrs[policy.CANDIDATES] = candidates
+    candidates: list[Candidate] | None = None,
+    status: str = "completed",
+    reason: str | None = None,
+) -> tuple[int, TrialRecord]:
+    """A finished trial as the policy reads it: (number, record)."""
     d = number if depth is None else depth
-    t = optuna.trial.create_trial(
-        state=TrialState.COMPLETE,
-        values=[accuracy, float(macs)],
-        params={"depth": d},
-        distributions={"depth": optuna.distributions.CategoricalDistribution(list(range(1000)))},
-        user_attrs=attrs,
+    return number, TrialRecord(
+        knobs={"depth": d},
+        source=source,
+        status=status,  # type: ignore[arg-type]
+        reason=reason,
+        accuracy=accuracy,
+        macs=macs,
+        learned=True,
+        candidates=tuple(candidates or ()),
     )
-    t.number = number
-    return t
 
 
-def _cand(depth: int, macs: int, kind: str = "efficiency") -> dict[str, object]:
-    return {"params": {"depth": depth}, "kind": kind, "macs": macs}
+def _cand(depth: int, macs: int, kind: str = "efficiency") -> Candidate:
+    return Candidate({"depth": depth}, kind, macs)
+
+
+def _next(trials: list[tuple[int, TrialRecord]], budget: int) -> policy.Move | None:
+    return policy.next_candidate(trials, names=["depth"], budget=budget)
 
 
 def test_front_ranks_agree_with_optuna_best_trials() -> None:
@@ -514,13 +504,19 @@ def test_front_ranks_agree_with_optuna_best_trials() -> None:
     ]
     ranks = policy.front_ranks(trials, ("accuracy", "macs"))
     study = optuna.create_study(directions=["maximize", "minimize"])
-    for t in trials:
-        study.add_trial(t)
+    dist = {"depth": optuna.distributions.IntDistribution(0, 100)}
+    for n, rec in trials:
+        assert rec.accuracy is not None and rec.macs is not None
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[rec.accuracy, rec.macs], params={"depth": n}, distributions=dist
+            )
+        )
     assert sorted(n for n, r in ranks.items() if r == 0) == sorted(
         t.number for t in study.best_trials
     )
     # every rank-k trial is dominated by some rank-(k-1) trial and by none of rank >= k
-    points = {t.number: (t.user_attrs["accuracy"], -t.user_attrs["macs"]) for t in trials}
+    points = {n: (rec.accuracy or 0.0, -(rec.macs or 0)) for n, rec in trials}
 
     def dom(a: tuple[float, float], b: tuple[float, float]) -> bool:
         return a[0] >= b[0] and a[1] >= b[1] and a != b
@@ -531,7 +527,7 @@ def test_front_ranks_agree_with_optuna_best_trials() -> None:
             assert any(dom(points[m], points[n]) for m, q in ranks.items() if q == r - 1)
 
 
-def test_hybrid_rule_slots_wait_for_startup_and_stay_under_the_cap() -> None:
+def test_rule_slots_wait_for_startup_and_stay_under_the_cap() -> None:
     budget = 20
     start = 1 + policy.startup_trials(budget)  # baseline + TPE's random trials
     trials = [
@@ -539,44 +535,63 @@ def test_hybrid_rule_slots_wait_for_startup_and_stay_under_the_cap() -> None:
     ]
     rule_positions = []
     for position in range(1, budget):
-        cand = policy.next_candidate(trials, strategy="hybrid", budget=budget)
-        if cand is None:
+        move = _next(trials, budget)
+        if move is None:
             new = _done(position, 0.4, 2000 + position)  # dominated: seeds nothing
         else:
             rule_positions.append(position)
+            cand = move.candidate
             new = _done(position, 0.4, 2000, source=cand.source, depth=int(cand.params["depth"]))
         trials.append(new)
     assert rule_positions[0] == start
-    assert len(rule_positions) == policy.rule_cap("hybrid", budget) == budget // 3
+    assert len(rule_positions) == policy.rule_cap(budget) == budget // 3
     # spread over the rest of the budget, not bunched right after the startup
     assert max(np.diff(rule_positions)) <= 3 and rule_positions[-1] >= budget - 3
-    assert policy.next_candidate(trials, strategy="tpe", budget=budget) is None
 
 
 def test_only_front_trials_seed_candidates_largest_cut_first() -> None:
     trials = [
         _done(0, 0.80, 1000, source="baseline", candidates=[_cand(50, 1200, "performance")]),
-        # dominated by the baseline: its (very cheap) candidate must wait for `rules`
+        # dominated by the baseline: its (very cheap) candidate is never drawn
         _done(1, 0.70, 2000, candidates=[_cand(51, 100)]),
         _done(2, 0.90, 3000, candidates=[_cand(52, 2700), _cand(53, 1500), _cand(54, 6000)]),
         *[_done(n, 0.1, 9000 + n) for n in range(3, 9)],  # past the startup, dominated
     ]
     picks = []
     for _ in range(5):
-        cand = policy.next_candidate(trials, strategy="hybrid", budget=13)
-        if cand is None:
+        move = _next(trials, 13)
+        if move is None:
             break
+        cand = move.candidate
         picks.append(cand.params["depth"])
         trials.append(
             _done(len(trials), 0.1, 99999, source=cand.source, depth=cand.params["depth"])
         )
     # front (trials 0 and 2) only; cuts first by relative MACs (0.5×, 0.9×), then increases
-    # (1.2× of trial 0 before 2× of trial 2)
+    # (1.2× of trial 0 before 2× of trial 2); trial 1's candidate never
     assert picks == [53, 52, 50, 54]
-    # `rules` then goes on to the next front: trial 1's candidate
-    cand = policy.next_candidate(trials, strategy="rules", budget=20)
-    assert cand is not None and cand.params == {"depth": 51} and cand.parent == 1
-    assert cand.source == "rule:efficiency"
+
+
+def test_a_tail_hand_off_runs_at_the_next_slot_before_the_front() -> None:
+    budget = 30  # startup: the baseline + 7 of TPE's; rule slots spread over 22 positions
+    trials = [
+        _done(0, 0.80, 1000, source="baseline", candidates=[_cand(50, 500)]),
+        *[_done(n, 0.1, 9000 + n) for n in range(1, 8)],
+        _done(8, 0.1, 9008, source="rule:efficiency"),  # the first rule slot, just spent
+    ]
+    hand = _done(
+        9, 0.5, 4000, status="pruned", reason=f"{policy.TAIL_HANDOFF} of 3 layer(s) after epoch 2",
+        candidates=[_cand(60, 2000, "tail")],
+    )  # fmt: skip
+    # by the even spread the next rule slot is not due yet …
+    assert policy.slot_due([*trials, hand], budget=budget, handoff=False) is False
+    assert _next(trials, budget) is None
+    move = _next([*trials, hand], budget)
+    # … but the pruned trial's tail-removed configuration goes now, ahead of the front's
+    assert move is not None and move.candidate.params == {"depth": 60} and move.parent == 9
+    # a trial pruned for another reason hands nothing over
+    other = (9, hand[1].with_(reason="dominated after epoch 2"))
+    assert _next([*trials, other], budget) is None
 
 
 def _stub_analysis(spec_knobs: dict[str, int]) -> SimpleNamespace:
@@ -590,7 +605,7 @@ def _stub_analysis(spec_knobs: dict[str, int]) -> SimpleNamespace:
             if 0 <= j < len(values):
                 recs.append(SimpleNamespace(kind=kind, changes={knob: values[j]}, cost=None))
     run = SimpleNamespace(
-        status="complete",
+        status="completed",
         accuracy=0.5 + 0.1 * depth + 0.01 * width + 0.001 * res,
         reason=None,
         epochs=[1],
@@ -604,7 +619,7 @@ def _stub_analysis(spec_knobs: dict[str, int]) -> SimpleNamespace:
         params=depth * width,
         profile=[SimpleNamespace(name="conv", saturation=0.5)],
         tail=[],
-        receptive_field=SimpleNamespace(unproductive=0),
+        receptive_field=SimpleNamespace(unproductive=[]),
         findings=[],
         recommendations=recs,
     )
@@ -613,7 +628,7 @@ def _stub_analysis(spec_knobs: dict[str, int]) -> SimpleNamespace:
 @pytest.fixture()
 def stubbed(monkeypatch: pytest.MonkeyPatch) -> None:
     def fake(
-        self: Worker, trial: optuna.Trial, knobs: dict[str, int], config: TrainConfig
+        self: Worker, trial: optuna.Trial, knobs: dict[str, int], config: TrainConfig, rec: object
     ) -> SimpleNamespace:
         return _stub_analysis(knobs)
 
@@ -622,7 +637,7 @@ def stubbed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _front_before(trials: list[optuna.trial.FrozenTrial], number: int) -> set[int]:
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.number < number]
-    pts = {t.number: (t.user_attrs["accuracy"], -t.user_attrs["macs"]) for t in done}
+    pts = {t.number: (_rec(t).accuracy or 0.0, -(_rec(t).macs or 0)) for t in done}
     return {
         n
         for n, p in pts.items()
@@ -631,7 +646,7 @@ def _front_before(trials: list[optuna.trial.FrozenTrial], number: int) -> set[in
 
 
 @pytest.mark.parametrize("budget", [6, 9, 12])
-def test_hybrid_rule_trials_capped_and_from_the_front(
+def test_guided_rule_trials_capped_and_from_the_front(
     model_file: str, tmp_path: Path, stubbed: None, budget: int
 ) -> None:
     url = f"sqlite:///{tmp_path / 'h.db'}"
@@ -639,35 +654,13 @@ def test_hybrid_rule_trials_capped_and_from_the_front(
     trials = _study(url, "h").get_trials()
     counted = tr.counted(trials)
     assert len(counted) == budget and len(set(_counted_keys(_study(url, "h")))) == budget
-    rules = [t for t in counted if policy.is_rule(t)]
+    rules = [t for t in counted if _rec(t).is_rule]
     # the stub recommends every neighbour: without the cap these would crowd out the sampler
     assert 1 <= len(rules) <= budget // 3
     start = 1 + policy.startup_trials(budget)
     for t in rules:
         assert t.number >= start, "a rule trial took one of the sampler's startup slots"
-        assert t.user_attrs["parent"] in _front_before(trials, t.number)
-
-
-def test_rules_strategy_uses_its_whole_budget(
-    model_file: str, tmp_path: Path, stubbed: None
-) -> None:
-    url = f"sqlite:///{tmp_path / 'r.db'}"
-    # 12 configurations, all reachable through neighbours: candidates remain until the end
-    optimize(
-        model_file,
-        budget=12,
-        strategy="rules",
-        storage=url,
-        study_name="r",
-        config=FAST,
-        validate_top=0,
-    )
-    trials = _study(url, "r").get_trials()
-    counted = tr.counted(trials)
-    assert len(counted) == 12
-    assert [policy.is_rule(t) for t in counted] == [False] + [True] * 11
-    # the front's candidates ran out before the end: some parents were dominated when drawn
-    assert any(t.user_attrs["parent"] not in _front_before(trials, t.number) for t in counted[1:])
+        assert _rec(t).parent in _front_before(trials, t.number)
 
 
 # ------------------------------------------------------------------ validation: selection, seeds
@@ -825,7 +818,15 @@ def _validation_study(tmp_path: Path) -> tuple[optuna.Study, list[optuna.trial.F
                 values=[0.5 + depth / 10, float(depth)],
                 params={"depth": depth},
                 distributions=dist,
-                user_attrs={tr.SOURCE: source, "accuracy": 0.5 + depth / 10, "macs": depth},
+                user_attrs={
+                    KEY: TrialRecord(
+                        knobs={"depth": depth},
+                        source=source,
+                        status="completed",
+                        accuracy=0.5 + depth / 10,
+                        macs=depth,
+                    ).to_dict()
+                },
             )
         )
     return study, study.get_trials()
@@ -907,10 +908,9 @@ def test_not_learned_trials_are_counted_and_never_picked(tmp_path: Path) -> None
                 params={"depth": depth},
                 distributions=dist,
                 user_attrs={
-                    tr.SOURCE: "sampler",
-                    "accuracy": 0.99,
-                    "macs": 0.5,
-                    "status": "not_learned",
+                    KEY: TrialRecord(
+                        knobs={"depth": depth}, status="not_learned", accuracy=0.99, macs=1
+                    ).to_dict()
                 },
             )
         )

@@ -18,6 +18,10 @@ class LayerReceptiveField:
     times gets one entry: r_min and input_r_min are the minimum over its calls, r_max, jump and
     input_size the maximum; it is unproductive only when every call is, and critical when it is
     not unproductive but some call's output r_min exceeds the resolution.
+
+    ``after_attention`` marks a layer that reads a tensor computed from the output of an
+    attention op: attention mixes every position with every other by content, so the
+    receptive field does not describe the layer (its fields are None and it is never flagged).
     """
 
     name: str
@@ -33,6 +37,7 @@ class LayerReceptiveField:
     critical: bool
     effective_kernel: int | None = None
     calls: int = 1
+    after_attention: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -44,7 +49,12 @@ class LayerReceptiveField:
 
 @dataclass(frozen=True)
 class ReceptiveFieldAnalysis:
-    """Result of :func:`analyze` for one model at one input resolution."""
+    """Result of :func:`analyze` for one model at one input resolution.
+
+    ``attention`` names the attention ops of the model (modules, or ``module (node)`` for
+    functional ones), in forward order; a model with any is ``supported=False`` with a
+    ``reason`` that says so, and its layers are still listed (see ``after_attention``).
+    """
 
     resolution: int
     supported: bool
@@ -52,6 +62,7 @@ class ReceptiveFieldAnalysis:
     feasible_range: tuple[int, int] | None = None
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    attention: tuple[str, ...] = ()
 
     @property
     def unproductive(self) -> list[str]:
@@ -78,6 +89,7 @@ class ReceptiveFieldAnalysis:
             "feasible_range": list(self.feasible_range) if self.feasible_range else None,
             "reason": self.reason,
             "extra": dict(self.extra),
+            "attention": list(self.attention),
         }
 
     @classmethod
@@ -90,4 +102,5 @@ class ReceptiveFieldAnalysis:
             feasible_range=(int(rng[0]), int(rng[1])) if rng else None,
             reason=d.get("reason"),
             extra=dict(d.get("extra", {})),
+            attention=tuple(d.get("attention", ())),
         )

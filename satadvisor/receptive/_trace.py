@@ -64,6 +64,7 @@ class _Call:
     kernel: Dims | None = None
     stride: Dims | None = None
     keff: Dims | None = None
+    after_attention: bool = False  # it reads a tensor computed from an attention op's output
 
 
 @dataclass

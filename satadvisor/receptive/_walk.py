@@ -24,6 +24,10 @@ from satadvisor.receptive._trace import (
     _Unsupported,
 )
 
+# Ops that mix positions by content when both operands are computed from the image (q·kᵀ, attn·v)
+_MATMULS = frozenset(("matmul", "bmm", "baddbmm", "einsum", "__matmul__"))
+_ATTENTION_MODULES = (nn.MultiheadAttention,)
+
 # functional stem -> argument positions of (kernel_size, stride, dilation); None: no such argument
 _WINDOW_FN: dict[str, tuple[int, int, int | None]] = {
     "max": (1, 2, 4),
@@ -97,7 +101,14 @@ def _module_nd(m: nn.Module) -> int:
 
 
 class _Walker:
-    """Propagates receptive fields through the graph in topological order."""
+    """Propagates receptive fields through the graph in topological order.
+
+    Besides the receptive fields it records the attention ops (``attention``: a
+    MultiheadAttention or transformer module, scaled-dot-product attention, or a matrix product
+    of two tensors both computed from the image), which tensors are computed from their output
+    (``mixed``), and whether some window depends on the input size (``resolution_dependent``:
+    an adaptive pool to more than one position, a keepdim reduction over part of the map).
+    """
 
     def __init__(self, gm: fx.GraphModule, shapes: dict[str, Any], nd: int) -> None:
         self.gm = gm
@@ -105,6 +116,10 @@ class _Walker:
         self.nd = nd
         self.rfs: dict[str, _RF | None] = {}
         self.calls: list[_Call] = []
+        self.data: set[str] = set()  # tensors computed from the image (not parameters only)
+        self.mixed: set[str] = set()
+        self.attention: list[str] = []
+        self.resolution_dependent = False
 
     def run(self) -> None:
         first_input = True
@@ -113,12 +128,35 @@ class _Walker:
             if node.op == "placeholder":
                 ones = (1,) * self.nd
                 rf = _RF(ones, ones, ones, _trailing(self.nd)) if first_input else None
+                if first_input:
+                    self.data.add(node.name)
                 first_input = False
             elif node.op in ("get_attr", "output") or self.shapes.get(node.name) is None:
                 rf = None  # parameters, plain values and the return carry no receptive field
             else:
-                rf = self._visit(node)
+                inputs = node.all_input_nodes
+                mixed = any(n.name in self.mixed for n in inputs)
+                first_call = len(self.calls)
+                if self._is_attention(node):
+                    # Every output position reads every input position, weighted by content:
+                    # no window describes it, the result is global.
+                    self.attention.append(_label(node))
+                    mixed = True
+                else:
+                    rf = self._visit(node)
+                for call in self.calls[first_call:]:
+                    call.after_attention = any(n.name in self.mixed for n in inputs)
+                if mixed:
+                    self.mixed.add(node.name)
+                if any(n.name in self.data for n in inputs):
+                    self.data.add(node.name)
             self.rfs[node.name] = rf
+
+    def _is_attention(self, node: fx.Node) -> bool:
+        if _attention_op(self.gm, node):
+            return True
+        name = str(node.target) if node.op == "call_method" else _fn_name(node)
+        return name in _MATMULS and sum(n.name in self.data for n in node.all_input_nodes) >= 2
 
     def _visit(self, node: fx.Node) -> _RF | None:
         try:
@@ -204,14 +242,17 @@ class _Walker:
         if rf is None:
             return None
         n, o = self._sp(src, rf.axes), self._sp(node, rf.axes)
-        if n is None or o is None:
+        if n is None or o is None or all(b == 1 for b in o):
+            # A global pool: a descriptor of the whole image with no layout left (a squeeze-
+            # and-excitation gate or a head reads it like a Linear layer): global.
             return None
+        self.resolution_dependent = True  # windows of ~n/o positions change with the input
         windows = [_adaptive_window(a, b) for a, b in zip(n, o, strict=True)]
         keff, stride = tuple(k for k, _ in windows), tuple(s for _, s in windows)
         return self._window(rf, keff, stride, what)
 
     def _function(self, node: fx.Node) -> _RF | None:
-        fname = getattr(node.target, "__name__", str(node.target))
+        fname = _fn_name(node)
         what = f"'{fname}'"
         stem, _, rest = fname.rpartition("_pool") if "_pool" in fname else ("", "", "")
         src, rf = self._src(node)
@@ -298,9 +339,43 @@ class _Walker:
         n, o = _spatial(in_shape, rf.axes), _spatial(out_shape, rf.axes)
         if n is None or o is None or any(b not in (a, 1) for a, b in zip(n, o, strict=True)):
             raise _Unsupported(f"cannot follow the receptive field through {what}")
+        if all(b == 1 for b in o):
+            return None  # a keepdim reduction over the whole map is a global pool: global
+        self.resolution_dependent = True
         # A keepdim reduction over a spatial dimension reads all of it, like an adaptive pool.
         keff = tuple(a if b == 1 else 1 for a, b in zip(n, o, strict=True))
         return rf.window(keff, keff)
+
+
+def _attention_op(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """An attention module (or one holding one) or scaled-dot-product attention: known from
+    the graph alone (matrix products of two image tensors need the walk to be recognised)."""
+    if node.op == "call_module":
+        module = gm.get_submodule(str(node.target))
+        return any(isinstance(m, _ATTENTION_MODULES) for m in module.modules())
+    return node.op == "call_function" and _fn_name(node) == "scaled_dot_product_attention"
+
+
+def graph_attention(gm: fx.GraphModule) -> list[str]:
+    """Labels of the attention ops :func:`_attention_op` finds in ``gm``, in graph order."""
+    return [_label(node) for node in gm.graph.nodes if _attention_op(gm, node)]
+
+
+def _fn_name(node: fx.Node) -> str:
+    return str(getattr(node.target, "__name__", node.target))
+
+
+def _label(node: fx.Node) -> str:
+    """The module an op belongs to (``encoder.layers.0.self_attention``), else the node name."""
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        path = list(stack.values())[-1]
+        path = path[0] if isinstance(path, tuple) else path
+        if isinstance(path, str) and path:
+            return f"{path} ({node.name})"
+    return node.name
 
 
 def _linear(rf: _RF | None) -> _RF | None:

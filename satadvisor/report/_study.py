@@ -89,14 +89,8 @@ def knob_names(trials: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _reason(t: Mapping[str, Any]) -> str | None:
-    """Why a trial has no result: its failure reason, or why it was skipped or interrupted."""
-    if t.get("reason"):
-        return str(t["reason"])
-    if t.get("skipped"):
-        return f"skipped: {t['skipped']}"
-    if t.get("interrupted"):
-        return f"interrupted: {t['interrupted']}"
-    return None
+    """Why a trial has no (full) result: its failure, pruning, skip or interruption reason."""
+    return str(t["reason"]) if t.get("reason") else None
 
 
 def trial_columns(knobs: Sequence[str]) -> list[str]:
@@ -231,15 +225,19 @@ def model_snippet(knobs: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: A trial record's status as the report names it (see satadvisor.search.record).
+_STATE_NAMES = {
+    "completed": "complete",
+    "not_learned": "not learned",
+    "diverged": "failed",
+    "duplicate": "skipped",
+    "over_budget": "skipped",
+}
+
+
 def _state(t: Mapping[str, Any]) -> str:
-    if t.get("status") == "not_learned":
-        return "not learned"
-    state = str(t.get("state") or "")
-    if state == "fail":
-        if t.get("skipped"):
-            return "skipped"
-        return "interrupted" if t.get("interrupted") else "failed"
-    return state
+    status = str(t.get("status") or t.get("state") or "")
+    return _STATE_NAMES.get(status, status)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Rule-guided + Optuna architecture search with full-run validation."""
 
+from satadvisor.search.pruner import SaturationPruner
+from satadvisor.search.record import TrialRecord
+from satadvisor.search.sampler import StudySampler
 from satadvisor.search.space import SearchSpace, derive_space
 from satadvisor.search.storage import default_url, open_storage
 from satadvisor.search.study import load_summary, optimize
@@ -7,9 +10,12 @@ from satadvisor.search.summary import evenness, spearman, study_summary
 from satadvisor.search.worker import SearchSettings, TrialEvent
 
 __all__ = [
+    "SaturationPruner",
     "SearchSettings",
     "SearchSpace",
+    "StudySampler",
     "TrialEvent",
+    "TrialRecord",
     "default_url",
     "derive_space",
     "evenness",

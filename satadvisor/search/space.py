@@ -1,18 +1,22 @@
 """The search space: which knob values a study may try.
 
 It comes from the model file's ``SEARCH_SPACE`` or is derived around the model's defaults
-(depth, kernel size, width and input resolution). Every knob is categorical in Optuna, so the
-rule-guided candidates can be enqueued with exact values, and a study remembers its space (a
-rerun with another space is refused instead of silently mixing results).
+(depth, kernel size, width and input resolution). A knob whose values are evenly spaced
+integers (``range(2, 6)``, ``[3, 5, 7]``, every derived knob) is *ordinal*: an
+``IntDistribution`` with that step, so the sampler's model knows 5 lies between 3 and 7. Other
+values (strings, booleans, unevenly spaced numbers) are categorical. A study remembers its
+space (a rerun with another space is refused instead of silently mixing results).
 """
 
 from __future__ import annotations
 
+import itertools
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
 from satadvisor.errors import UsageError
 
@@ -20,10 +24,11 @@ if TYPE_CHECKING:
     from satadvisor.spec import ModelSpec
 
 #: Knobs derived when the model has no SEARCH_SPACE, with the factors applied to the default.
+#: Each is evenly spaced, so the derived knobs are ordinal (depth: every integer in range).
 DERIVED_FACTORS: dict[str, tuple[float, ...]] = {
-    "depth": (0.5, 0.75, 1.0, 1.25),
-    "width": (0.5, 1.0, 2.0),
-    "resolution": (0.5, 0.75, 1.0, 1.5, 2.0),
+    "depth": (0.5, 1.25),
+    "width": (0.5, 1.0, 1.5, 2.0),
+    "resolution": (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0),
 }
 KERNEL_SIZES = (3, 5, 7)
 MIN_RESOLUTION = 8
@@ -37,7 +42,14 @@ class SearchSpace:
     fixed: dict[str, Any] = field(default_factory=dict)
 
     def distributions(self) -> dict[str, BaseDistribution]:
-        return {k: CategoricalDistribution(list(v)) for k, v in self.choices.items()}
+        return {k: distribution(v) for k, v in self.choices.items()}
+
+    def params_of(self, knobs: Mapping[str, Any]) -> dict[str, Any]:
+        """The searched part of a configuration (what Optuna stores as the trial's params)."""
+        return {k: knobs[k] for k in self.choices if k in knobs}
+
+    def random_params(self, rng: random.Random) -> dict[str, Any]:
+        return {k: rng.choice(v) for k, v in self.choices.items()}
 
     def snap(self, knobs: Mapping[str, Any]) -> dict[str, Any]:
         """Project a configuration onto the space: each searched knob to its nearest choice."""
@@ -64,8 +76,39 @@ class SearchSpace:
         return n
 
 
+def step_of(values: tuple[Any, ...]) -> int | None:
+    """The common step of evenly spaced, increasing integers (None: not such a sequence)."""
+    if len(values) < 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return None
+    step = values[1] - values[0]
+    if step <= 0 or any(b - a != step for a, b in itertools.pairwise(values)):
+        return None
+    return int(step)
+
+
+def distribution(values: tuple[Any, ...]) -> BaseDistribution:
+    """Ordinal (``IntDistribution``) for evenly spaced integers, else categorical."""
+    step = step_of(values)
+    if step is not None:
+        return IntDistribution(int(values[0]), int(values[-1]), step=step)
+    return CategoricalDistribution(list(values))
+
+
 def _scaled(default: int, factors: tuple[float, ...], lower: int) -> tuple[int, ...]:
-    return tuple(sorted({max(lower, round(default * f)) for f in factors}))
+    """Evenly spaced values from ``default × factors[0]`` to ``default × factors[-1]``.
+
+    The step is the gap between the first two factors (at least 1), so the values stay
+    evenly spaced around the default after rounding and the knob is ordinal.
+    """
+    if len(factors) == 2:  # every integer in between
+        lo, hi = max(lower, round(default * factors[0])), max(lower, round(default * factors[1]))
+        return tuple(range(lo, max(hi, default) + 1))
+    step = max(1, round(default * (factors[1] - factors[0])))
+    below = [default - step * i for i in range(1, 64) if default - step * i >= lower]
+    below = [v for v in below if v >= default * factors[0] - step / 2]
+    above = [default + step * i for i in range(1, 64)]
+    above = [v for v in above if v <= default * factors[-1] + step / 2]
+    return tuple(sorted({*below, default, *above}))
 
 
 def derive_space(

@@ -12,13 +12,19 @@ import contextlib
 import json
 import os
 import sqlite3
+import warnings
 from pathlib import Path
 
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from satadvisor.errors import StorageError
 
+#: Seconds between a running trial's heartbeats on RDB storages, and after how long without
+#: one Optuna fails the trial as stale (its worker stopped) so it runs again.
+HEARTBEAT_INTERVAL = 15
+GRACE_PERIOD = 120
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 STUDIES_DIR = Path("studies")
 
@@ -137,8 +143,14 @@ def _open_journal(path: Path) -> BaseStorage:
         ) from exc
 
 
-def open_storage(url: str) -> BaseStorage:
-    """An Optuna storage for ``url``; unknown schemes and unreachable servers raise StorageError."""
+def open_storage(url: str, *, heartbeat: bool = False) -> BaseStorage:
+    """An Optuna storage for ``url``; unknown schemes and unreachable servers raise StorageError.
+
+    ``heartbeat`` (workers): on RDB storages, running trials record a heartbeat every
+    :data:`HEARTBEAT_INTERVAL` seconds and trials silent for :data:`GRACE_PERIOD` seconds are
+    failed by ``optuna.storages.fail_stale_trials`` when a worker starts its next trial (the
+    sampler then runs their configuration again). Journal files have no heartbeat.
+    """
     if _is_journal(url):
         return _open_journal(Path(url.removeprefix("journal:")).expanduser())
     scheme = _scheme(url)
@@ -159,7 +171,14 @@ def open_storage(url: str) -> BaseStorage:
         if scheme in ("postgresql", "postgres"):
             engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs)
+        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_INTERVAL if heartbeat else None,
+                grace_period=GRACE_PERIOD if heartbeat else None,
+            )
     except ImportError as exc:
         raise StorageError(
             f"the driver for {scheme} is not installed ({_first_line(exc)}); "

@@ -20,7 +20,7 @@ from satadvisor import spec as spec_mod
 from satadvisor.advisor import command_line
 from satadvisor.config import TrainConfig
 from satadvisor.errors import StorageError, StudyError, UsageError
-from satadvisor.search import trials as tr
+from satadvisor.search import record as tr
 from satadvisor.search._signals import checkpoint, deferred_interrupts
 from satadvisor.search.space import SearchSpace, derive_space
 from satadvisor.search.storage import default_url, open_storage, redact, storage_file
@@ -32,10 +32,30 @@ from satadvisor.search.worker import (
     SearchSettings,
     TrialEvent,
     Worker,
+    quiet_optuna,
     worker_main,
 )
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+#: Study user attribute: the version of the search that made the study (its trials' records).
+SEARCH_VERSION = 2
+#: Settings that must match for a rerun to join a study: one Pareto front must rank trials
+#: trained on the same data in the same way.
+_SAME = ("model", "dataset", "strategy", "subset")
+_SAME_TRAIN = (
+    "epochs",
+    "auto_epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "optimizer",
+    "seed",
+    "val_fraction",
+    "augment",
+    "threshold",
+    "amp",
+    "max_positions",
+)
 
 
 def parse_objectives(text: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -49,51 +69,85 @@ def parse_objectives(text: str | tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
-def create_or_load(settings: SearchSettings, *, baseline: Mapping[str, Any]) -> optuna.Study:
+def _settings_record(settings: SearchSettings) -> dict[str, Any]:
+    return {
+        "model": settings.model,
+        "dataset": settings.dataset,
+        "strategy": settings.strategy,
+        "subset": settings.subset,
+        "train": settings.train.to_dict(),
+    }
+
+
+def _mismatch(stored: Mapping[str, Any], now: Mapping[str, Any]) -> str | None:
+    """The first setting that differs between a stored study and this run (None: none)."""
+    for key in _SAME:
+        if key in stored and stored.get(key) != now.get(key):
+            return f"{key} {stored.get(key)!r} (now {now.get(key)!r})"
+    old, new = stored.get("train") or {}, now.get("train") or {}
+    for key in _SAME_TRAIN:
+        if key in old and key in new and old[key] != new[key]:
+            return f"{key} {old[key]!r} (now {new[key]!r})"
+    return None
+
+
+def create_or_load(settings: SearchSettings) -> optuna.Study:
     """Create the study (or load it to resume) and check it was made with this search."""
     storage = open_storage(settings.storage_url)
     directions = [optuna.study.StudyDirection[OBJECTIVES[o].upper()] for o in settings.objectives]
     try:
-        study = optuna.create_study(
-            study_name=settings.study_name,
-            storage=storage,
-            directions=directions,
-            load_if_exists=True,
-        )
+        with quiet_optuna():  # no "A new study created" line
+            study = optuna.create_study(
+                study_name=settings.study_name,
+                storage=storage,
+                directions=directions,
+                load_if_exists=True,
+            )
     except Exception as exc:
         raise StorageError(
             f"cannot create study {settings.study_name!r} in {redact(settings.storage_url)}: "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from exc
+    attrs = study.user_attrs
+    name = settings.study_name
+    if "space" in attrs and attrs.get("search_version") != SEARCH_VERSION:
+        raise StudyError(
+            f"study {name!r} was made by an older satadvisor whose trials this version cannot "
+            "read; pass another --study-name (or --storage) to start a new study"
+        )
     space = {k: list(v) for k, v in settings.space.choices.items()}
-    stored = study.user_attrs.get("space")
+    stored = attrs.get("space")
     if stored is not None and stored != space:
         raise StudyError(
-            f"study {settings.study_name!r} was created with another search space ({stored}); "
+            f"study {name!r} was created with another search space ({stored}); "
             "pass another --study-name, or the same SEARCH_SPACE and --set"
         )
-    stored_obj = study.user_attrs.get("objectives")
+    if stored is not None and dict(attrs.get("fixed") or {}) != dict(settings.space.fixed):
+        raise StudyError(
+            f"study {name!r} was created with other pinned knobs ({attrs.get('fixed')}); "
+            "pass the same --set (and --resolution) or another --study-name"
+        )
+    stored_obj = attrs.get("objectives")
     if stored_obj is not None and list(stored_obj) != list(settings.objectives):
         raise StudyError(
-            f"study {settings.study_name!r} optimises {','.join(stored_obj)}; pass --objectives "
+            f"study {name!r} optimises {','.join(stored_obj)}; pass --objectives "
             f"{','.join(stored_obj)} or another --study-name"
         )
+    now = _settings_record(settings)
+    differs = _mismatch(attrs.get("settings") or {}, now)
+    if differs is not None:
+        raise StudyError(
+            f"study {name!r} was run with another {differs}: its trials would not compare with "
+            "this run's; pass the same settings to resume it, or another --study-name"
+        )
     if stored is None:
+        study.set_user_attr("search_version", SEARCH_VERSION)
         study.set_user_attr("space", space)
         study.set_user_attr("fixed", dict(settings.space.fixed))
         study.set_user_attr("objectives", list(settings.objectives))
-        study.set_user_attr(
-            "settings",
-            {
-                "model": settings.model,
-                "dataset": settings.dataset,
-                "strategy": settings.strategy,
-                "train": settings.train.to_dict(),
-            },
-        )
-    trials = study.get_trials(deepcopy=False)
-    if not any(t.user_attrs.get(tr.SOURCE) == "baseline" for t in trials):
-        study.enqueue_trial(dict(baseline), user_attrs={tr.SOURCE: "baseline"})
+        study.set_user_attr("settings", now)
+        with quiet_optuna():
+            study.set_metric_names(list(settings.objectives))  # optuna-dashboard's labels
     return study
 
 
@@ -144,7 +198,7 @@ def optimize(
     model: str | None = None,
     *,
     budget: int,
-    strategy: str = "hybrid",
+    strategy: str = "guided",
     objectives: str | tuple[str, ...] = ("accuracy", "macs"),
     study_name: str | None = None,
     storage: str | None = None,
@@ -168,7 +222,9 @@ def optimize(
     """Search, validate, and return the study summary (``study.json``'s content).
 
     ``budget`` counts proxy trials in the study in total: a rerun resumes and stops there.
-    ``strategy``: ``hybrid`` (rule candidates + Optuna's sampler), ``rules`` or ``tpe`` alone.
+    ``strategy``: ``guided`` (saturation-guided: rule moves, the receptive-field prior and
+    the saturation pruner on multi-objective TPE), ``tpe`` or ``random`` (Optuna's samplers
+    alone, without pruning).
     ``validate_top`` Pareto-optimal configurations and the baseline are retrained for
     ``full_epochs`` (default 4× the proxy epochs) with ``validate_seeds`` seeds (the study's
     seed, +1, …), on the training set minus the validation split; validation accuracy alone
@@ -179,16 +235,15 @@ def optimize(
     ``subset`` caps each split of the proxy trials, ``full_subset`` each split of the
     validation runs (images, stratified; None: all).
 
-    Rule candidates (``hybrid``, ``rules``) come only from trials on the proxy Pareto front,
-    cheapest-relative-to-their-parent first; in ``hybrid`` they take at most a third of the
-    budget, after TPE's random startup trials (see :mod:`satadvisor.search.policy`).
+    See :mod:`satadvisor.search.sampler`, :mod:`~satadvisor.search.pruner` and
+    :mod:`~satadvisor.search.policy` for what ``guided`` does.
     """
     from satadvisor import data as data_mod
 
     if budget < 1:
         raise UsageError(f"--budget must be at least 1, got {budget}")
     if strategy not in STRATEGIES:
-        raise UsageError(f"unknown strategy {strategy!r}: use hybrid, rules or tpe")
+        raise UsageError(f"unknown strategy {strategy!r}: use guided, tpe or random")
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if validate_seeds < 1:
@@ -222,6 +277,7 @@ def optimize(
         storage_url=url,
         budget=budget,
         space=space,
+        baseline={k: baseline_knobs[k] for k in space.choices},
         strategy=strategy,
         objectives=names,
         dataset=dataset,
@@ -233,7 +289,7 @@ def optimize(
         full_subset=full_subset,
     )
     with deferred_interrupts():  # Ctrl-C stops at the next training step (see _signals)
-        study = create_or_load(settings, baseline={k: baseline_knobs[k] for k in space.choices})
+        study = create_or_load(settings)
         counted = len(tr.counted(study.get_trials(deepcopy=False)))
         baseline, picks = select(study, k=validate_top, tolerance=tolerance)
         done = validated(study, settings, trials=picks, baseline=baseline, seeds=validate_seeds)

@@ -10,7 +10,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
-from satadvisor.search import trials as tr
+from satadvisor.search import record as tr
+from satadvisor.search.record import TrialRecord
 
 SCHEMA = "satadvisor.study/2"
 VALIDATION_PREFIX = "validation:"
@@ -213,26 +214,30 @@ def judge(comparison: Mapping[str, Any], *, cheaper: bool, tolerance: float) -> 
 
 
 def _trial_row(t: FrozenTrial) -> dict[str, Any]:
-    a = t.user_attrs
+    rec = TrialRecord.of(t)
+    prior = rec.prior
     return {
         "number": t.number,
         "state": t.state.name.lower(),
-        "source": a.get(tr.SOURCE, "sampler"),
-        "knobs": a.get("knobs", tr.trial_params(t)),
-        "params_searched": tr.trial_params(t),
-        "accuracy": a.get("accuracy"),
-        "macs": a.get("macs"),
-        "params": a.get("params"),
-        "tail_length": a.get("tail_length"),
-        "evenness": a.get("evenness"),
-        "saturation": a.get("saturation", {}),
-        "findings": a.get("findings", []),
-        "status": a.get("status"),
-        "reason": a.get(tr.REASON),
-        "skipped": a.get(tr.SKIPPED),
-        "interrupted": a.get(tr.INTERRUPTED),
-        "parent": a.get("parent"),
-        "wall_time": a.get("wall_time"),
+        "source": rec.source,
+        "knobs": rec.knobs,
+        "params_searched": dict(t.params),
+        "accuracy": rec.accuracy,
+        "macs": rec.macs,
+        "params": rec.params,
+        "epochs": rec.epochs,
+        "tail_length": len(rec.tail),
+        "evenness": rec.evenness,
+        "saturation": rec.saturation,
+        "findings": list(rec.findings),
+        "status": rec.status,
+        "counted": rec.counts and t.state != TrialState.WAITING,
+        "reason": rec.reason,
+        "parent": rec.parent,
+        "retry_of": rec.retry_of,
+        "unproductive_before_training": None if prior is None else len(prior.unproductive),
+        "wall_time": rec.wall_time,
+        "progress": [p.accuracy for p in rec.progress],
         "values": list(t.values) if t.values is not None else None,
     }
 
@@ -289,8 +294,8 @@ def recommended(records: Sequence[Mapping[str, Any]], *, tolerance: float) -> li
 
 
 def not_learned(trials: Sequence[FrozenTrial]) -> int:
-    """How many trials ended with a proxy that did not learn (user attribute ``status``)."""
-    return sum(1 for t in trials if t.user_attrs.get("status") == "not_learned")
+    """How many trials ended with a proxy that did not learn."""
+    return sum(1 for t in trials if TrialRecord.of(t).status == "not_learned")
 
 
 def study_summary(

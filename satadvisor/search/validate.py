@@ -19,8 +19,9 @@ from optuna.trial import FrozenTrial, TrialState
 from satadvisor import spec as spec_mod
 from satadvisor.config import TrainConfig
 from satadvisor.errors import UsageError
-from satadvisor.search import trials as tr
+from satadvisor.search import record as tr
 from satadvisor.search._signals import checkpoint
+from satadvisor.search.record import TrialRecord
 from satadvisor.search.summary import UNFINISHED, VALIDATION_PREFIX, evenness
 from satadvisor.search.worker import SearchSettings
 
@@ -37,36 +38,43 @@ def select(
     Picks: the most accurate trial of the front, the cheapest one within ``tolerance`` (a
     fraction) of the baseline's proxy accuracy, then the rest of the front by accuracy. Trials
     whose proxy did not learn are never picked; the baseline is validated also when its proxy
-    did not learn (it is the reference every pick is compared with, and a full run may learn).
+    did not learn or was pruned (it is the reference every pick is compared with, and a full
+    run may learn).
     """
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and not _not_learned(t)]
-    baseline = next((t for t in complete if t.user_attrs.get(tr.SOURCE) == "baseline"), None)
-    if baseline is None:
-        baseline = next(
-            (
-                t
-                for t in trials
-                if t.user_attrs.get(tr.SOURCE) == "baseline" and _not_learned(t) and t.params
-            ),
-            None,
-        )
+    recs = {t.number: TrialRecord.of(t) for t in trials}
+    complete = [
+        t for t in trials if t.state == TrialState.COMPLETE and recs[t.number].status == "completed"
+    ]
+    baseline = next(
+        (
+            t
+            for t in trials
+            if recs[t.number].source == "baseline" and recs[t.number].counts and t.params
+        ),
+        None,
+    )
     if not complete or k <= 0:
         return baseline, []
     front = (
-        [t for t in study.best_trials if not _not_learned(t)]
+        [t for t in study.best_trials if recs[t.number].status == "completed"]
         if len(study.directions) > 1
         else complete
     ) or complete
-    by_acc = sorted(front, key=lambda t: (-t.user_attrs["accuracy"], t.user_attrs["macs"]))
+
+    def acc(t: FrozenTrial) -> float:
+        return float(recs[t.number].accuracy or 0.0)
+
+    def macs(t: FrozenTrial) -> int:
+        return int(recs[t.number].macs or 0)
+
+    by_acc = sorted(front, key=lambda t: (-acc(t), macs(t)))
     picks: list[FrozenTrial] = [by_acc[0]]
-    if baseline is not None and baseline.user_attrs.get("accuracy") is not None:
-        floor = baseline.user_attrs["accuracy"] - tolerance
-        cheap = [t for t in front if t.user_attrs["accuracy"] >= floor]
+    base_acc = recs[baseline.number].accuracy if baseline is not None else None
+    if base_acc is not None:
+        cheap = [t for t in front if acc(t) >= base_acc - tolerance]
         if cheap:
-            picks.append(
-                min(cheap, key=lambda t: (t.user_attrs["macs"], -t.user_attrs["accuracy"]))
-            )
+            picks.append(min(cheap, key=lambda t: (macs(t), -acc(t))))
     picks += by_acc
     seen = {tr.config_key(baseline.params)} if baseline is not None else set()
     out = []
@@ -76,10 +84,6 @@ def select(
             seen.add(key)
             out.append(t)
     return baseline, out[:k]
-
-
-def _not_learned(trial: FrozenTrial) -> bool:
-    return trial.user_attrs.get("status") == "not_learned"
 
 
 def validation_key(knobs: dict[str, Any], seed: int) -> str:
@@ -162,10 +166,10 @@ def validate(
             record = {
                 "trial": t.number,
                 "baseline": t is baseline,
-                "source": t.user_attrs.get(tr.SOURCE, "sampler"),
+                "source": TrialRecord.of(t).source,
                 "knobs": knobs,
                 "seed": seed,
-                "proxy_accuracy": t.user_attrs.get("accuracy"),
+                "proxy_accuracy": TrialRecord.of(t).accuracy,
                 "val_accuracy": run.accuracy if scored else None,
                 "test_accuracy": run.test_accuracy if scored else None,
                 "status": run.status,

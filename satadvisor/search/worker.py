@@ -1,44 +1,76 @@
-"""One search worker: draws trials from the shared study and runs them until the budget is spent.
+"""One search worker: runs trials of the shared study with ``study.optimize`` until the budget
+is spent.
 
 Every worker — in this process, a local subprocess (``--workers``), or the same command on
-another machine — runs this loop against the same storage. Budget, deduplication and the share
-of rule trials are decided from the storage alone (trial numbers order the workers), so no
-worker needs to talk to another. Which rule candidate runs when is :mod:`.policy`'s decision.
+another machine — runs this loop against the same storage, with Optuna's own machinery:
 
-A trial whose proxy did not learn (:mod:`satadvisor.trust`: validation accuracy not significantly
-above the majority-class rate, or a training loss that did not fall) is recorded with its
-measurements and ``status`` ``"not_learned"``, counts against the budget (it ran), supplies no
-rule candidates and is told to Optuna as :func:`not_learned_state` (never complete), so it stays
-out of the Pareto front, the validation picks and the recommendations.
+- **sampler** :class:`~satadvisor.search.sampler.StudySampler` (baseline, retries, rule moves,
+  base-sampler draws filtered by the training-free prior);
+- **pruner** :class:`~satadvisor.search.pruner.SaturationPruner` (``guided``), asked after
+  every proxy epoch from the trial's record, so it works with several objectives;
+- **budget**: a callback after every trial stops the study (``study.stop()``) once the
+  counted trials reach the budget. Optuna's ``MaxTrialsCallback`` counts trials by state, but a
+  trial interrupted from outside is failed *and* does not count (its configuration runs
+  again), so the count reads the records (:mod:`.record`); a trial drawn by a worker while
+  another's draw took the last slot ends as pruned (``over_budget``) without running;
+- **stale workers**: on RDB storages Optuna's heartbeat marks the trials of a worker that
+  stopped beating as failed (``fail_stale_trials``, at each trial's start); on any storage a
+  trial whose owner ran on this machine and is gone is failed the same way before the loop
+  starts, and so is a trial whose worker died between drawing it and writing its record. The
+  sampler then proposes their configurations again.
+
+A trial whose proxy did not learn (:mod:`satadvisor.trust`) is recorded with its measurements
+and status ``not_learned``, counts against the budget (it ran), supplies no rule candidates
+and is told as pruned (never complete), so it stays out of the Pareto front, the validation
+picks and the recommendations. A trial that raises — satadvisor's own errors and anything
+else its model raises — is recorded with the reason and told as failed, and the search goes
+on; only a dataset that cannot be read stops the search (every trial would fail alike).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
-import random
+import socket
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.distributions import BaseDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from satadvisor import spec as spec_mod
 from satadvisor.config import TrainConfig
-from satadvisor.errors import DatasetError, SatAdvisorError, StudyError
-from satadvisor.search import policy
-from satadvisor.search import trials as tr
+from satadvisor.errors import DatasetError, SatAdvisorError
 from satadvisor.search._signals import checkpoint, deferred_interrupts
+from satadvisor.search.prior import Priors
+from satadvisor.search.pruner import SaturationPruner
+from satadvisor.search.record import (
+    KEY,
+    Candidate,
+    EpochPoint,
+    Owner,
+    TrialRecord,
+    counted,
+    known_keys,
+    searched_key,
+)
+from satadvisor.search.sampler import StudySampler, make_base
 from satadvisor.search.space import SearchSpace
-from satadvisor.search.storage import open_storage
+from satadvisor.search.storage import open_storage, pid_alive
 
 OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize"}
-STRATEGIES = ("hybrid", "rules", "tpe")
-#: Consecutive duplicate draws after which a worker enqueues an unseen configuration instead.
-MAX_DUPLICATE_DRAWS = 1
+#: ``guided``: rule moves + receptive-field prior + saturation pruner on TPE; ``tpe``: plain
+#: multi-objective TPE; ``random``: Optuna's RandomSampler (both without pruning).
+STRATEGIES = ("guided", "tpe", "random")
+#: Seconds a trial may run without a record before its worker is taken for dead (a record is
+#: written within a second of the draw).
+DRAW_GRACE = 60.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +82,8 @@ class SearchSettings:
     storage_url: str
     budget: int
     space: SearchSpace
-    strategy: str = "hybrid"
+    baseline: dict[str, Any] = field(default_factory=dict)
+    strategy: str = "guided"
     objectives: tuple[str, ...] = ("accuracy", "macs")
     dataset: str = "digits"
     data_dir: str | None = None
@@ -80,55 +113,51 @@ class TrialEvent:
     macs: int | None
     source: str
     reason: str | None = None
+    epochs: int = 0
 
 
-def make_sampler(settings: SearchSettings, worker_index: int) -> optuna.samplers.BaseSampler:
+class TrialFailed(Exception):
+    """Raised by the objective for a trial that failed for a reason of its own (recorded)."""
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's per-trial log lines off while the search runs (the CLI prints its own), and
+    back to what they were afterwards."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step)
+    assert isinstance(dist, optuna.distributions.CategoricalDistribution)
+    return trial.suggest_categorical(name, dist.choices)
+
+
+def make_sampler(settings: SearchSettings, worker_index: int, prior: Any) -> StudySampler:
     seed = settings.train.seed * 1000 + worker_index
-    return optuna.samplers.TPESampler(
+    return StudySampler(
+        make_base(settings.strategy, seed=seed, budget=settings.budget),
+        space=settings.space,
+        baseline=settings.baseline,
+        budget=settings.budget,
+        objectives=settings.objectives,
+        guided=settings.strategy == "guided",
+        prior=prior,
         seed=seed,
-        multivariate=True,
-        constant_liar=True,
-        n_startup_trials=policy.startup_trials(settings.budget),
     )
 
 
-def not_learned_state(n_objectives: int) -> TrialState:
-    """The state a trial whose proxy did not learn is told with: never ``COMPLETE``.
-
-    ``COMPLETE`` would need objective values, and a chance-level proxy at few MACs would sit on
-    the Pareto front (``study.best_trials``) and among the validation picks. ``PRUNED`` is
-    Optuna's state for a trial that ran but has no final values, and it keeps what TPE learns
-    right: :class:`~optuna.samplers.TPESampler` fills its "good" (below) set with complete
-    trials first and takes pruned ones only for the slots left (``_split_trials``), ranked by
-    their last intermediate value. Without intermediate values (multi-objective studies cannot
-    report them) a pruned trial ranks after every complete one (``_get_pruned_trial_score``
-    gives ``(1, 0.0)``), so once ⌈10 % of the trials⌉ learned the not-learned configurations
-    model the "bad" set and TPE steers away from them.
-
-    - Single objective: ``PRUNED``; the worker has reported the proxy accuracy every epoch
-      (``trial.report``), so TPE ranks them by it after the complete trials.
-    - Several objectives, Optuna ≥ 5: ``PRUNED``. (When fewer complete trials than the
-      below set exist, TPE 5 fills it with pruned ones, with uniform weights: a weak pull
-      in a study that barely learns anything, where the report says so anyway.)
-    - Several objectives, Optuna < 5 (3.5 – 4.x): ``FAIL``. Their multi-objective TPE weighs
-      the below set by hypervolume from ``trial.values`` and raises on a pruned trial there
-      (``TypeError``/``ValueError`` on ``None`` values, optuna/optuna#5260; Optuna says its
-      pruning does not support multi-objective studies) — reproduced with 4.5.0 once
-      fewer than ⌈10 % of the trials are complete. TPE ignores failed trials; the
-      ``status`` attribute still tells them apart from real failures, and they still count
-      (:func:`satadvisor.search.trials.counts`).
-    """
-    if n_objectives == 1 or _OPTUNA_MAJOR >= 5:
-        return TrialState.PRUNED
-    return TrialState.FAIL
-
-
-_OPTUNA_MAJOR = int(optuna.__version__.split(".")[0])
-
-
 def make_pruner(settings: SearchSettings) -> optuna.pruners.BasePruner:
-    if len(settings.objectives) == 1:
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if settings.strategy == "guided":
+        return SaturationPruner(objectives=settings.objectives)
     return optuna.pruners.NopPruner()
 
 
@@ -143,92 +172,168 @@ class Worker:
         device: str | None = None,
         on_trial: Callable[[TrialEvent], None] | None = None,
     ) -> None:
+        from satadvisor import data as data_mod
+
         self.settings = settings
         self.space = settings.space
         self.spec = spec_mod.load(settings.model)
         self.config = settings.train if device is None else replace(settings.train, device=device)
+        info = data_mod.dataset_info(settings.dataset, data_dir=settings.data_dir)
+        self.priors = Priors(
+            self.spec, self.space, num_classes=info.num_classes, in_channels=info.in_channels
+        )
+        self.sampler = make_sampler(settings, worker_index, self.priors)
+        self.pruner = make_pruner(settings)
         self.study = optuna.load_study(
             study_name=settings.study_name,
-            storage=open_storage(settings.storage_url),
-            sampler=make_sampler(settings, worker_index),
-            pruner=make_pruner(settings),
+            storage=open_storage(settings.storage_url, heartbeat=True),
+            sampler=self.sampler,
+            pruner=self.pruner,
         )
         self.on_trial = on_trial
-        self._rng = random.Random(settings.train.seed * 7919 + worker_index)
         self._data: dict[int, Any] = {}
+        self._live = TrialRecord(knobs={})  # the running trial's record, epoch by epoch
+        self._host = socket.gethostname()
+        self._pid = os.getpid()
 
     # ---------------------------------------------------------------- loop
     def run(self) -> int:
-        """Run trials until the budget (or timeout, or the rule queue) is spent; returns #run."""
-        with deferred_interrupts():
-            return self._run()
-
-    def _run(self) -> int:
-        deadline = time.time() + self.settings.timeout if self.settings.timeout else None
-        ran = 0
-        duplicates = 0
-        while True:
+        """Run trials until the budget (or timeout, or the space) is spent; returns #run."""
+        with deferred_interrupts(), quiet_optuna():
+            reap_dead(self.study)
+            if self._spent(self.study.get_trials(deepcopy=False)):
+                return 0
+            before = len(self.study.get_trials(deepcopy=False))
+            self.study.optimize(
+                self._objective,
+                callbacks=[self._after],
+                catch=(TrialFailed,),
+                timeout=self.settings.timeout,
+            )
             checkpoint()
-            tr.reap_stale(self.study)
-            trials = self.study.get_trials(deepcopy=False)
-            if len(tr.counted(trials)) >= self.settings.budget:
-                break
-            if deadline is not None and time.time() >= deadline:
-                break
-            waiting = [t for t in trials if t.state == TrialState.WAITING]
-            if not waiting and self._enqueue_rule_candidate(trials):
-                continue  # drawn by the next ask (this worker's or another's)
-            if self.settings.strategy == "rules" and not waiting:
-                if any(t.state == TrialState.RUNNING for t in trials):
-                    time.sleep(1.0)  # a running trial may still bring new candidates
-                    continue
-                break
-            if len(tr.known_keys(trials)) >= self.space.size and not waiting:
-                break  # every configuration of the space has been tried
-            trial = self.study.ask(self.space.distributions())
-            if not tr.claim(self.study, trial, pid=os.getpid()):
-                continue  # another worker drew the same waiting trial first and runs it
-            # Another worker's earlier draw may still be writing its parameters: read until
-            # every earlier trial shows them, so a duplicate is caught by the later trial.
-            trials = tr.settle(self.study, trial.number, len(self.space.choices))
-            me = next(t for t in trials if t.number == trial.number)
-            below = [t for t in tr.counted(trials) if t.number < trial.number]
-            if len(below) >= self.settings.budget:
-                self._skip(trial, "budget")
-                break
-            if tr.is_live_duplicate(me, trials):
-                self._skip(trial, "duplicate")
-                duplicates += 1
-                if duplicates >= MAX_DUPLICATE_DRAWS and self.settings.strategy != "rules":
-                    self._enqueue_unseen(trials)
-                    duplicates = 0
-                continue
-            if self.settings.strategy == "rules" and "fixed_params" not in me.system_attrs:
-                self._skip(trial, "not_queued")
-                continue
-            cap = policy.rule_cap(self.settings.strategy, self.settings.budget)
-            if policy.is_rule(me) and policy.rule_trials_before(me.number, trials) >= cap:
-                self._skip(trial, "rule_cap")  # another worker's rule trial took the last slot
-                continue
-            duplicates = 0
-            self._execute(trial)
-            ran += 1
-        return ran
+            return len(self.study.get_trials(deepcopy=False)) - before
 
-    def _skip(self, trial: optuna.Trial, why: str) -> None:
-        trial.set_user_attr(tr.SKIPPED, why)
-        self.study.tell(trial, state=TrialState.FAIL)
+    def _spent(self, trials: list[FrozenTrial]) -> bool:
+        if len(counted(trials)) >= self.settings.budget:
+            return True
+        return len(known_keys(trials, self.space.choices)) >= self.space.size
 
-    def _enqueue_unseen(self, trials: list[optuna.trial.FrozenTrial]) -> None:
-        known = tr.known_keys(trials)
-        names = list(self.space.choices)
-        for _ in range(1000):
-            cand = {k: self._rng.choice(self.space.choices[k]) for k in names}
-            if tr.config_key(cand) not in known:
-                self.study.enqueue_trial(cand, user_attrs={tr.SOURCE: "random"})
-                return
+    def _after(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """After every trial: report it, and stop when the budget or the space is spent."""
+        trials = study.get_trials(deepcopy=False)
+        rec = TrialRecord.of(trial)
+        if self.on_trial is not None and rec.status not in ("duplicate", "over_budget"):
+            self.on_trial(
+                TrialEvent(
+                    trial.number,
+                    len(counted(trials)),
+                    self.settings.budget,
+                    _event_state(rec),
+                    rec.knobs,
+                    rec.accuracy,
+                    rec.macs,
+                    rec.source,
+                    rec.reason if rec.status != "completed" else None,
+                    rec.epochs,
+                )
+            )
+        if self._spent(trials):
+            study.stop()
+        checkpoint()
 
     # ---------------------------------------------------------------- one trial
+    def _objective(self, trial: optuna.Trial) -> list[float]:
+        checkpoint()
+        params = {n: suggest(trial, n, d) for n, d in self.space.distributions().items()}
+        proposal = self.sampler.proposal(trial.number)
+        knobs = self.space.configuration(params)
+        prior = proposal.prior if proposal is not None else self.priors(params)
+        rec = TrialRecord(
+            knobs=knobs,
+            source=proposal.source if proposal is not None else "sampler",
+            parent=proposal.parent if proposal is not None else None,
+            retry_of=proposal.retry_of if proposal is not None else None,
+            prior=prior,
+            macs=prior.macs if prior is not None else None,
+            params=prior.params if prior is not None else None,
+            owner=Owner(self._host, self._pid),
+        )
+        _write(trial, rec)
+        self._check_slot(trial, rec)
+        started = time.time()
+        self._live = rec
+        try:
+            analysis = self._analyze_with_retry(trial, knobs, rec)
+            rec = self._live  # with the epochs recorded meanwhile
+        except KeyboardInterrupt:
+            _write(trial, rec.with_(status="interrupted", reason="Ctrl-C", owner=None))
+            raise
+        except DatasetError as exc:
+            # Not this configuration's fault: every trial would fail alike. Stop the study
+            # (the trial does not count and runs again) and let the user fix the data.
+            _write(trial, rec.with_(status="interrupted", reason=str(exc), owner=None))
+            raise
+        except Exception as exc:  # the model's own error, or anything it raised
+            reason = _reason(exc)
+            _write(trial, _finished(rec, "failed", reason, started))
+            raise TrialFailed(reason) from exc
+        return self._finish(trial, rec, analysis, started)
+
+    def _check_slot(self, trial: optuna.Trial, rec: TrialRecord) -> None:
+        """A draw another worker made at the same moment: over budget or the same
+        configuration. Ends the trial as pruned (not counted) instead of running it."""
+        trials = settle(self.study, trial.number)
+        below = [t for t in counted(trials) if t.number < trial.number]
+        names = list(self.space.choices)
+        mine = searched_key(rec.knobs, names)
+        if len(below) >= self.settings.budget:
+            _write(
+                trial, rec.with_(status="over_budget", reason="the budget was spent", owner=None)
+            )
+            self.study.stop()
+            raise optuna.TrialPruned("over budget")
+        if any(searched_key(TrialRecord.of(t).knobs, names) == mine for t in below):
+            _write(trial, rec.with_(status="duplicate", reason="drawn twice at once", owner=None))
+            raise optuna.TrialPruned("duplicate")
+
+    def _finish(
+        self, trial: optuna.Trial, rec: TrialRecord, analysis: Any, started: float
+    ) -> list[float]:
+        from satadvisor.search.summary import evenness
+
+        run = analysis.run
+        rec = rec.with_(
+            accuracy=run.accuracy,
+            macs=analysis.macs,
+            params=analysis.params,
+            epochs=len(run.epochs),
+            saturation={s.name: round(s.saturation, 4) for s in analysis.profile},
+            tail=tuple(analysis.tail),
+            unproductive=tuple(analysis.receptive_field.unproductive),
+            evenness=evenness(analysis.profile),
+            findings=tuple(str(f.kind) for f in analysis.findings),
+            learned=run.learned,
+            learning=run.learning.to_dict() if run.learning is not None else None,
+            device=run.device,
+        )
+        if run.status == "diverged":
+            _write(trial, _finished(rec, "diverged", run.reason, started))
+            raise TrialFailed(run.reason or "diverged")
+        if run.status == "not_learned":
+            # Measured, but nothing rests on it: no rule candidates, no objective values.
+            reason = run.reason or "the proxy did not learn"
+            _write(trial, _finished(rec, "not_learned", reason, started))
+            raise optuna.TrialPruned(reason)
+        if self.settings.strategy == "guided" and run.learned:
+            # (a run the pruner stopped below the learned margin proposes nothing either)
+            rec = rec.with_(candidates=tuple(self._rule_candidates(rec.knobs, analysis)))
+        if run.status == "pruned":
+            _write(trial, _finished(rec, "pruned", run.reason, started))
+            raise optuna.TrialPruned(run.reason)
+        _write(trial, _finished(rec, "completed", None, started))
+        return [float(getattr(rec, name)) for name in self.settings.objectives]
+
+    # ---------------------------------------------------------------- training
     def _data_for(self, resolution: int) -> Any:
         from satadvisor import data as data_mod
         from satadvisor._env import resolve_device
@@ -247,17 +352,32 @@ class Worker:
             )
         return self._data[resolution]
 
-    def _analyze(self, trial: optuna.Trial, knobs: dict[str, Any], config: TrainConfig) -> Any:
+    def _analyze(
+        self, trial: optuna.Trial, knobs: dict[str, Any], config: TrainConfig, rec: TrialRecord
+    ) -> Any:
+        from satadvisor import rules, trust
         from satadvisor.advisor import analyze
 
-        single = len(self.settings.objectives) == 1
+        self._live = rec
 
-        def on_epoch(record: Any) -> bool:
+        def watch(result: Any) -> str | None:
+            """After every epoch: record the epoch, then ask the pruner (not after the last)."""
             checkpoint()
-            if not single:
-                return False
-            trial.report(record.eval_accuracy, record.epoch)
-            return trial.should_prune()
+            history = [ep.get("train", []) for ep in result.saturation]
+            settling = trust.settling(history, pattern=rules.pattern) if history else None
+            point = EpochPoint(
+                epoch=len(result.epochs),
+                accuracy=float(result.epochs[-1].eval_accuracy),
+                learned=bool(result.learned),
+                settled=bool(settling is not None and settling.settled),
+                tail=tuple(rules.pattern(history[-1])[0]) if history else (),
+            )
+            current = self._live.with_(progress=(*self._live.progress, point), epochs=point.epoch)
+            self._live = current
+            _write(trial, current)
+            if point.epoch >= config.epochs or not isinstance(self.pruner, SaturationPruner):
+                return None
+            return self.pruner.decide(self.study, trial.number, current)
 
         return analyze(
             self.spec,
@@ -265,187 +385,118 @@ class Worker:
             data=self._data_for(int(knobs["resolution"])),
             config=config,
             name=f"{self.settings.study_name}-trial{trial.number}",
-            on_epoch=on_epoch,
+            stop=watch,
             progress=_step_checkpoint,
         )
 
-    def _execute(self, trial: optuna.Trial) -> None:
-        knobs = self.space.configuration(trial.params)
-        attrs = self.study.get_trials(deepcopy=False)[trial.number].user_attrs
-        source = attrs.get(tr.SOURCE, "sampler")
-        trial.set_user_attr(tr.SOURCE, source)
-        trial.set_user_attr("knobs", knobs)
-        started = time.time()
-        analysis = None
-        reason = None
-        with tr.Heartbeat(self.study, trial):
-            try:
-                analysis = self._analyze_with_retry(trial, knobs)
-            except KeyboardInterrupt:
-                self._interrupt(trial, "sigint")
-                raise
-            except DatasetError:
-                # Not this configuration's fault: every trial would fail alike. Stop the study
-                # (the trial does not count and is queued again) and let the user fix the data.
-                self._interrupt(trial, "dataset")
-                raise
-            except SatAdvisorError as exc:
-                reason = str(exc)
-        trial.set_user_attr("wall_time", time.time() - started)
-        run = analysis.run if analysis is not None else None
-        if run is not None and run.status == "diverged":
-            reason = run.reason
-        if reason is not None or analysis is None or run is None:
-            trial.set_user_attr(tr.REASON, reason or "no result")
-            self.study.tell(trial, state=TrialState.FAIL)
-            self._report(trial.number, "failed", knobs, None, None, source, reason)
-            return
-        self._record(trial, analysis)
-        if run.status == "not_learned":
-            # Measured, but nothing rests on it: no rule candidates, no objective values.
-            trial.set_user_attr(tr.REASON, run.reason or "the proxy did not learn")
-            self.study.tell(trial, state=not_learned_state(len(self.settings.objectives)))
-            acc, macs = run.accuracy, analysis.macs
-            self._report(trial.number, "did not learn", knobs, acc, macs, source, run.reason)
-            return
-        if self.settings.strategy != "tpe" and run.learned:
-            # (a run the pruner stopped below the learned margin proposes nothing either)
-            cands = self._rule_candidates(trial.number, knobs, analysis)
-            trial.set_user_attr(policy.CANDIDATES, [c.to_dict() for c in cands])
-        if run.status == "pruned":
-            self.study.tell(trial, state=TrialState.PRUNED)
-            self._report(trial.number, "pruned", knobs, run.accuracy, analysis.macs, source)
-            return
-        values = [self._objective(name, analysis) for name in self.settings.objectives]
-        self.study.tell(trial, values)
-        self._report(trial.number, "complete", knobs, run.accuracy, analysis.macs, source)
-
-    def _interrupt(self, trial: optuna.Trial, why: str) -> None:
-        """Record a trial stopped from outside (it does not count) and queue it again."""
-        trial.set_user_attr(tr.INTERRUPTED, why)
-        self.study.tell(trial, state=TrialState.FAIL)
-        tr.requeue(self.study, self.study.get_trials(deepcopy=False)[trial.number])
-
-    def _analyze_with_retry(self, trial: optuna.Trial, knobs: dict[str, Any]) -> Any:
+    def _analyze_with_retry(
+        self, trial: optuna.Trial, knobs: dict[str, Any], rec: TrialRecord
+    ) -> Any:
         """Out of GPU memory: retry once with half the batch size, then fail with the reason."""
         try:
-            return self._analyze(trial, knobs, self.config)
+            return self._analyze(trial, knobs, self.config, rec)
         except torch.cuda.OutOfMemoryError:
             pass  # retried below: inside this block the traceback still holds the run's tensors
         _release_memory()
         half = max(1, self.config.batch_size // 2)
-        trial.set_user_attr("oom_retry_batch_size", half)
         try:
-            return self._analyze(trial, knobs, replace(self.config, batch_size=half))
+            return self._analyze(trial, knobs, replace(self.config, batch_size=half), rec)
         except torch.cuda.OutOfMemoryError:
             pass
         _release_memory()
-        raise StudyError(
+        raise SatAdvisorError(
             f"out of GPU memory twice (batch size {self.config.batch_size}, then {half}); "
             "pass a smaller --batch-size or --resolution"
         )
 
-    @staticmethod
-    def _objective(name: str, analysis: Any) -> float:
-        if name == "accuracy":
-            return float(analysis.run.accuracy)
-        if name == "macs":
-            return float(analysis.macs)
-        return float(analysis.params)
-
-    def _record(self, trial: optuna.Trial, analysis: Any) -> None:
-        from satadvisor.search.summary import evenness
-
-        run = analysis.run
-        profile = {s.name: round(s.saturation, 4) for s in analysis.profile}
-        trial.set_user_attr("accuracy", run.accuracy)
-        trial.set_user_attr("macs", analysis.macs)
-        trial.set_user_attr("params", analysis.params)
-        trial.set_user_attr(tr.STATUS, run.status)
-        trial.set_user_attr(tr.LEARNED, run.learned)
-        if run.learning is not None:
-            trial.set_user_attr("learning", run.learning.to_dict())
-        trial.set_user_attr("epochs", len(run.epochs))
-        trial.set_user_attr("saturation", profile)
-        trial.set_user_attr("tail", list(analysis.tail))
-        trial.set_user_attr("tail_length", len(analysis.tail))
-        trial.set_user_attr("unproductive", analysis.receptive_field.unproductive)
-        trial.set_user_attr("evenness", evenness(analysis.profile))
-        trial.set_user_attr("findings", [f.kind for f in analysis.findings])
-        trial.set_user_attr("device", run.device)
-
-    def _rule_candidates(
-        self, number: int, knobs: dict[str, Any], analysis: Any
-    ) -> list[policy.Candidate]:
-        """The analysis's recommendations snapped into the space, with their MACs (stored with
-        the trial; :func:`policy.next_candidate` picks among them later)."""
-        out: list[policy.Candidate] = []
-        seen = {tr.config_key(self.space.snap(knobs))}
+    def _rule_candidates(self, knobs: dict[str, Any], analysis: Any) -> list[Candidate]:
+        """The analysis's recommendations snapped into the space, with their MACs (the
+        sampler picks among them later, see :mod:`.policy`)."""
+        out: list[Candidate] = []
+        names = list(self.space.choices)
+        seen = {searched_key(self.space.snap(knobs), names)}
         for rec in analysis.recommendations:
             if not rec.changes:
                 continue
-            cand = self.space.snap({**knobs, **rec.changes})
-            key = tr.config_key(cand)
+            params = self.space.snap({**knobs, **rec.changes})
+            key = searched_key(params, names)
             if key in seen:
                 continue
             seen.add(key)
-            # The recommender counted the changed model already; only a snapped one is new.
-            macs = self._macs_of(cand) if _snapped(rec, cand) else rec.cost.macs
-            out.append(policy.Candidate(cand, str(rec.kind), number, macs))
+            prior = self.priors(params)
+            if not prior.buildable:
+                continue
+            out.append(Candidate(params, str(rec.kind), prior.macs))
         return out
 
-    def _macs_of(self, params: dict[str, Any]) -> int | None:
-        """MACs per image of a configuration, built as ``analyze`` builds it (None: no build)."""
-        from satadvisor import data as data_mod
-        from satadvisor.advisor import build_model
-        from satadvisor.cost import count_macs
 
-        knobs = self.space.configuration(params)
-        resolution = int(knobs.pop("resolution"))
-        resolved = {k: v for k, v in self.spec.resolve(knobs).items() if k != "resolution"}
-        info = data_mod.dataset_info(self.settings.dataset, data_dir=self.settings.data_dir)
-        try:
-            with torch.random.fork_rng(devices=[]):  # building draws weights: keep the stream
-                net = build_model(
-                    self.spec, resolved, num_classes=info.num_classes, in_channels=info.in_channels
-                )
-            return count_macs(net, in_channels=info.in_channels, resolution=resolution)
-        except (SatAdvisorError, RuntimeError, ValueError):
-            return None
+def _write(trial: optuna.Trial, rec: TrialRecord) -> None:
+    trial.set_user_attr(KEY, rec.to_dict())
 
-    def _enqueue_rule_candidate(self, trials: list[optuna.trial.FrozenTrial]) -> bool:
-        """Enqueue the rule candidate the policy picks for the next trial; False if none."""
-        cand = policy.next_candidate(
-            trials,
-            strategy=self.settings.strategy,
-            budget=self.settings.budget,
-            objectives=self.settings.objectives,
-        )
-        if cand is None:
-            return False
-        self.study.enqueue_trial(
-            cand.params, user_attrs={tr.SOURCE: cand.source, "parent": cand.parent}
-        )
-        return True
 
-    def _report(
-        self,
-        number: int,
-        state: str,
-        knobs: dict[str, Any],
-        accuracy: float | None,
-        macs: int | None,
-        source: str,
-        reason: str | None = None,
-    ) -> None:
-        if self.on_trial is None:
-            return
-        done = len(tr.counted(self.study.get_trials(deepcopy=False)))
-        self.on_trial(
-            TrialEvent(
-                number, done, self.settings.budget, state, knobs, accuracy, macs, source, reason
-            )
-        )
+def _finished(rec: TrialRecord, status: Any, reason: str | None, started: float) -> TrialRecord:
+    return rec.with_(status=status, reason=reason, wall_time=time.time() - started, owner=None)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, SatAdvisorError):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _event_state(rec: TrialRecord) -> str:
+    return {
+        "completed": "complete",
+        "pruned": "pruned",
+        "not_learned": "did not learn",
+    }.get(rec.status, "failed")
+
+
+def settle(study: optuna.Study, number: int) -> list[FrozenTrial]:
+    """The study's trials, read again while an earlier trial, drawn moments ago, has not
+    written its record yet (it may hold the same configuration or the last budget slot)."""
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        now = time.time()
+        drawing = [
+            t
+            for t in trials
+            if t.number < number
+            and t.state == TrialState.RUNNING
+            and KEY not in t.user_attrs
+            and t.datetime_start is not None
+            and now - t.datetime_start.timestamp() < 10.0
+        ]
+        if not drawing:
+            return trials
+        time.sleep(0.05)
+
+
+def reap_dead(study: optuna.Study, *, now: float | None = None) -> list[int]:
+    """Fail the running trials whose worker is gone, so they stop counting and run again.
+
+    Gone: its owner ran on this machine and its process no longer exists, or it has no record
+    :data:`DRAW_GRACE` seconds after it was drawn (killed between the draw and the record).
+    Trials of other machines are left to the storage's heartbeat. Returns the numbers.
+    """
+    now = time.time() if now is None else now
+    host = socket.gethostname()
+    reaped = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = t.datetime_start.timestamp() if t.datetime_start is not None else now
+        stored = t.user_attrs.get(KEY)
+        if isinstance(stored, Mapping):
+            owner = TrialRecord.of(t).owner
+            dead = owner is not None and owner.host == host and not pid_alive(owner.pid)
+        else:
+            dead = now - started > DRAW_GRACE
+        if not dead:
+            continue
+        with contextlib.suppress(Exception):  # another worker reaped it first
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            reaped.append(t.number)
+    return reaped
 
 
 def _step_checkpoint(progress: Any) -> None:
@@ -470,9 +521,11 @@ def worker_main(
         raise SystemExit(130) from None
 
 
-def _snapped(rec: Any, cand: Mapping[str, Any]) -> bool:
-    """Whether ``cand`` differs from the configuration ``rec`` was costed for (or it has no cost)."""
-    if rec.cost is None:
-        return True
-    wanted = {**rec.knobs, "resolution": rec.resolution}
-    return any(wanted.get(k) != v for k, v in cand.items())
+__all__ = [
+    "OBJECTIVES",
+    "STRATEGIES",
+    "SearchSettings",
+    "TrialEvent",
+    "Worker",
+    "worker_main",
+]
