@@ -863,7 +863,9 @@ def load_partial(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     return [
         s
         for s in saved["studies"]
-        if s["seed"] < args.seeds and s["strategy"] in args.strategies and "total_epochs" in s
+        if args.first_seed <= s["seed"] < args.first_seed + args.seeds
+        and s["strategy"] in args.strategies
+        and "total_epochs" in s
     ]
 
 
@@ -912,14 +914,56 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--resume", action="store_true", help="reuse the studies of an interrupted run"
     )
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (split a run over cores)"
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="analyse the studies of these result (or .partial) files together and write --out",
+    )
     parser.add_argument("--selftest", action="store_true", help="check the computations and exit")
     return parser.parse_args(argv)
+
+
+def merge(args: argparse.Namespace) -> None:
+    """One analysis over the studies of several runs made with the same options (seeds split
+    over processes); a (strategy, seed) study present twice is taken once."""
+    studies: dict[tuple[str, int], dict[str, Any]] = {}
+    options = None
+    for path in args.merge:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        opts = saved.get("options") or {k: saved.get(k) for k in RESUME_KEYS}
+        if options is not None and opts != options:
+            raise SystemExit(f"{path} was run with other options: {opts} vs {options}")
+        options = opts
+        for s in saved["studies"]:
+            if "total_epochs" in s:
+                studies.setdefault((s["strategy"], s["seed"]), s)
+    found = sorted({strategy for strategy, _ in studies})
+    order = [s for s in STRATEGIES if s in found]
+    ordered_studies = [studies[k] for k in sorted(studies, key=lambda k: (k[1], order.index(k[0])))]
+    analysis = analyse(ordered_studies, order)
+    result = {
+        "benchmark": NAME,
+        "merged_from": [str(p) for p in args.merge],
+        "options": options,
+        **analysis,
+        "studies": ordered_studies,
+    }
+    print(tables(analysis, ordered_studies))
+    print(f"wrote {common.write_json(args.out, result)}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.selftest:
         selftest()
+        return
+    if args.merge:
+        merge(args)
         return
     from satadvisor._env import resolve_device
 
@@ -946,7 +990,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return {"error": str(exc)}
 
     with tempfile.TemporaryDirectory(prefix="satadvisor-search-") as tmp:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for strategy in args.strategies:
                 if (strategy, seed) in done:
                     continue

@@ -38,9 +38,10 @@ import satadvisor
 from satadvisor.cli import main
 from satadvisor.config import TrainConfig
 from satadvisor.search import optimize
-from satadvisor.search import trials as tr
+from satadvisor.search import record as tr
+from satadvisor.search.record import TrialRecord
 from satadvisor.search.storage import open_storage
-from satadvisor.search.worker import Worker, not_learned_state
+from satadvisor.search.worker import Worker
 
 PACKAGE = Path(satadvisor.__file__).resolve().parent
 
@@ -81,6 +82,20 @@ FAULTY = textwrap.dedent(
     """
 )
 FAST = TrainConfig(epochs=1, batch_size=512, device="cpu")
+# TINY, slowed down by half a second per forward pass when TINY_SLOW is set (for a run that
+# must still be training when it is interrupted; the same file and settings resume it fast).
+SLOW_TINY = TINY + textwrap.dedent(
+    """
+    import os as _os, time as _time
+    _build = build_model
+
+    def build_model(depth=2, width=4, kernel_size=3, *, num_classes, in_channels):
+        net = _build(depth, width, kernel_size, num_classes=num_classes, in_channels=in_channels)
+        if _os.environ.get("TINY_SLOW"):
+            net.register_forward_pre_hook(lambda module, args: _time.sleep(0.5))
+        return net
+    """
+)
 # Proxy options under which FAULTY's sound configurations (width 4, depth 1 and 2) learn: a trial
 # whose validation accuracy is not significantly above the majority-class rate is not complete.
 FAULTY_LEARNS = ["--epochs", "4", "--batch-size", "32", "--lr", "0.2"]
@@ -111,7 +126,7 @@ def _measured(trial: FrozenTrial) -> bool:
     """
     if trial.state == TrialState.COMPLETE:
         return trial.values is not None
-    return tr.not_learned(trial) and trial.state == not_learned_state(2)
+    return TrialRecord.of(trial).status == "not_learned" and trial.state == TrialState.PRUNED
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -172,7 +187,7 @@ def test_raising_and_diverging_trials_are_recorded_and_the_study_goes_on(work: P
     assert result.exit_code == 0, (result.stderr, result.exception)
     assert result.stdout.startswith("study faulty-digits: 6 trials (budget 6)")
     summary = json.loads((work / "reports" / "faulty-digits" / "study.json").read_text())
-    rows = [r for r in summary["trials"] if not r["skipped"] and not r["interrupted"]]
+    rows = [r for r in summary["trials"] if r["counted"]]
     by_config = {(r["knobs"]["depth"], r["knobs"]["width"]): r for r in rows}
     assert len(rows) == 6 and len(by_config) == 6, "every configuration once"
     for (depth, width), row in by_config.items():
@@ -219,7 +234,9 @@ def test_out_of_memory_retries_once_with_half_the_batch(
     alive_at_retry: list[bool] = []
     real = Worker._analyze
 
-    def flaky(self: Worker, trial: optuna.Trial, knobs: dict[str, Any], config: TrainConfig) -> Any:
+    def flaky(
+        self: Worker, trial: optuna.Trial, knobs: dict[str, Any], config: TrainConfig, rec: Any
+    ) -> Any:
         calls.append((trial.number, config.batch_size))
         if trial.number == 0:
             if held:  # the retry: the failed attempt's frame (and its tensors) must be gone
@@ -228,7 +245,7 @@ def test_out_of_memory_retries_once_with_half_the_batch(
                 tensors = _Held()
                 held.append(weakref.ref(tensors))
                 raise _oom()
-        return real(self, trial, knobs, config)
+        return real(self, trial, knobs, config, rec)
 
     monkeypatch.setattr(Worker, "_analyze", flaky)
     url = f"sqlite:///{tmp_path / 'oom.db'}"
@@ -247,16 +264,16 @@ def test_out_of_memory_retries_once_with_half_the_batch(
     assert [c for c in calls if c[0] == 0] == [(0, 256), (0, 128)]
     assert alive_at_retry == [False], "the retry ran while the failed run was still referenced"
     first = trials[0]
-    assert first.user_attrs["oom_retry_batch_size"] == 128
+    rec = TrialRecord.of(first)
     if failures == 1:  # the retry ran to the end (two steps on 300 images: too few to learn)
-        assert _measured(first) and 0 <= first.user_attrs["accuracy"] <= 1
+        assert _measured(first) and rec.accuracy is not None and 0 <= rec.accuracy <= 1
     else:
-        assert first.state == TrialState.FAIL
-        assert first.user_attrs[tr.REASON] == (
+        assert first.state == TrialState.FAIL and rec.status == "failed"
+        assert rec.reason == (
             "out of GPU memory twice (batch size 256, then 128); pass a smaller --batch-size or "
             "--resolution"
         )
-        record("fault", "out of memory twice", ["optimize"], 0, first.user_attrs[tr.REASON])
+        record("fault", "out of memory twice", ["optimize"], 0, rec.reason)
     # the study went on: the next trial ran at the full batch size
     assert len(trials) == 2 and _measured(trials[1])
     assert (trials[1].number, 256) in calls
@@ -297,10 +314,14 @@ def test_data_failing_inside_a_trial_stops_the_study_without_counting(
         optimize(str(tmp_path / "tiny.py"), budget=3, storage=url, study_name="g", config=FAST)
     trials = _study(url, "g").get_trials()
     assert tr.counted(trials) == []
-    stopped = [t for t in trials if t.user_attrs.get(tr.INTERRUPTED) == "dataset"]
-    assert len(stopped) == 1
-    waiting = [t for t in trials if t.state == TrialState.WAITING]
-    assert [tr.trial_params(t) for t in waiting] == [tr.trial_params(stopped[0])]
+    stopped = [t for t in trials if TrialRecord.of(t).status == "interrupted"]
+    assert len(stopped) == 1 and "the data went away" in str(TrialRecord.of(stopped[0]).reason)
+    assert TrialRecord.of(stopped[0]).source == "baseline"
+    # with the data back, the rerun runs the stopped configuration first, as a retry
+    monkeypatch.undo()
+    optimize(str(tmp_path / "tiny.py"), budget=1, storage=url, study_name="g", config=FAST)
+    (ran,) = tr.counted(_study(url, "g").get_trials())
+    assert TrialRecord.of(ran).retry_of == stopped[0].number and ran.params == stopped[0].params
 
 
 # ------------------------------------------------------------------ Ctrl-C
@@ -313,7 +334,7 @@ def _wait_for_running_trial(db: Path, study: str, timeout: float) -> int:
             trials = _study(f"sqlite:///{db}", study).get_trials()
         except Exception:  # the database is being created
             continue
-        running = [t for t in trials if t.state == TrialState.RUNNING and "knobs" in t.user_attrs]
+        running = [t for t in trials if t.state == TrialState.RUNNING and tr.KEY in t.user_attrs]
         if running:
             return running[0].number
     raise AssertionError("no trial started training in time")
@@ -321,6 +342,7 @@ def _wait_for_running_trial(db: Path, study: str, timeout: float) -> int:
 
 @pytest.mark.integration
 def test_sigint_records_the_running_trial_and_the_rerun_resumes(work: Path) -> None:
+    (work / "tiny.py").write_text(SLOW_TINY)
     common = ["--device", "cpu", "--batch-size", "512", "--strategy", "tpe"]
     common += ["--validate-top", "0", "--storage", "sqlite:///s.db", "--study-name", "s"]
     first = invoke(["optimize", "tiny.py", "--budget", "1", "--epochs", "1", *common])
@@ -330,8 +352,8 @@ def test_sigint_records_the_running_trial_and_the_rerun_resumes(work: Path) -> N
     assert _measured(baseline)
     # a slow run of the same study, interrupted while its second trial trains
     cmd = [sys.executable, "-m", "satadvisor", "optimize", "tiny.py", "--budget", "3"]
-    cmd += ["--epochs", "2000", *common]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd += ["--epochs", "1", *common]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TINY_SLOW": "1"}
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         number = _wait_for_running_trial(work / "s.db", "s", timeout=120)
@@ -346,11 +368,13 @@ def test_sigint_records_the_running_trial_and_the_rerun_resumes(work: Path) -> N
     assert stderr == "satadvisor: interrupted\n"
     trials = _study("sqlite:///s.db", "s").get_trials()
     stopped = trials[number]
-    assert stopped.state == TrialState.FAIL and stopped.user_attrs[tr.INTERRUPTED] == "sigint"
+    assert stopped.state == TrialState.FAIL
+    assert (TrialRecord.of(stopped).status, TrialRecord.of(stopped).reason) == (
+        "interrupted",
+        "Ctrl-C",
+    )
     assert not tr.counts(stopped)
-    requeued = [t for t in trials if t.user_attrs.get("retry_of") == number]
-    assert len(requeued) == 1 and requeued[0].state == TrialState.WAITING
-    assert tr.trial_params(requeued[0]) == tr.trial_params(stopped)
+    assert not [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]
     assert len(tr.counted(trials)) == 1
     # rerunning resumes to the same total; the completed baseline is kept as it was
     again = invoke(["optimize", "tiny.py", "--budget", "3", "--epochs", "1", *common])
@@ -359,9 +383,12 @@ def test_sigint_records_the_running_trial_and_the_rerun_resumes(work: Path) -> N
     counted = tr.counted(trials)
     assert len(counted) == 3 and all(_measured(t) for t in counted)
     assert (trials[0].state, trials[0].values) == (baseline.state, baseline.values)
-    assert trials[0].user_attrs["accuracy"] == baseline.user_attrs["accuracy"]
-    assert _measured(trials[requeued[0].number])
-    keys = [tr.config_key(tr.trial_params(t)) for t in counted]
+    assert TrialRecord.of(trials[0]) == TrialRecord.of(baseline)
+    # the interrupted configuration ran again, first, as a retry of the stopped trial
+    (retried,) = [t for t in trials if TrialRecord.of(t).retry_of == number]
+    assert _measured(retried) and retried.params == stopped.params
+    assert retried.number == number + 1
+    keys = [tr.config_key(t.params) for t in counted]
     assert len(set(keys)) == 3
 
 
@@ -563,10 +590,11 @@ def test_ctrl_c_reaches_every_worker_process(work: Path) -> None:
     """--workers 2 and Ctrl-C in a terminal (SIGINT to the process group): both running trials
     are recorded as interrupted and queued again, the command exits 130."""
     cmd = [sys.executable, "-m", "satadvisor", "optimize", "tiny.py", "--budget", "4"]
-    cmd += ["--epochs", "5000", "--device", "cpu", "--batch-size", "512", "--strategy", "tpe"]
+    cmd += ["--epochs", "1", "--device", "cpu", "--batch-size", "512", "--strategy", "tpe"]
     cmd += ["--validate-top", "0", "--workers", "2", "--storage", "sqlite:///w.db"]
     cmd += ["--study-name", "w"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (work / "tiny.py").write_text(SLOW_TINY)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TINY_SLOW": "1"}
     proc = subprocess.Popen(cmd, cwd=work, env=env, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.time() + 180
@@ -578,9 +606,7 @@ def test_ctrl_c_reaches_every_worker_process(work: Path) -> None:
             except Exception:
                 continue
             running = [
-                t.number
-                for t in trials
-                if t.state == TrialState.RUNNING and "knobs" in t.user_attrs
+                t.number for t in trials if t.state == TrialState.RUNNING and tr.KEY in t.user_attrs
             ]
         assert len(running) == 2, "the two workers never trained at the same time"
         os.killpg(proc.pid, signal.SIGINT)
@@ -592,7 +618,6 @@ def test_ctrl_c_reaches_every_worker_process(work: Path) -> None:
     assert proc.returncode == 130, err.decode()
     trials = _study("sqlite:///w.db", "w").get_trials()
     for number in running:
-        assert trials[number].user_attrs[tr.INTERRUPTED] == "sigint"
-        assert any(t.user_attrs.get("retry_of") == number for t in trials)
+        assert TrialRecord.of(trials[number]).status == "interrupted"
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert tr.counted(trials) == []

@@ -58,9 +58,14 @@ def _trial(
 ) -> dict[str, Any]:
     config = dict(zip(KNOBS, knobs, strict=True))
     sat, _ = _profile(config["depth"], tail, 0.5) if state == "complete" else ({}, [])
+    status = {"complete": "completed", "fail": "failed", "pruned": "pruned"}[state]
+    if skipped:
+        state, status, reason = "pruned", "duplicate", f"skipped: {skipped}"
     return {
         "number": number,
         "state": state,
+        "status": status,
+        "counted": not skipped,
         "source": source,
         "knobs": config,
         "params_searched": config,
@@ -72,9 +77,8 @@ def _trial(
         "saturation": sat,
         "findings": ["tail"] if tail else [],
         "reason": reason,
-        "skipped": skipped,
-        "interrupted": None,
         "parent": parent,
+        "retry_of": None,
         "wall_time": 31.5 if state == "complete" else None,
         "values": [accuracy, float(macs)] if state == "complete" and macs else None,
     }
@@ -806,20 +810,32 @@ def test_real_optuna_study_summary_renders(tmp_path: Path) -> None:
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
 
+    from satadvisor.search.record import KEY, TrialRecord
+
     fixture = make_summary()
     study = optuna.create_study(study_name="real", directions=["maximize", "minimize"])
     dists = {k: CategoricalDistribution(v) for k, v in fixture["space"].items()}
     for t in fixture["trials"]:
         complete = t["state"] == "complete"
-        attrs = {
-            k: t[k]
-            for k in ("source", "knobs", "accuracy", "macs", "params", "tail_length", "evenness",
-                      "saturation", "findings", "reason", "skipped", "parent")
-            if t[k] is not None
-        }  # fmt: skip
+        rec = TrialRecord(
+            knobs=dict(t["knobs"]),
+            source=t["source"],
+            status=t["status"],
+            parent=t["parent"],
+            reason=t["reason"],
+            accuracy=t["accuracy"],
+            macs=t["macs"],
+            params=t["params"],
+            saturation=t["saturation"],
+            tail=tuple(f"conv{i}" for i in range(t["tail_length"] or 0)),
+            evenness=t["evenness"],
+            findings=tuple(t["findings"]),
+        )
+        attrs = {KEY: rec.to_dict()}
+        states = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
         study.add_trial(
             create_trial(
-                state=TrialState.COMPLETE if complete else TrialState.FAIL,
+                state=states.get(t["state"], TrialState.FAIL),
                 values=[t["accuracy"], float(t["macs"])] if complete else None,
                 params=dict(t["knobs"]),
                 distributions=dists,

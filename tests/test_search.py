@@ -65,6 +65,28 @@ def _rec(t: optuna.trial.FrozenTrial) -> TrialRecord:
     return TrialRecord.of(t)
 
 
+def _dashboard(url: str, name: str) -> dict[str, object]:
+    """The study as optuna-dashboard's API serves it (its WSGI app on the real storage)."""
+    import json
+    from wsgiref.util import setup_testing_defaults
+
+    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    app = optuna_dashboard.wsgi(open_storage(url))
+
+    def get(path: str) -> object:
+        env: dict[str, object] = {}
+        setup_testing_defaults(env)
+        env.update(PATH_INFO=path, REQUEST_METHOD="GET")
+        status: list[str] = []
+        body = b"".join(app(env, lambda s, h, e=None: status.append(s)))
+        assert status == ["200 OK"], (path, status, body[:300])
+        return json.loads(body)
+
+    listing = get("/api/studies")
+    (sid,) = [s["study_id"] for s in listing["study_summaries"] if s["study_name"] == name]  # type: ignore[index]
+    return get(f"/api/studies/{sid}")  # type: ignore[return-value]
+
+
 # ------------------------------------------------------------------ pure pieces
 def test_spearman_matches_scipy_with_ties() -> None:
     rng = np.random.default_rng(0)
@@ -255,8 +277,12 @@ def test_guided_search_budget_baseline_rules_resume(model_file: str, tmp_path: P
     proposed = {tr.config_key(c.params): c.macs for t in counted for c in _rec(t).candidates}
     ran = [t for t in counted if tr.config_key(t.params) in proposed]
     assert ran and all(proposed[tr.config_key(t.params)] == _rec(t).macs for t in ran)
-    # optuna-dashboard's objective labels
+    # optuna-dashboard opens the storage: named objectives, and no trial shows as failed
     assert study.metric_names == ["accuracy", "macs"]
+    seen = _dashboard(url, "s")
+    assert seen["objective_names"] == ["accuracy", "macs"]
+    trial_states = {t["state"] for t in seen["trials"]}  # type: ignore[attr-defined]
+    assert trial_states <= {"Complete", "Pruned"}, trial_states
     # validation: the baseline plus picks, trained in full with two seeds, scored on the
     # validation split (chooses) and tested (reported)
     assert summary["validation"][0]["baseline"] is True

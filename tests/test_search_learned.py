@@ -15,12 +15,13 @@ from satadvisor import advisor
 from satadvisor._recommend import Recommendation
 from satadvisor.config import TrainConfig
 from satadvisor.search import optimize, policy
-from satadvisor.search import trials as tr
-from satadvisor.search import worker as worker_mod
+from satadvisor.search import record as tr
+from satadvisor.search import sampler as sampler_mod
+from satadvisor.search.record import Candidate, TrialRecord
 from satadvisor.search.space import SearchSpace
 from satadvisor.search.storage import open_storage
 from satadvisor.search.validate import select
-from satadvisor.search.worker import SearchSettings, TrialEvent, not_learned_state
+from satadvisor.search.worker import TrialEvent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,28 +88,19 @@ def _with_width_rule(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _blind(t: FrozenTrial) -> bool:
-    return bool(tr.trial_params(t)["blind"])
+    return bool(t.params["blind"])
 
 
 @pytest.mark.parametrize(
-    ("objectives", "optuna_major", "state"),
-    [
-        (("accuracy", "macs"), 5, TrialState.PRUNED),
-        (("accuracy", "macs"), 4, TrialState.FAIL),  # the fallback for Optuna < 5
-        (("accuracy",), 4, TrialState.PRUNED),
-    ],
-    ids=["pareto", "pareto-optuna4", "single"],
+    "objectives", [("accuracy", "macs"), ("accuracy",)], ids=["pareto", "single"]
 )
 def test_not_learned_trials_count_but_never_seed_nor_enter_the_front(
     blind_file: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     objectives: tuple[str, ...],
-    optuna_major: int,
-    state: TrialState,
 ) -> None:
     _with_width_rule(monkeypatch)
-    monkeypatch.setattr(worker_mod, "_OPTUNA_MAJOR", optuna_major)
     url = f"sqlite:///{tmp_path / 'n.db'}"
     events: list[TrialEvent] = []
     optimize(
@@ -128,32 +120,35 @@ def test_not_learned_trials_count_but_never_seed_nor_enter_the_front(
     # the budget is exact: every configuration ran once, the not-learned ones included, and
     # none was queued again
     assert len(counted) == SPACE_SIZE
-    assert len({tr.config_key(tr.trial_params(t)) for t in counted}) == SPACE_SIZE
-    assert not [t for t in trials if t.state == TrialState.WAITING or "retry_of" in t.user_attrs]
+    assert len({tr.config_key(t.params) for t in counted}) == SPACE_SIZE
+    assert len(trials) == SPACE_SIZE and all(TrialRecord.of(t).retry_of is None for t in trials)
     assert [e.done for e in events] == list(range(1, SPACE_SIZE + 1))
 
     blind = [t for t in counted if _blind(t)]
     seeing = [t for t in counted if not _blind(t)]
     assert len(blind) == 2 and len(seeing) == 2
     for t in blind:
-        a = t.user_attrs
-        assert t.state == state, t
-        assert tr.not_learned(t) and a[tr.STATUS] == "not_learned" and a[tr.LEARNED] is False
-        assert "majority-class rate" in a[tr.REASON]
-        assert a["accuracy"] < a["learning"]["required_accuracy"]
-        assert a["macs"] > 0 and a["params"] > 0  # measured and recorded like any trial
-        assert policy.CANDIDATES not in a  # the injected width rule was refused
-        assert policy.candidates_of(t) == []
+        a = TrialRecord.of(t)
+        assert t.state == TrialState.PRUNED, t  # ran, but no objective values
+        assert a.status == "not_learned" and a.learned is False
+        assert "majority-class rate" in str(a.reason)
+        assert a.learning is not None and a.accuracy is not None
+        assert a.accuracy < a.learning["required_accuracy"]
+        assert a.macs and a.params  # measured and recorded like any trial
+        assert a.candidates == ()  # the injected width rule was refused
+        assert policy.candidates_of(a) == []
     for t in seeing:
+        a = TrialRecord.of(t)
         assert t.state == TrialState.COMPLETE
-        assert t.user_attrs[tr.STATUS] == "completed" and t.user_attrs[tr.LEARNED] is True
-        assert len(t.user_attrs[policy.CANDIDATES]) == 1  # the injected rule, stored
+        assert a.status == "completed" and a.learned is True
+        assert len(a.candidates) == 1  # the injected rule, stored
 
     # never on the front, never a pick to validate, never a rule candidate's parent
     blind_numbers = {t.number for t in blind}
     best = study.best_trials if len(objectives) > 1 else [study.best_trial]
     assert best and not blind_numbers & {t.number for t in best}
-    assert not blind_numbers & set(policy.front_ranks(trials, objectives))
+    numbered = [(t.number, TrialRecord.of(t)) for t in trials]
+    assert not blind_numbers & set(policy.front_ranks(numbered, objectives))
     baseline, picks = select(study, k=SPACE_SIZE)
     assert baseline is not None and not _blind(baseline)
     assert picks and not any(_blind(t) for t in picks)
@@ -164,106 +159,107 @@ def test_not_learned_trials_count_but_never_seed_nor_enter_the_front(
     for t in blind:
         assert said[t.number].state == "did not learn"
         assert "majority-class rate" in str(said[t.number].reason)
-        assert said[t.number].accuracy == t.user_attrs["accuracy"]
+        assert said[t.number].accuracy == TrialRecord.of(t).accuracy
     assert {said[t.number].state for t in seeing} == {"complete"}
 
 
-def test_not_learned_state_keeps_trials_off_the_front() -> None:
-    assert not_learned_state(1) == TrialState.PRUNED
-    assert not_learned_state(2) in (TrialState.PRUNED, TrialState.FAIL)
-    assert not_learned_state(2) != TrialState.COMPLETE
-
-
 def test_tpe_keeps_drawing_when_most_trials_did_not_learn() -> None:
-    # Optuna 3.5-4.x's multi-objective TPE raises on pruned trials it puts in its "good" set
-    # (when fewer than ⌈10 %⌉ of the trials are complete); the state the worker tells must
-    # let the installed sampler draw on, with 0 and 1 learned trials among many.
-    settings = SearchSettings(
-        model=None,
-        study_name="x",
-        storage_url="",
-        budget=8,
-        space=SearchSpace(choices={"w": (8, 16, 32, 64), "d": (1, 2, 3)}),
-        train=TrainConfig(seed=0),
-    )
-    dists = settings.space.distributions()
+    # Optuna 3.5-4.x's multi-objective TPE raised on pruned trials it put in its "good" set
+    # (when fewer than ⌈10 %⌉ of the trials are complete; optuna/optuna#5260), which is why
+    # the floor is Optuna 5: with 0 and 1 learned trials among many, the sampler draws on.
+
+    space = SearchSpace(choices={"w": (8, 16, 24, 32), "d": (1, 2, 3)})
+    dists = space.distributions()
     for learned in (0, 1):
-        study = optuna.create_study(
-            directions=["maximize", "minimize"], sampler=worker_mod.make_sampler(settings, 0)
-        )
+        base = sampler_mod.make_base("tpe", seed=0, budget=8)
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=base)
         for i in range(24):
             trial = study.ask(dists)
             if i < learned:
                 study.tell(trial, [0.9, float(trial.params["w"] * trial.params["d"])])
             else:
-                trial.set_user_attr(tr.STATUS, tr.NOT_LEARNED)
-                study.tell(trial, state=not_learned_state(2))
+                rec = TrialRecord(knobs=dict(trial.params), status="not_learned")
+                trial.set_user_attr(tr.KEY, rec.to_dict())
+                study.tell(trial, state=TrialState.PRUNED)
         assert len(study.best_trials) == learned
         assert len(tr.counted(study.get_trials())) == 24
 
 
-# ------------------------------------------------------------------ policy, from the storage
+# ------------------------------------------------------------------ policy, from the records
 def _trial(
     number: int,
     accuracy: float,
     macs: int,
     *,
-    state: TrialState = TrialState.COMPLETE,
-    status: str | None = "completed",
-    learned: bool | None = None,
-    candidates: list[dict[str, object]] | None = None,
-) -> FrozenTrial:
-    attrs: dict[str, object] = {tr.SOURCE: "sampler", "accuracy": accuracy, "macs": macs}
-    if status is not None:
-        attrs[tr.STATUS] = status
-    if learned is not None:
-        attrs[tr.LEARNED] = learned
-    if candidates is not None:
-        attrs[policy.CANDIDATES] = candidates
-    t = optuna.trial.create_trial(
-        state=state,
-        values=[accuracy, float(macs)] if state == TrialState.COMPLETE else None,
-        params={"depth": number},
-        distributions={"depth": optuna.distributions.CategoricalDistribution(list(range(100)))},
-        user_attrs=attrs,
+    status: str = "completed",
+    learned: bool | None = True,
+    candidates: list[Candidate] | None = None,
+) -> tuple[int, TrialRecord]:
+    return number, TrialRecord(
+        knobs={"depth": number},
+        status=status,  # type: ignore[arg-type]
+        accuracy=accuracy,
+        macs=macs,
+        learned=learned,
+        candidates=tuple(candidates or ()),
     )
-    t.number = number
-    return t
 
 
-def _cand(depth: int, macs: int) -> dict[str, object]:
-    return {"params": {"depth": depth}, "kind": "efficiency", "macs": macs}
+def _cand(depth: int, macs: int) -> Candidate:
+    return Candidate({"depth": depth}, "efficiency", macs)
 
 
 def test_policy_draws_no_candidate_from_a_not_learned_trial() -> None:
-    # An older study may hold a *complete* not-learned trial with candidates: the cheapest
-    # trial, so it would be alone on the front and its candidate would be drawn first.
-    old = _trial(0, 0.11, 100, status="not_learned", candidates=[_cand(50, 10)])
+    # A not-learned trial with stored candidates (the cheapest trial, so it would be alone on
+    # the front and its candidate drawn first), and a pruned one below the learned margin.
+    old = _trial(0, 0.11, 100, status="not_learned", learned=False, candidates=[_cand(50, 10)])
     pruned_unlearned = _trial(
-        1, 0.2, 150, state=TrialState.PRUNED, status="pruned", learned=False,
-        candidates=[_cand(51, 10)],
-    )  # fmt: skip
-    learned = _trial(2, 0.9, 1000, learned=True, candidates=[_cand(52, 500)])
-    assert policy.candidates_of(old) == []
-    assert policy.candidates_of(pruned_unlearned) == []
-    assert [c.params for c in policy.candidates_of(learned)] == [{"depth": 52}]
+        1, 0.2, 150, status="pruned", learned=False, candidates=[_cand(51, 10)]
+    )
+    learned = _trial(2, 0.9, 1000, candidates=[_cand(52, 500)])
+    assert policy.candidates_of(old[1]) == []
+    assert policy.candidates_of(pruned_unlearned[1]) == []
+    assert [c.params for c in policy.candidates_of(learned[1])] == [{"depth": 52}]
     ranks = policy.front_ranks([old, pruned_unlearned, learned], ("accuracy", "macs"))
     assert ranks == {2: 0}
-    for strategy in ("rules", "hybrid"):
-        trials = [old, pruned_unlearned, learned]
-        if strategy == "hybrid":  # past the startup trials, so a rule slot is due
-            trials += [_trial(3 + i, 0.5, 2000 + i) for i in range(3)]
-        cand = policy.next_candidate(trials, strategy=strategy, budget=9)
-        assert cand is not None and cand.params == {"depth": 52} and cand.parent == 2
-        only_old = [old, *trials[3:]]
-        assert policy.next_candidate(only_old, strategy=strategy, budget=9) is None
+    # past the startup trials, so a rule slot is due
+    trials = [old, pruned_unlearned, learned, *[_trial(3 + i, 0.5, 2000 + i) for i in range(3)]]
+    move = policy.next_candidate(trials, names=["depth"], budget=9)
+    assert move is not None and move.candidate.params == {"depth": 52} and move.parent == 2
+    only_old = [old, *trials[3:]]
+    assert policy.next_candidate(only_old, names=["depth"], budget=9) is None
 
 
-def test_not_learned_trials_count_toward_the_budget_in_either_state() -> None:
-    for state in (TrialState.PRUNED, TrialState.FAIL):
-        t = _trial(0, 0.1, 100, state=state, status="not_learned")
-        assert tr.not_learned(t) and tr.counts(t)
-    # …but one stopped from outside before it was told does not (it is queued again)
-    stopped = _trial(1, 0.1, 100, state=TrialState.FAIL, status="not_learned")
-    stopped.user_attrs[tr.INTERRUPTED] = "stale"
-    assert not tr.counts(stopped)
+def test_which_trials_count_toward_the_budget() -> None:
+    def frozen(state: TrialState, status: str | None) -> FrozenTrial:
+        attrs = (
+            {} if status is None else {tr.KEY: TrialRecord(knobs={"d": 1}, status=status).to_dict()}
+        )  # type: ignore[arg-type]
+        return optuna.trial.create_trial(
+            state=state,
+            values=[0.5] if state == TrialState.COMPLETE else None,
+            params={"d": 1},
+            distributions={"d": optuna.distributions.IntDistribution(0, 3)},
+            user_attrs=attrs,
+        )
+
+    counted = [
+        (TrialState.PRUNED, "not_learned"),
+        (TrialState.PRUNED, "pruned"),
+        (TrialState.COMPLETE, "completed"),
+        (TrialState.FAIL, "failed"),
+        (TrialState.FAIL, "diverged"),
+        (TrialState.RUNNING, "running"),
+    ]
+    not_counted = [
+        (TrialState.FAIL, "interrupted"),  # Ctrl-C, data gone: runs again
+        (TrialState.FAIL, "running"),  # its worker died (reaped, or stale by heartbeat)
+        (TrialState.FAIL, None),  # died between the draw and the record
+        (TrialState.PRUNED, "duplicate"),  # drawn twice at once by two workers
+        (TrialState.PRUNED, "over_budget"),
+        (TrialState.WAITING, None),
+    ]
+    for state, status in counted:
+        assert tr.counts(frozen(state, status)), (state, status)
+    for state, status in not_counted:
+        assert not tr.counts(frozen(state, status)), (state, status)

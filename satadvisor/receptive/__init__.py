@@ -275,7 +275,11 @@ def _attention_reason(layers: Sequence[LayerReceptiveField], attention: Sequence
 
 
 def _analyze_traced(
-    traced: _Traced, resolution: int, in_channels: int, include: list[str] | None
+    traced: _Traced,
+    resolution: int,
+    in_channels: int,
+    include: list[str] | None,
+    feasible_range: bool = True,
 ) -> ReceptiveFieldAnalysis:
     walker = _walk(traced, resolution, in_channels)
     layers = _layers(walker, resolution)
@@ -285,7 +289,7 @@ def _analyze_traced(
     if walker.attention:
         reason = _attention_reason(layers, walker.attention)
         extra.update(lower_bound_layer=None, lower_bound_rule=None)
-    else:
+    elif feasible_range:
         tops = [
             max(c.out_rf.r_max) for c in walker.calls if c.out_rf and isinstance(c.module, _CONV)
         ]
@@ -322,6 +326,7 @@ def analyze(
     *,
     in_channels: int = 3,
     include: Sequence[str] | None = None,
+    feasible_range: bool = True,
 ) -> ReceptiveFieldAnalysis:
     """Receptive fields of every Conv*/Linear module of ``model`` at ``resolution`` px.
 
@@ -336,9 +341,11 @@ def analyze(
     one-line ``reason`` (``"cannot trace <Class>: <error>"`` when torch.fx cannot trace it).
     A model with attention is ``supported=False`` too, with its layers listed (see the module
     docstring). The feasible range costs a few more shape runs (the lower bound is searched,
-    guided by the layers' windows and jumps: usually two or three). Shapes come from a hook-free copy (on the meta device when possible): the model, its
-    training flags and its forward hooks (a saturation tracker) are left alone. Raises
-    :class:`UsageError` for a resolution or channel count below 1.
+    guided by the layers' windows and jumps: usually two or three); ``feasible_range=False``
+    skips it (``feasible_range`` is then None), for callers that need only the verdicts at
+    ``resolution``. Shapes come from a hook-free copy (on the meta device when possible): the
+    model, its training flags and its forward hooks (a saturation tracker) are left alone.
+    Raises :class:`UsageError` for a resolution or channel count below 1.
     """
     _check_positive("resolution", resolution)
     _check_positive("in_channels", in_channels)
@@ -352,7 +359,7 @@ def analyze(
                     f"unknown layer {name!r} in include: pass names from model.named_modules()"
                 )
     try:
-        return _analyze_traced(_trace(model), resolution, in_channels, wanted)
+        return _analyze_traced(_trace(model), resolution, in_channels, wanted, feasible_range)
     except (_Unsupported, _ShapeFailure) as exc:
         return ReceptiveFieldAnalysis(resolution=resolution, supported=False, reason=str(exc))
 

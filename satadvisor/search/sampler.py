@@ -6,17 +6,18 @@ proposes every searched knob jointly in ``sample_relative``) wrapped around a ba
 multivariate TPE for ``guided`` and ``tpe``, Optuna's ``RandomSampler`` for ``random``. For
 each new trial it proposes, in this order:
 
-1. **the baseline**, when no trial ran it yet (every strategy starts from the user's model);
-2. **a retry**: the configuration of a trial stopped from outside (Ctrl-C, a killed or stale
+1. **a retry**: the configuration of a trial stopped from outside (Ctrl-C, a killed or stale
    worker) that was not run again yet, so a rerun resumes to the same set of trials;
+2. **the baseline**, when no trial ran it yet (every strategy starts from the user's model);
 3. ``guided`` only — **a rule move** (:mod:`.policy`): a tail-removed configuration handed
    over by the pruner, or a recommendation of a trial on the proxy front;
 4. **a draw of the base sampler**, redrawn (up to :data:`MAX_DRAWS` times) while it repeats a
    configuration already run, cannot be built, or — ``guided`` — has layers the receptive-field
    analysis calls unproductive at its resolution (:mod:`.prior`; such a configuration is
    dominated by the same one without those layers, which costs less and sees as much). The
-   first draw that passes is taken; if none does, the best of them (buildable, unseen, fewest
-   unproductive layers).
+   first draw that passes is taken; if none does, uniform draws among the configurations not
+   run yet (:data:`RANDOM_DRAWS`), and the best of all (unseen, buildable, fewest unproductive
+   layers).
 
 Why each trial was proposed is kept in :meth:`proposal` for the worker to record. Nothing is
 enqueued, so no waiting trial can be popped by two workers at once (SQLite cannot prevent
@@ -42,6 +43,8 @@ from satadvisor.search.space import SearchSpace
 
 #: Draws of the base sampler per trial before the best of them is taken.
 MAX_DRAWS = 12
+#: Uniform draws among the configurations not run yet, when the base sampler's all ran.
+RANDOM_DRAWS = 200
 
 
 @dataclass(frozen=True)
@@ -134,13 +137,13 @@ class StudySampler(BaseSampler):
         ]
         names = list(self.space.choices)
         known = policy.known_keys_of(trials, names)
+        retry = self._retry(trials, known, names)
+        if retry is not None:
+            return retry
         if searched_key(self.baseline, names) not in known and not any(
             rec.source == "baseline" and rec.counts for _, rec in trials
         ):
             return Proposal(dict(self.baseline), "baseline", prior=self._prior(self.baseline))
-        retry = self._retry(trials, known, names)
-        if retry is not None:
-            return retry
         if self.guided:
             move = policy.next_candidate(
                 trials, names=names, budget=self.budget, objectives=self.objectives
@@ -187,6 +190,18 @@ class StudySampler(BaseSampler):
             tried.append((score, params, prior))
             if len(known) >= self.space.size:
                 break  # every configuration ran: nothing unseen to find
+        # The base sampler keeps proposing what ran (TPE concentrates on a small space): a
+        # uniform draw among the rest instead.
+        for _ in range(RANDOM_DRAWS if len(known) < self.space.size else 0):
+            params = self.space.random_params(self._rng)
+            if searched_key(params, names) in known:
+                continue
+            prior = self._prior(params)
+            unbuildable = prior is not None and not prior.buildable
+            wasteful = len(prior.unproductive) if (self.guided and prior is not None) else 0
+            tried.append(((0, int(unbuildable), wasteful), params, prior))
+            if not unbuildable and not wasteful:
+                break
         _, params, prior = min(tried, key=lambda item: item[0])
         return Proposal(params, "sampler", prior=prior)
 

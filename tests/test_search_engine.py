@@ -1,0 +1,346 @@
+"""The search's Optuna parts on their own: the typed trial record, the training-free prior, the
+sampler (baseline, retries, filters) and the pruner (settled tails, dominated trials)."""
+
+from __future__ import annotations
+
+import ast
+import random
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from _tiny import TINY_MODEL_SOURCE
+from optuna.trial import TrialState
+
+import satadvisor
+from satadvisor import receptive
+from satadvisor import spec as spec_mod
+from satadvisor.advisor import build_model
+from satadvisor.config import TrainConfig
+from satadvisor.cost import count_macs, count_parameters
+from satadvisor.errors import StudyError
+from satadvisor.search import SaturationPruner, StudySampler, optimize
+from satadvisor.search import sampler as sampler_mod
+from satadvisor.search.policy import TAIL_HANDOFF
+from satadvisor.search.prior import Priors
+from satadvisor.search.record import (
+    KEY,
+    Candidate,
+    EpochPoint,
+    Owner,
+    Prior,
+    TrialRecord,
+    counted,
+)
+from satadvisor.search.space import SearchSpace
+from satadvisor.search.storage import open_storage
+from satadvisor.search.worker import suggest
+
+PACKAGE = Path(satadvisor.__file__).resolve().parent
+
+
+# ------------------------------------------------------------------ public Optuna only
+def test_the_package_uses_no_private_optuna_attribute() -> None:
+    """No ``study._storage``, ``trial._trial_id``, ``_backend`` or ``system_attrs`` anywhere:
+    attribute accesses with a leading underscore are only on satadvisor's own objects."""
+    ours_private = set()
+    offending = []
+    for path in sorted((PACKAGE / "search").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                for item in ast.walk(node):
+                    if isinstance(item, ast.FunctionDef):
+                        ours_private.add(item.name)
+                    if isinstance(item, ast.Attribute) and isinstance(item.ctx, ast.Store):
+                        ours_private.add(item.attr)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and _private_optuna(node.attr, ours_private):
+                offending.append(f"{path.name}:{node.lineno} .{node.attr}")
+    assert offending == []
+
+
+def _private_optuna(attr: str, ours: set[str]) -> bool:
+    if attr == "system_attrs" or attr in ("_storage", "_trial_id", "_backend"):
+        return True
+    return attr.startswith("_") and not attr.startswith("__") and attr not in ours
+
+
+# ------------------------------------------------------------------ the record
+def test_record_round_trips_through_a_real_storage(tmp_path: Path) -> None:
+    rec = TrialRecord(
+        knobs={"depth": 3, "act": "relu", "resolution": 16},
+        source="rule:tail",
+        status="pruned",
+        parent=4,
+        reason=f"{TAIL_HANDOFF} of 2 layer(s) after epoch 2",
+        prior=Prior(True, macs=1000, params=10, unproductive=("c3",), feasible=(12, 40)),
+        accuracy=0.8,
+        macs=1000,
+        params=10,
+        epochs=2,
+        progress=(EpochPoint(1, 0.5, True, False, ()), EpochPoint(2, 0.8, True, True, ("c3",))),
+        saturation={"c1": 0.5, "c3": 0.1},
+        tail=("c3",),
+        findings=("tail",),
+        learned=True,
+        learning={"p_value": 1e-9},
+        candidates=(Candidate({"depth": 2}, "tail", 700),),
+        wall_time=1.5,
+        device="cpu",
+        owner=Owner("host", 42),
+    )
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'r.db'}"))
+    trial = study.ask()
+    trial.set_user_attr(KEY, rec.to_dict())
+    assert TrialRecord.of(study.get_trials()[0]) == rec
+    assert rec.to_dict()["schema"] == "satadvisor.trial/1"
+    with pytest.raises(ValueError, match="schema"):
+        TrialRecord.from_dict({**rec.to_dict(), "schema": "satadvisor.trial/99"})
+    # finished: the owner is not written at all
+    assert "owner" not in rec.with_(owner=None).to_dict()
+
+
+def test_a_failed_trial_whose_record_says_running_was_interrupted() -> None:
+    running = TrialRecord(knobs={"d": 1}).to_dict()
+    t = optuna.trial.create_trial(
+        state=TrialState.FAIL,
+        params={"d": 1},
+        distributions={"d": optuna.distributions.IntDistribution(0, 2)},
+        user_attrs={KEY: running},
+    )
+    rec = TrialRecord.of(t)
+    assert rec.status == "interrupted" and not rec.counts
+    assert counted([t]) == []
+
+
+# ------------------------------------------------------------------ the prior
+@pytest.fixture()
+def tiny(tmp_path: Path) -> spec_mod.ModelSpec:
+    path = tmp_path / "tiny.py"
+    path.write_text(TINY_MODEL_SOURCE)
+    return spec_mod.load(str(path))
+
+
+def test_prior_equals_the_real_model_built_with_weights(tiny: spec_mod.ModelSpec) -> None:
+    space = SearchSpace(choices={"depth": (1, 2, 3), "resolution": (8, 12)}, fixed={"width": 4})
+    priors = Priors(tiny, space, num_classes=10, in_channels=1)
+    for depth in (1, 2, 3):
+        for res in (8, 12):
+            p = priors({"depth": depth, "resolution": res})
+            net = build_model(tiny, {"depth": depth, "width": 4}, num_classes=10, in_channels=1)
+            rf = receptive.analyze(net, res, in_channels=1)
+            assert p.buildable
+            assert p.macs == count_macs(net, in_channels=1, resolution=res)
+            assert p.params == count_parameters(net)
+            assert p.unproductive == tuple(rf.unproductive)
+            assert p.feasible == rf.feasible_range
+    assert priors({"depth": 3, "resolution": 8}) is priors({"depth": 3, "resolution": 8})  # cached
+
+
+def test_prior_knows_an_unbuildable_configuration() -> None:
+    vgg = spec_mod.load("vgg")
+    space = SearchSpace(
+        choices={"depth": (2, 4), "downsamplings": (3, 5)}, fixed={"resolution": 32}
+    )
+    p = Priors(vgg, space, num_classes=10, in_channels=3)({"depth": 2, "downsamplings": 5})
+    assert not p.buildable and "downsamplings" in str(p.reason)
+
+
+# ------------------------------------------------------------------ the sampler
+def _sampler(space: SearchSpace, prior: Any = None, *, guided: bool = True) -> StudySampler:
+    return StudySampler(
+        sampler_mod.make_base("tpe", seed=0, budget=20),
+        space=space,
+        baseline={k: v[0] for k, v in space.choices.items()},
+        budget=20,
+        objectives=("accuracy", "macs"),
+        guided=guided,
+        prior=prior,
+        seed=0,
+    )
+
+
+def _suggest_all(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    return {n: suggest(trial, n, d) for n, d in space.distributions().items()}
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, **fields: Any) -> None:
+    params = _suggest_all(trial, space)
+    rec = TrialRecord(knobs=params, **fields)
+    trial.set_user_attr(KEY, rec.to_dict())
+    if rec.status == "completed":
+        study.tell(trial, [rec.accuracy, rec.macs])
+    else:
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def test_sampler_proposes_the_baseline_then_retries_an_interrupted_trial_first() -> None:
+    space = SearchSpace(choices={"a": (1, 2, 3, 4), "b": (10, 20, 30)})
+    sampler = _sampler(space)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    first = study.ask()
+    _tell(study, first, space, status="completed", accuracy=0.5, macs=10)
+    assert first.params == {"a": 1, "b": 10}
+    assert sampler.proposal(first.number).source == "baseline"  # type: ignore[union-attr]
+    second = study.ask()
+    _tell(study, second, space, status="interrupted", source="sampler")
+    third = study.ask()
+    _suggest_all(third, space)
+    proposal = sampler.proposal(third.number)
+    assert proposal is not None and proposal.retry_of == second.number
+    assert third.params == second.params
+
+
+def test_sampler_never_proposes_a_configuration_that_ran_even_in_a_tiny_space() -> None:
+    space = SearchSpace(choices={"a": (1, 2), "b": (10, 20)})
+    sampler = _sampler(space, guided=False)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    seen = []
+    for i in range(4):
+        t = study.ask()
+        _tell(study, t, space, status="completed", accuracy=0.5 + i / 10, macs=10 + i)
+        seen.append((t.params["a"], t.params["b"]))
+    assert sorted(seen) == [(1, 10), (1, 20), (2, 10), (2, 20)]
+
+
+def test_guided_sampler_avoids_draws_with_unproductive_layers() -> None:
+    space = SearchSpace(choices={"depth": tuple(range(1, 11))})
+
+    def prior(params: dict[str, Any]) -> Prior:  # layers beyond 3 see the whole image
+        return Prior(True, macs=params["depth"], unproductive=tuple(range(3, params["depth"])))
+
+    counts = {}
+    for guided in (True, False):
+        sampler = _sampler(space, prior, guided=guided)
+        sampler.baseline = {"depth": 2}
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        drawn = []
+        for _ in range(6):
+            t = study.ask()
+            depth = _suggest_all(t, space)["depth"]
+            _tell(study, t, space, status="completed", accuracy=0.5, macs=depth)
+            drawn.append(depth)
+        counts[guided] = sum(d > 3 for d in drawn)
+    # guided: only depths 1-3 until those ran (baseline 2, then 1 and 3), then the fewest
+    # unproductive layers; plain TPE draws deep ones freely
+    assert counts[True] == 3 and counts[False] >= 3
+    assert counts[True] < 6
+
+
+# ------------------------------------------------------------------ the pruner
+def _completed(study: optuna.Study, accuracy_curve: list[float], macs: int, n: int) -> None:
+    rec = TrialRecord(
+        knobs={"d": n},
+        status="completed",
+        accuracy=accuracy_curve[-1],
+        macs=macs,
+        epochs=len(accuracy_curve),
+        learned=True,
+        progress=tuple(
+            EpochPoint(e, a, True, False) for e, a in enumerate(accuracy_curve, start=1)
+        ),
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[rec.accuracy, macs],
+            params={"d": n},
+            distributions={"d": optuna.distributions.IntDistribution(0, 100)},
+            user_attrs={KEY: rec.to_dict()},
+        )
+    )
+
+
+def test_pruner_stops_a_dominated_trial_by_the_largest_remaining_gain() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    _completed(study, [0.50, 0.70, 0.80, 0.85], 100, 0)  # gain after epoch 2: 0.15
+    _completed(study, [0.60, 0.75, 0.80, 0.82], 300, 1)
+    _completed(study, [0.30, 0.40, 0.45, 0.50], 50, 2)
+    pruner = SaturationPruner(objectives=("accuracy", "macs"))
+
+    def decide(curve: list[float], macs: int, learned: bool = True) -> str | None:
+        rec = TrialRecord(
+            knobs={"d": 9},
+            macs=macs,
+            progress=tuple(EpochPoint(e, a, learned, False) for e, a in enumerate(curve, 1)),
+        )
+        return pruner.decide(study, 9, rec)
+
+    # at epoch 2 with 0.65 at 200 MACs: even +0.15 (the largest gain seen) reaches 0.80, below
+    # trial 0's 0.85 at half the MACs
+    reason = decide([0.40, 0.65], 200)
+    assert reason is not None and "trial 0" in reason and "0.850" in reason
+    assert decide([0.40, 0.71], 200) is None  # 0.71 + 0.15 = 0.86 could beat it
+    assert decide([0.40, 0.65], 90) is None  # cheaper than every trial that beats it
+    assert decide([0.40, 0.10], 200, learned=False) is None  # not learned (yet): runs on
+    # with fewer than three completed curves at that epoch it never prunes
+    young = optuna.create_study(directions=["maximize", "minimize"])
+    _completed(young, [0.5, 0.9], 10, 0)
+    rec = TrialRecord(knobs={"d": 9}, macs=200, progress=(EpochPoint(1, 0.1, True, False),))
+    assert pruner.decide(young, 9, rec) is None
+
+
+def test_pruner_hands_off_a_settled_tail_and_nothing_else() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    pruner = SaturationPruner()
+
+    def decide(*points: EpochPoint) -> str | None:
+        return pruner.decide(study, 0, TrialRecord(knobs={}, macs=1, progress=points))
+
+    early = EpochPoint(1, 0.6, True, False, ())
+    reason = decide(early, EpochPoint(2, 0.7, True, True, ("c5", "c6")))
+    assert reason is not None and reason.startswith(TAIL_HANDOFF) and "2 layer(s)" in reason
+    assert decide(early, EpochPoint(2, 0.7, True, False, ("c5",))) is None  # not settled
+    assert decide(early, EpochPoint(2, 0.7, True, True, ())) is None  # settled, no tail
+    assert decide(EpochPoint(1, 0.7, True, True, ("c5",))) is None  # too early to know
+
+
+# ------------------------------------------------------------------ one study, one recipe
+FAST = TrainConfig(epochs=1, batch_size=512, device="cpu")
+
+
+def test_a_rerun_with_other_settings_is_refused_with_the_setting(tmp_path: Path) -> None:
+    model = tmp_path / "tiny.py"
+    model.write_text(TINY_MODEL_SOURCE)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    same: dict[str, Any] = {"storage": url, "study_name": "s", "validate_top": 0}
+    optimize(str(model), budget=1, config=FAST, **same)
+    for changed, kwargs, word in (
+        ("lr", {"config": FAST.replace(lr=0.5)}, "lr 0.05 (now 0.5)"),
+        ("epochs", {"config": FAST.replace(epochs=2)}, "epochs 1 (now 2)"),
+        ("seed", {"config": FAST.replace(seed=3)}, "seed 0 (now 3)"),
+        ("subset", {"config": FAST, "subset": 100}, "subset None (now 100)"),
+        ("strategy", {"config": FAST, "strategy": "random"}, "strategy 'guided' (now 'random')"),
+    ):
+        with pytest.raises(StudyError, match="was run with another") as info:
+            optimize(str(model), budget=2, **same, **kwargs)
+        assert word in str(info.value), changed
+        assert "\n" not in str(info.value)
+    # nothing ran meanwhile
+    study = optuna.load_study(study_name="s", storage=open_storage(url))
+    assert len(study.trials) == 1
+    pinned = {**same, "study_name": "p", "config": FAST}
+    optimize(str(model), budget=1, pinned={"width": 4}, **pinned)
+    with pytest.raises(StudyError, match=r"other pinned knobs \({'width': 4}\)"):
+        optimize(str(model), budget=2, pinned={"width": 8}, **pinned)
+
+
+def test_a_study_of_the_older_search_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "tiny.py"
+    model.write_text(TINY_MODEL_SOURCE)
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    old = optuna.create_study(study_name="o", storage=open_storage(url))
+    old.set_user_attr("space", {"depth": [1, 2, 3]})
+    with pytest.raises(StudyError, match="older satadvisor"):
+        optimize(str(model), budget=1, config=FAST, storage=url, study_name="o", validate_top=0)
+
+
+def test_ordinal_space_draws_stay_on_the_grid() -> None:
+    space = SearchSpace(choices={"k": (3, 5, 7), "w": (4, 8, 12, 16)})
+    rng = random.Random(1)
+    for _ in range(20):
+        p = space.random_params(rng)
+        assert p["k"] in (3, 5, 7) and p["w"] in (4, 8, 12, 16)
+    dist = space.distributions()["k"]
+    assert isinstance(dist, optuna.distributions.IntDistribution) and dist.step == 2
