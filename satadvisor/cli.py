@@ -577,6 +577,8 @@ class _TrialPrinter:
         result = ""
         if event.accuracy is not None:
             result = f"acc {event.accuracy:.3f}, {event.macs / 1e6:.2f} MMACs"
+            if event.state == "pruned" and event.reason:
+                result += f" after {event.epochs} epoch(s): {event.reason}"
         elif event.reason:
             result = event.reason
         if self._first_done is None:

@@ -169,7 +169,7 @@ def make_summary() -> dict[str, Any]:
         "settings": {
             "model": "model.py",
             "dataset": "digits",
-            "strategy": "hybrid",
+            "strategy": "guided",
             "train": {
                 "epochs": 5,
                 "batch_size": 64,
@@ -532,7 +532,7 @@ def test_validation_section_shows_spearman_and_records(summary: dict[str, Any]) 
 def test_reproduce_section_rebuilds_the_commands(summary: dict[str, Any]) -> None:
     section = _section(render_study(summary), "reproduce")
     assert (
-        "<code>satadvisor optimize model.py --budget 12 --strategy hybrid --objectives "
+        "<code>satadvisor optimize model.py --budget 12 --strategy guided --objectives "
         "accuracy,macs --study-name vgg-digits --storage sqlite:///studies/vgg-digits.db "
         "--dataset digits --epochs 5 --batch-size 64 --lr 0.05 --seed 0 --full-epochs 20 "
         "--validate-top 2</code>"
@@ -541,7 +541,7 @@ def test_reproduce_section_rebuilds_the_commands(summary: dict[str, Any]) -> Non
         "<code>satadvisor report vgg-digits --storage sqlite:///studies/vgg-digits.db</code>"
         in section
     )
-    assert "<dt>strategy</dt><dd>hybrid</dd>" in section
+    assert "<dt>strategy</dt><dd>guided</dd>" in section
     assert "depth ∈ [4, 6, 8, 10]" in section
 
 

@@ -344,3 +344,30 @@ def test_ordinal_space_draws_stay_on_the_grid() -> None:
         assert p["k"] in (3, 5, 7) and p["w"] in (4, 8, 12, 16)
     dist = space.distributions()["k"]
     assert isinstance(dist, optuna.distributions.IntDistribution) and dist.step == 2
+
+
+def test_any_exception_of_a_trial_is_recorded_and_the_study_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen before: an exception that was not satadvisor's own (torch.fx tracing a module name
+    # with a quote) escaped the worker, left the trial RUNNING, and every rerun crashed on it.
+    from satadvisor.search.worker import Worker
+
+    model = tmp_path / "tiny.py"
+    model.write_text(TINY_MODEL_SOURCE)
+    real = Worker._analyze
+
+    def foreign(self: Worker, trial: optuna.Trial, knobs: dict[str, Any], *args: Any) -> Any:
+        if knobs["depth"] == 2:  # the baseline
+            raise KeyError("weight'\"")
+        return real(self, trial, knobs, *args)
+
+    monkeypatch.setattr(Worker, "_analyze", foreign)
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    optimize(str(model), budget=3, config=FAST, storage=url, study_name="f", validate_top=0)
+    trials = optuna.load_study(study_name="f", storage=open_storage(url)).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    first = TrialRecord.of(trials[0])
+    assert trials[0].state == TrialState.FAIL and first.status == "failed" and first.counts
+    assert first.reason == "KeyError: 'weight\\'\"'"
+    assert len(counted(trials)) == 3  # the study went on, and the failure counts

@@ -20,8 +20,11 @@ each new trial it proposes, in this order:
    layers).
 
 Why each trial was proposed is kept in :meth:`proposal` for the worker to record. Nothing is
-enqueued, so no waiting trial can be popped by two workers at once (SQLite cannot prevent
-that), and a trial is never told as failed for being a duplicate.
+enqueued — not the baseline, not a retry — so no waiting trial can be popped by two workers at
+once: SQLite cannot prevent that (its ``SELECT … FOR UPDATE`` is a plain read, so two workers
+both see the trial waiting and both run it). That is also why a stale trial is retried here
+rather than by Optuna's ``RetryFailedTrialCallback``, which enqueues a copy; Optuna's heartbeat
+still decides which trials are stale. A trial is never told as failed for being a duplicate.
 """
 
 from __future__ import annotations
