@@ -371,3 +371,49 @@ def test_any_exception_of_a_trial_is_recorded_and_the_study_goes_on(
     assert trials[0].state == TrialState.FAIL and first.status == "failed" and first.counts
     assert first.reason == "KeyError: 'weight\\'\"'"
     assert len(counted(trials)) == 3  # the study went on, and the failure counts
+
+
+def test_no_storage_password_reaches_the_study_or_its_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from satadvisor.report import write_study
+    from satadvisor.search.storage import redact, redact_command
+
+    assert redact("postgresql://u:SECRET@h/db") == "postgresql://u:***@h/db"
+    assert redact("postgresql://h/db?user=u&password=SECRET&x=1") == (
+        "postgresql://h/db?user=u&password=***&x=1"
+    )
+    assert redact("sqlite:///folder@home/s.db") == "sqlite:///folder@home/s.db"
+    assert redact_command("satadvisor optimize --storage=mysql://u:SECRET@h/d") == (
+        "satadvisor optimize --storage=mysql://u:***@h/d"
+    )
+    model = tmp_path / "tiny.py"
+    model.write_text(TINY_MODEL_SOURCE)
+    url = f"sqlite:///{tmp_path / 'pw.db'}"
+    typed = ["satadvisor", "optimize", str(model), "--storage", "postgresql://u:SECRET@h/db"]
+    typed += ["--storage-2", "postgresql://h/db?password=SECRET"]
+    monkeypatch.setattr("sys.argv", typed)
+    summary = optimize(
+        str(model), budget=1, config=FAST, storage=url, study_name="pw", validate_top=0
+    )
+    study = optuna.load_study(study_name="pw", storage=open_storage(url))
+    assert "SECRET" not in str(study.user_attrs) and "SECRET" not in str(summary)
+    folder = write_study(summary, tmp_path / "report").parent
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix in (".html", ".json", ".csv"):
+            assert "SECRET" not in path.read_text(encoding="utf-8"), path
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_text() -> None:
+    import csv
+    import io
+
+    from satadvisor.report._study import trials_csv
+
+    hostile = {"number": 0, "state": "fail", "source": "=cmd|' /C calc'!A0", "status": "failed",
+               "knobs": {"act": "+SUM(A1)", "depth": -2}, "reason": "@import", "counted": True}  # fmt: skip
+    rows = list(csv.reader(io.StringIO(trials_csv({"trials": [hostile]}))))
+    cells = dict(zip(rows[0], rows[1], strict=True))
+    assert cells["source"] == "'=cmd|' /C calc'!A0"
+    assert cells["act"] == "'+SUM(A1)" and cells["reason"] == "'@import"
+    assert cells["depth"] == "-2"  # a number stays a number

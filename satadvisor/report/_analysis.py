@@ -78,7 +78,18 @@ def _csv_cell(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value) if value == value and abs(value) != float("inf") else ""
-    return str(value)
+    if isinstance(value, int):
+        return str(value)
+    text = str(value)
+    if text.startswith(_FORMULA_START):
+        # A spreadsheet would run it as a formula (CSV injection): a leading apostrophe makes
+        # it text there, and says so to anyone reading the file.
+        return "'" + text
+    return text
+
+
+#: What makes a spreadsheet cell a formula (OWASP's list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 # ---------------------------------------------------------------------------------------------

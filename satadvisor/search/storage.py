@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import warnings
 from pathlib import Path
@@ -193,14 +194,27 @@ def open_storage(url: str, *, heartbeat: bool = False) -> BaseStorage:
         raise StorageError(f"cannot open storage {redact(url)}: {_first_line(exc)}; {fix}") from exc
 
 
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|pass)=)[^&\s'\"]*")
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for messages and reports."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
+    """The URL without its password (``user:***@host``, ``?password=***``), for messages,
+    reports and the stored command."""
+    out = _QUERY_SECRET.sub(r"\1***", url)
+    if "://" not in out or "@" not in out:
+        return out
+    scheme, rest = out.split("://", 1)
     creds, host = rest.rsplit("@", 1)
+    if "/" in creds:  # an @ in the path or query, not credentials
+        return out
     user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else out
+
+
+def redact_command(command: str) -> str:
+    """A command line with every storage URL in it redacted (``--storage URL`` and
+    ``--storage=URL`` alike): the stored command is shown in reports and kept in the study."""
+    return " ".join(redact(word) if "://" in word else word for word in command.split(" "))
 
 
 def pid_alive(pid: int) -> bool:

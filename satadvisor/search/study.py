@@ -23,7 +23,13 @@ from satadvisor.errors import StorageError, StudyError, UsageError
 from satadvisor.search import record as tr
 from satadvisor.search._signals import checkpoint, deferred_interrupts
 from satadvisor.search.space import SearchSpace, derive_space
-from satadvisor.search.storage import default_url, open_storage, redact, storage_file
+from satadvisor.search.storage import (
+    default_url,
+    open_storage,
+    redact,
+    redact_command,
+    storage_file,
+)
 from satadvisor.search.summary import study_summary
 from satadvisor.search.validate import DEFAULT_SEEDS, select, validate, validated
 from satadvisor.search.worker import (
@@ -301,7 +307,7 @@ def optimize(
             )
         # Recorded only now: a refused rerun leaves the study as it was.
         study.set_user_attr("budget", settings.budget)
-        study.set_user_attr("command", command_line())
+        study.set_user_attr("command", redact_command(command_line()))
         if validate_top > 0:  # a search-only rerun leaves the validation's seeds as they were
             study.set_user_attr("validate_seeds", validate_seeds)
         run_workers(settings, workers=workers, on_trial=on_trial)
