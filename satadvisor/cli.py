@@ -207,6 +207,28 @@ def _training_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.version_option(package_name="satadvisor")
 def main() -> None:
     """Is my CNN the right shape? Layer saturation + receptive fields -> concrete changes."""
+    import warnings
+
+    warnings.showwarning = _one_line_warning
+
+
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """satadvisor's own warnings as one line on stderr (others as Python prints them)."""
+    import warnings
+
+    if "satadvisor" in filename.replace("\\", "/").split("/"):
+        click.echo(f"satadvisor: warning: {message}", err=True)
+    else:
+        click.echo(
+            warnings.formatwarning(message, category, filename, lineno, line), err=True, nl=False
+        )
 
 
 def _check_device(device: str) -> None:

@@ -417,3 +417,30 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_text() -> None:
     assert cells["source"] == "'=cmd|' /C calc'!A0"
     assert cells["act"] == "'+SUM(A1)" and cells["reason"] == "'@import"
     assert cells["depth"] == "-2"  # a number stays a number
+
+
+def test_a_journal_cut_mid_line_is_repaired_and_loses_no_complete_trial(tmp_path: Path) -> None:
+    # Seen before: a journal whose last line was cut (disk full, a crash mid-append) crashed the
+    # rerun with a JSONDecodeError after Optuna appended onto the cut line, and every later
+    # run called the file "not an Optuna journal file": all its trials lost to the tool.
+    journal = tmp_path / "s.log"
+    url = f"journal:{journal}"
+    study = optuna.create_study(study_name="j", storage=open_storage(url))
+    for x in range(3):
+        t = study.ask()
+        t.suggest_int("x", 0, 9)
+        study.tell(t, float(x))
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + b'{"op_code": 5, "worker_id": "w", "trial_id": 3, "state": 1, "va')
+    with pytest.warns(UserWarning, match="cut short"):
+        again = optuna.load_study(study_name="j", storage=open_storage(url))
+    assert [t.value for t in again.trials] == [0.0, 1.0, 2.0]
+    assert journal.read_bytes() == whole
+    (aside,) = tmp_path.glob("s.log.torn-*")
+    assert aside.read_bytes().startswith(b'{"op_code": 5')
+    # and the study goes on: new entries land on their own lines, a third open reads them all
+    t = again.ask()
+    t.suggest_int("x", 0, 9)
+    again.tell(t, 3.0)
+    third = optuna.load_study(study_name="j", storage=open_storage(url))
+    assert [t.value for t in third.trials] == [0.0, 1.0, 2.0, 3.0]

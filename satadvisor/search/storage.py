@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 import warnings
 from pathlib import Path
 
@@ -126,8 +127,51 @@ def _check_journal_file(path: Path) -> None:
             )
 
 
+def _repair_torn_tail(path: Path) -> Path | None:
+    """Set aside a last line cut short (a crash or a full disk mid-append) and end the file at
+    the last complete entry; returns where the cut bytes went (None: nothing was cut).
+
+    Optuna would append its next entry onto the cut line, making that line unreadable and the
+    whole journal with it ("not an Optuna journal file" on every later run). The check runs
+    under the journal's own lock (Optuna's writers hold it while they append), so a line a
+    live worker is writing is never taken for a torn one. The cut bytes are kept beside the
+    journal, never deleted.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = JournalFileOpenLock(str(path))
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        cut = data.rfind(b"\n") + 1
+        if cut == len(data):
+            return None
+        aside = path.with_name(f"{path.name}.torn-{int(time.time())}")
+        aside.write_bytes(data[cut:])
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+        return aside
+    finally:
+        lock.release()
+
+
 def _open_journal(path: Path) -> BaseStorage:
     _check_journal_file(path)
+    try:
+        torn = _repair_torn_tail(path)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot repair journal file {path} (its last line was cut): {_first_line(exc)}; "
+            "free some disk space or pass another --storage"
+        ) from exc
+    if torn is not None:
+        warnings.warn(
+            f"{path}: its last entry was cut short (a crash or a full disk); it was moved to "
+            f"{torn.name} and the journal goes on from the last complete entry",
+            stacklevel=2,
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
