@@ -4,6 +4,7 @@ sampler (baseline, retries, filters) and the pruner (settled tails, dominated tr
 from __future__ import annotations
 
 import ast
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -444,3 +445,35 @@ def test_a_journal_cut_mid_line_is_repaired_and_loses_no_complete_trial(tmp_path
     again.tell(t, 3.0)
     third = optuna.load_study(study_name="j", storage=open_storage(url))
     assert [t.value for t in third.trials] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_running_trials_of_dead_workers_are_failed_and_stop_counting(tmp_path: Path) -> None:
+    # Seen before: a worker SIGKILLed between Optuna's ask and its first write left a RUNNING
+    # trial with no owner that counted against the budget forever.
+    import socket
+
+    from satadvisor.search.worker import DRAW_GRACE, reap_dead
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'k.db'}"))
+    ownerless = study.ask()  # killed right after the draw: no record
+    dead = study.ask()  # killed while training: its record names a process that is gone
+    gone_pid = 2**22 + 12345  # above pid_max on Linux: no such process
+    rec = TrialRecord(knobs={"x": 1}, owner=Owner(socket.gethostname(), gone_pid))
+    dead.set_user_attr(KEY, rec.to_dict())
+    alive = study.ask()  # this process: alive
+    mine = rec.with_(owner=Owner(socket.gethostname(), os.getpid()))
+    alive.set_user_attr(KEY, mine.to_dict())
+    elsewhere = study.ask()  # another machine: left to the heartbeat
+    elsewhere.set_user_attr(KEY, rec.with_(owner=Owner("other-host", gone_pid)).to_dict())
+    trials = study.get_trials()
+    assert len(counted(trials)) == 4
+    started = trials[0].datetime_start
+    assert started is not None
+    # moments after the draw, an ownerless trial may still be writing its record: left alone
+    assert reap_dead(study, now=started.timestamp() + 1) == [dead.number]
+    assert reap_dead(study, now=started.timestamp() + DRAW_GRACE + 1) == [ownerless.number]
+    trials = study.get_trials()
+    states = [t.state for t in trials]
+    assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
+    assert [t.number for t in counted(trials)] == [alive.number, elsewhere.number]
+    assert all(TrialRecord.of(t).status == "interrupted" for t in trials[:2])
