@@ -81,7 +81,11 @@ def main() -> None:
                 "command": " ".join(["satadvisor", *cmd[3:]]),
                 "seconds": round(seconds, 1),
                 "trials": study["counted_trials"],
-                "sources": sorted({t["source"] for t in study["trials"] if not t["skipped"]}),
+                # "counted" since the search's typed records; "skipped" before
+                "sources": sorted(
+                    {t["source"] for t in study["trials"] if t.get("counted", not t.get("skipped"))}
+                ),
+                "proxy_epochs": sum(int(t.get("epochs") or 0) for t in study["trials"]),
                 "baseline": {
                     k: base[k]
                     for k in ("knobs", "proxy_accuracy", "test_accuracy", "macs", "params")
@@ -109,7 +113,10 @@ def main() -> None:
                             "accuracy_delta",
                             "macs_ratio",
                             "params_ratio",
+                            "verdict",
+                            "confirmed",
                         )
+                        if k in r
                     }
                     for r in study["recommended"]
                 ],

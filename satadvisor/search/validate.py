@@ -50,7 +50,9 @@ def select(
         (
             t
             for t in trials
-            if recs[t.number].source == "baseline" and recs[t.number].counts and t.params
+            if recs[t.number].source == "baseline"
+            and recs[t.number].status in ("completed", "not_learned", "pruned")
+            and t.params
         ),
         None,
     )
