@@ -202,6 +202,38 @@ def read_torchvision(name: str, *, root: Path, download: bool) -> tuple[RawSet, 
     return _to_raw(train), _to_raw(test)
 
 
+def released_files(name: str) -> tuple[str, tuple[str, ...]]:
+    """(the release archive, the files torchvision checks under the root) of a torchvision set."""
+    import torchvision.datasets as tvd
+
+    class_name, _ = TORCHVISION_SETS[name]
+    cls = getattr(tvd, class_name)
+    if class_name in ("CIFAR10", "CIFAR100"):
+        files = [f for f, _ in (*cls.train_list, *cls.test_list)] + [cls.meta["filename"]]
+        return cls.filename, tuple(f"{cls.base_folder}/{f}" for f in files)
+    if class_name == "SVHN":
+        return "train_32x32.mat and test_32x32.mat", ("train_32x32.mat", "test_32x32.mat")
+    return f"the four {class_name} .gz files", tuple(f"{class_name}/raw/{f}" for f in _MNIST_FILES)
+
+
+def failed_integrity(name: str, root: Path) -> list[str]:
+    """The files under ``root`` that are missing or fail torchvision's MD5 check (CIFAR, SVHN;
+    empty for the MNIST family, whose unpacked files torchvision does not check)."""
+    import torchvision.datasets as tvd
+    from torchvision.datasets.utils import check_integrity
+
+    class_name, _ = TORCHVISION_SETS[name]
+    cls = getattr(tvd, class_name)
+    if class_name in ("CIFAR10", "CIFAR100"):
+        listed = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+        checks = [(f"{cls.base_folder}/{f}", md5) for f, md5 in listed]
+    elif class_name == "SVHN":
+        checks = [(cls.split_list[s][1], cls.split_list[s][2]) for s in ("train", "test")]
+    else:
+        return []
+    return [f for f, md5 in checks if not check_integrity(str(root / f), md5)]
+
+
 def prepare_shared_fashion_mnist(
     src_dir: str | os.PathLike[str], root: str | os.PathLike[str]
 ) -> Path:

@@ -40,10 +40,12 @@ from satadvisor._data_sources import (
     _MNIST_FILES,
     TORCHVISION_SETS,
     RawSet,
+    failed_integrity,
     make_synthetic,
     prepare_shared_fashion_mnist,
     read_digits,
     read_torchvision,
+    released_files,
 )
 from satadvisor._data_split import LoaderSplit, Split, augment_batch, crop_padding
 from satadvisor._env import resolve_device
@@ -327,10 +329,7 @@ def load(
             if download or not marker.is_file():
                 raise
             # The files are there but torchvision refused them (checksum, truncation).
-            raise DatasetError(
-                f"{key}: the files under {root} are incomplete or corrupt (torchvision's "
-                "integrity check failed); download them again, e.g. with --download"
-            ) from exc
+            raise DatasetError(_refused(key, root)) from exc
         pool, test = torch.arange(len(train_src)), torch.arange(len(test_src))
     else:
         train_src = test_src = read_digits() if key == "digits" else make_synthetic()
@@ -344,6 +343,21 @@ def load(
     splits = _splits(parts, info, res, dev, max_device_bytes, workers)
     held = splits[2] if len(splits) > 2 else None
     return DataBundle(key, info, res, dev, splits[0], splits[1], "val", held)
+
+
+def _refused(key: str, root: Path) -> str:
+    """Why torchvision refused the files under ``root``, and what works offline instead."""
+    archive, files = released_files(key)
+    failed = failed_integrity(key, root)
+    which = "torchvision's integrity check failed"
+    if failed:
+        which = f"{len(failed)} of {len(files)} files fail torchvision's MD5 check, e.g. {failed[0]}"
+    return (
+        f"{key}: the files under {root} are not the released ones ({which}); torchvision reads "
+        f"only the files of {archive} unchanged, so put those there, or pass the images as "
+        "--dataset npz:FILE.npz (arrays x (N, C, H, W) uint8 and y, optional x_test, y_test) "
+        "or --dataset imagefolder:DIR; online, --download fetches them again"
+    )
 
 
 def _splits(

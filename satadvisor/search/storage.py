@@ -225,9 +225,13 @@ def open_storage(url: str, *, heartbeat: bool = False) -> BaseStorage:
                 grace_period=GRACE_PERIOD if heartbeat else None,
             )
     except ImportError as exc:
+        fix = (
+            "pip install 'satadvisor[mysql]' and use mysql+pymysql://user@host/db"
+            if scheme == "mysql"
+            else "pip install 'satadvisor[postgres]'"
+        )
         raise StorageError(
-            f"the driver for {scheme} is not installed ({_first_line(exc)}); "
-            "install it, e.g. pip install 'satadvisor[postgres]'"
+            f"the driver for {scheme} is not installed ({_first_line(exc)}); {fix}"
         ) from exc
     except Exception as exc:  # sqlalchemy errors of every kind: unreachable, auth, corrupt
         fix = (
