@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from satadvisor.advisor import Analysis, analyze
     from satadvisor.config import TrainConfig
     from satadvisor.models import create_model, list_models
+    from satadvisor.report import write_report
     from satadvisor.saturation import LayerSaturation, SaturationTracker
     from satadvisor.search import optimize
     from satadvisor.spec import ModelSpec
@@ -31,6 +32,7 @@ _LAZY = {
     "SaturationTracker": "satadvisor.saturation",
     "optimize": "satadvisor.search",
     "ModelSpec": "satadvisor.spec",
+    "write_report": "satadvisor.report",
 }
 
 __all__ = [
@@ -45,7 +47,13 @@ __all__ = [
     "create_model",
     "list_models",
     "optimize",
+    "write_report",
 ]
+
+
+def __dir__() -> list[str]:
+    """The public names too (they are imported on first use, so not yet in the module)."""
+    return sorted({*__all__, *(n for n in globals() if n.startswith("__"))})
 
 
 def __getattr__(name: str) -> Any:

@@ -351,7 +351,9 @@ def _refused(key: str, root: Path) -> str:
     failed = failed_integrity(key, root)
     which = "torchvision's integrity check failed"
     if failed:
-        which = f"{len(failed)} of {len(files)} files fail torchvision's MD5 check, e.g. {failed[0]}"
+        which = (
+            f"{len(failed)} of {len(files)} files fail torchvision's MD5 check, e.g. {failed[0]}"
+        )
     return (
         f"{key}: the files under {root} are not the released ones ({which}); torchvision reads "
         f"only the files of {archive} unchanged, so put those there, or pass the images as "

@@ -43,6 +43,8 @@ from torch import nn
 from satadvisor.config import RESOLUTION_RANGE
 from satadvisor.errors import ModelBuildError, ModelFileError, SatAdvisorError, UsageError
 from satadvisor.models import get_model_fn, list_models, model_knobs
+from satadvisor.models._library import is_library
+from satadvisor.models._library import resolve as resolve_library
 
 #: The embedded default: this built-in family on the bundled digits at 16 px.
 DEFAULT_MODEL = "vgg"
@@ -172,7 +174,7 @@ class ModelSpec:
         )
 
     def _directory(self) -> str | None:
-        if self.source.startswith(BUILTIN_PREFIX):
+        if self.source.startswith(BUILTIN_PREFIX) or is_library(self.source):
             return None
         return os.path.dirname(os.path.abspath(self.source))
 
@@ -182,7 +184,8 @@ def load(
     *,
     cwd: str | os.PathLike[str] | None = None,
 ) -> ModelSpec:
-    """Load a model file, a built-in name (or ``"builtin:NAME"``), or the default.
+    """Load a model file, a built-in name (or ``"builtin:NAME"``), a library model
+    (``"torchvision:NAME"``, ``"timm:NAME"``), or the default.
 
     None means ``./model.py`` in ``cwd`` (default: the working directory) when present, else
     the embedded default :data:`DEFAULT_MODEL` on :data:`DEFAULT_DATASET` at
@@ -202,6 +205,8 @@ def load(
     path = Path(text) if os.path.isabs(text) else base / text
     if path.is_file():
         return _load_file(path, text)
+    if is_library(text):
+        return library_spec(text)
     name = text.removeprefix(BUILTIN_PREFIX)
     if name in list_models():
         return builtin_spec(name)
@@ -209,7 +214,25 @@ def load(
         raise ModelFileError(f"{text}: is a directory; pass a model file (.py) inside it")
     names = ", ".join(list_models())
     raise ModelFileError(
-        f"{text}: no such file; pass a model file, a built-in name ({names}) or nothing"
+        f"{text}: no such file; pass a model file, a built-in name ({names}), "
+        "torchvision:NAME, timm:NAME or nothing"
+    )
+
+
+def library_spec(source: str) -> ModelSpec:
+    """The spec of ``torchvision:NAME`` or ``timm:NAME``, built without pretrained weights.
+
+    Its knobs are the model class's own architecture arguments that the library lets through
+    (e.g. ``width_mult`` of ``torchvision:mobilenet_v2``), plus ``resolution`` for models built
+    for one input size (vision transformers); see :mod:`satadvisor.models._library`.
+    """
+    resolved = resolve_library(source.strip())
+    return ModelSpec(
+        name=resolved.name,
+        source=resolved.source,
+        build=resolved.build,
+        knobs=dict(resolved.knobs),
+        accepts=frozenset(_INJECTED),
     )
 
 

@@ -165,3 +165,20 @@ def test_lightning_callback_logs_each_epoch_through_the_trainers_logger(tmp_path
         logged = [float(r["saturation/net.0"]) for r in csv.DictReader(f) if r["saturation/net.0"]]
     assert logged == pytest.approx(expected, abs=1e-6)
     assert callback.tracker is None  # closed at the end of fit: no hooks left on the module
+
+
+def test_public_names_are_listed_and_a_report_is_one_call(tmp_path: Path) -> None:
+    import satadvisor
+
+    public = [n for n in dir(satadvisor) if not n.startswith("_")]
+    assert public == sorted(n for n in satadvisor.__all__ if not n.startswith("_"))
+    assert {"analyze", "optimize", "write_report", "SaturationTracker"} <= set(public)
+    for name in public:  # every listed name resolves
+        assert getattr(satadvisor, name) is not None
+    analysis = satadvisor.analyze("vgg", train=False)  # receptive fields only: seconds
+    index = satadvisor.write_report(analysis, tmp_path / "r")
+    assert index == tmp_path / "r" / "index.html" and index.is_file()
+    assert (tmp_path / "r" / "analysis.json").is_file()
+    with pytest.raises(satadvisor.SatAdvisorError, match="cannot write a report of int"):
+        satadvisor.write_report(3, tmp_path / "x")
+    assert not (tmp_path / "x").exists()

@@ -47,6 +47,7 @@ _NOT_KNOBS = frozenset(
         "progress",
         "pretrained",
         "dropout",
+        "dropout_aux",
         "attention_dropout",
         "drop_rate",
         "drop_path_rate",
@@ -72,7 +73,8 @@ _NOT_KNOBS = frozenset(
 )
 #: Constructor arguments that are the input size: fed from the data knob ``resolution``.
 _SIZE_ARGS = ("image_size", "img_size")
-#: Set where the class takes them: plain logits in training mode too, no ImageNet input shift.
+#: Set where the class takes them: plain logits in training mode too, no ImageNet input shift
+#: (both only matter for GoogLeNet and Inception-v3).
 _FIXED = {"aux_logits": False, "transform_input": False}
 
 
@@ -140,6 +142,9 @@ def _torchvision_builder(name: str, source: str) -> tuple[Callable[..., nn.Modul
     model_cls = type(_on_meta(lambda: builder(weights=None), source))
     params = inspect.signature(model_cls.__init__).parameters
     fixed.update({k: v for k, v in _FIXED.items() if k in params})
+    init = params.get("init_weights")
+    if init is not None and init.default is None:  # GoogLeNet, Inception: torchvision's
+        fixed["init_weights"] = False  # future default, without its warning
     return builder, fixed
 
 
@@ -175,7 +180,9 @@ def adapt_in_channels(model: nn.Module, in_channels: int) -> str:
         )
     name, conv = first
     if not isinstance(conv, nn.Conv2d | nn.Conv1d | nn.Conv3d):
-        raise NotAdaptableError(f"its first layer {name} is a {type(conv).__name__}; use 3-channel data")
+        raise NotAdaptableError(
+            f"its first layer {name} is a {type(conv).__name__}; use 3-channel data"
+        )
     replacement = type(conv)(
         in_channels,
         conv.out_channels,

@@ -92,9 +92,35 @@ keep the baseline, then the Pareto front, the optimisation history, parameter im
 how to reproduce the study.
 """
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from satadvisor.errors import UsageError
 from satadvisor.report._analysis import LAYER_COLUMNS, SCHEMA, render_analysis, write_analysis
 from satadvisor.report._plots_study import param_importances
 from satadvisor.report._study import STUDY_SCHEMA, render_study, trials_csv, write_study
+
+
+def write_report(result: Any, out_dir: str | os.PathLike[str]) -> Path:
+    """Write the report of ``result`` into ``out_dir`` and return its ``index.html``.
+
+    ``result``: an :class:`~satadvisor.advisor.Analysis` (what ``satadvisor.analyze`` returns),
+    its ``to_dict()``, or a study summary (what ``satadvisor.optimize`` returns). The folder is
+    written as ``satadvisor analyze`` / ``optimize`` write theirs: staged, then swapped into place,
+    so a failed write leaves the previous report as it was.
+    """
+    data = result.to_dict() if hasattr(result, "to_dict") else result
+    if not isinstance(data, Mapping):
+        raise UsageError(
+            f"cannot write a report of {type(result).__name__}: pass what satadvisor.analyze "
+            "or satadvisor.optimize returned"
+        )
+    if str(data.get("schema", "")).startswith("satadvisor.study/"):
+        return write_study(data, out_dir)
+    return write_analysis(data, out_dir)
+
 
 __all__ = [
     "LAYER_COLUMNS",
@@ -105,5 +131,6 @@ __all__ = [
     "render_study",
     "trials_csv",
     "write_analysis",
+    "write_report",
     "write_study",
 ]
