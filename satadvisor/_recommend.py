@@ -7,6 +7,7 @@ knob semantics differ between models, so nothing here guesses what a value does.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from satadvisor import receptive
 from satadvisor.cost import count_macs, count_parameters
@@ -133,6 +135,41 @@ def format_set_args(changes: Mapping[str, Any]) -> str:
     return " ".join(f"--set {k}={value(v)}" for k, v in changes.items())
 
 
+def _count(n: int) -> str:
+    """12,345,678 -> '12.3 M'; small counts as written."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return str(n)
+
+
+def _macs_by_module(model: nn.Module, shape: tuple[int, ...]) -> dict[str, int]:
+    """MACs of one forward pass of a zero input of ``shape``, per module name ('' = the whole
+    model), counted by torch's flop counter in eval mode (every module's mode restored)."""
+    reference = next(itertools.chain(model.parameters(), model.buffers()), None)
+    device = reference.device if reference is not None else torch.device("cpu")
+    dtype = torch.float32
+    if reference is not None and reference.is_floating_point():
+        dtype = reference.dtype
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model(torch.zeros(shape, device=device, dtype=dtype))
+    finally:
+        for module, training in modes:
+            module.training = training
+    root = type(model).__name__
+    out = {}
+    for key, ops in counter.get_flop_counts().items():
+        if key == "Global":
+            continue
+        name = "" if key == root else key.removeprefix(root + ".")
+        out[name] = int(sum(ops.values()) // 2)
+    return out
+
+
 def _conv_count(model: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
@@ -187,9 +224,33 @@ class _Workbench:
 
     def macs(self, model: nn.Module, resolution: int) -> int | None:
         try:
+            if receptive.spatial_dims(model) != 2:  # count_macs feeds a square image
+                shape = self.input_shape(model, resolution)
+                return _macs_by_module(model, shape).get("", 0)
             return count_macs(model, in_channels=self.in_channels, resolution=resolution)
         except (SatAdvisorError, RuntimeError, ValueError):  # e.g. a map shrinks below 1 px
             return None
+
+    def layer_cost(self, names: Sequence[str]) -> tuple[int, int] | None:
+        """MACs (one input at the resolution) and parameters of the baseline's layers ``names``."""
+        model = self.build({})
+        if model is None:
+            return None
+        modules = dict(model.named_modules())
+        if not names or any(name not in modules for name in names):
+            return None
+        try:
+            per_module = _macs_by_module(model, self.input_shape(model, self.resolution))
+        except (SatAdvisorError, RuntimeError, ValueError):
+            return None
+        macs = sum(per_module.get(name, 0) for name in names)
+        params = {id(p): p.numel() for n in names for p in modules[n].parameters()}
+        return macs, sum(params.values())
+
+    def input_shape(self, model: nn.Module, resolution: int) -> tuple[int, ...]:
+        """One input of ``model`` at ``resolution``: (1, C, R) for 1-D models, else (1, C, R, R)."""
+        dims = receptive.spatial_dims(model)
+        return (1, self.in_channels, *([resolution] * dims))
 
     def analyze(self, model: nn.Module, resolution: int) -> ReceptiveFieldAnalysis | None:
         try:
@@ -462,12 +523,24 @@ def _textual(findings: Sequence[Finding], bench: _Workbench) -> list[Recommendat
     for f in findings:
         span = names_label(f.layers, list(f.layers), labels) if f.layers else ""
         if f.kind == "tail" and "depth" not in bench.knobs:
+            saved = bench.layer_cost(f.layers)
+            title, predicted = f"Remove {span} by hand", ""
+            if saved is not None and bench.baseline is not None:
+                base = bench.baseline
+                ratio = (base.macs - saved[0]) / max(base.macs, 1)
+                title += f" (about {ratio:.2f}× MACs)"
+                predicted = (
+                    f" Predicted from those layers' own measured cost: about {_count(saved[0])} "
+                    f"of the {_count(base.macs)} MACs per input ({ratio:.2f}× left) and "
+                    f"{_count(saved[1])} of the {_count(base.params)} parameters go; the "
+                    "layers around them may need their channels matched."
+                )
             out.append(
                 _by_hand(
                     "efficiency",
-                    f"Remove {span} by hand",
+                    title,
                     f"{f.message} The model has no depth knob: delete those {len(f.layers)} "
-                    "layers in its code.",
+                    f"layers in its code.{predicted}",
                     bench,
                 )
             )
