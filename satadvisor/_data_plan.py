@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -88,7 +89,8 @@ def storage_for(
     """``"tensor"`` if the float32 model inputs fit ``budget`` bytes, else ``"tensor-uint8"``
     if the raw images do, else ``"loader"``."""
     n = sum(len(raw) for raw in parts)
-    if n * channels * resolution * resolution * 4 <= budget:
+    dims = parts[0].images.dim() - 2 if parts else 2  # 1 for signals (N, C, T)
+    if n * channels * resolution**dims * 4 <= budget:
         return "tensor"
     if sum(raw.images.numel() * raw.images.element_size() for raw in parts) <= budget:
         return "tensor-uint8"
@@ -105,9 +107,10 @@ def prepare(
     std: Tensor,
 ) -> Tensor:
     """Model inputs of all ``images``, computed on ``device`` in chunks of about 256 MiB."""
-    n, c, h, w = images.shape
-    out = torch.empty(n, c, resolution, resolution, dtype=torch.float32, device=device)
-    step = max(1, 2**26 // (c * max(h * w, resolution * resolution)))
+    n, c, *spatial = images.shape
+    size = (resolution,) * len(spatial)  # (R, R) for images, (R,) for signals
+    out = torch.empty(n, c, *size, dtype=torch.float32, device=device)
+    step = max(1, 2**26 // (c * max(math.prod(spatial), math.prod(size))))
     mean, std = mean.to(device), std.to(device)
     for start in range(0, n, step):
         chunk = images[start : start + step].to(device)

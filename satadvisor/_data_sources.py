@@ -48,7 +48,8 @@ TORCHVISION_SETS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class RawSet:
-    """Images (N, C, H, W) uint8 in [0, max_value] with labels (N,) int64."""
+    """Images (N, C, H, W) — or signals (N, C, T) — uint8 in [0, max_value] (float32 for
+    real-valued npz arrays) with labels (N,) int64."""
 
     images: Tensor
     labels: Tensor
@@ -113,6 +114,28 @@ def make_synthetic() -> RawSet:
         dy, dx = int(shifts[i, 0]), int(shifts[i, 1])
         images[i] = torch.roll(patterns[labels[i]], shifts=(dy, dx), dims=(1, 2))
     values = (0.5 + 0.2 * (0.6 * images + noise)).clamp(0.0, 1.0)
+    return RawSet((values * 255).round().to(torch.uint8), labels.to(torch.int64))
+
+
+def make_synthetic_1d() -> RawSet:
+    """1,200 learnable 2-channel signals of 64 samples in 10 classes, identical everywhere.
+
+    The 1-D counterpart of :func:`make_synthetic`, for Conv1d models: each class a fixed random
+    low-frequency waveform (16 points of noise, linearly upsampled), each signal its class
+    waveform circularly shifted by up to ±8 samples plus white noise, quantised to uint8.
+    """
+    g = torch.Generator().manual_seed(SYNTHETIC_SEED + 1)
+    patterns = F.interpolate(
+        torch.randn(10, 2, 16, generator=g), size=64, mode="linear", align_corners=False
+    )
+    labels = torch.arange(SYNTHETIC_SIZE) % 10
+    labels = labels[torch.randperm(SYNTHETIC_SIZE, generator=g)]
+    shifts = torch.randint(-8, 9, (SYNTHETIC_SIZE,), generator=g)
+    noise = torch.randn(SYNTHETIC_SIZE, 2, 64, generator=g)
+    signals = torch.stack(
+        [torch.roll(patterns[labels[i]], int(shifts[i]), dims=1) for i in range(SYNTHETIC_SIZE)]
+    )
+    values = (0.5 + 0.2 * (0.6 * signals + noise)).clamp(0.0, 1.0)
     return RawSet((values * 255).round().to(torch.uint8), labels.to(torch.int64))
 
 

@@ -42,16 +42,22 @@ def to_model_input(
 
     Bilinear resize (antialiased when shrinking, as PIL does) to ``resolution`` pixels a side,
     then ``(x / max_value - mean) / std`` per channel; ``mean``/``std`` are (C,) tensors on
-    the device of ``images``.
+    the device of ``images``. Signals (B, C, T) become (B, C, R) the same way: linear
+    interpolation along T (antialiased when shrinking: the bilinear kernel on a 1-row image).
     """
     x = images.to(torch.float32) / max_value
+    signal = x.dim() == 3
+    if signal:
+        x = x.unsqueeze(2)  # (B, C, 1, T): the height axis is left as it is
     height, width = x.shape[-2:]
-    if (height, width) != (resolution, resolution):
-        shrink = resolution < height or resolution < width
-        x = F.interpolate(
-            x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=shrink
-        )
-    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    target = (height if signal else resolution, resolution)
+    if (height, width) != target:
+        shrink = target[0] < height or resolution < width
+        x = F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=shrink)
+    if signal:
+        x = x.squeeze(2)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return (x - mean.view(shape)) / std.view(shape)
 
 
 def augment_batch(
@@ -65,6 +71,8 @@ def augment_batch(
     reversed for the mirrored samples. The random numbers come from the CPU ``generator``
     (offsets y, offsets x, then flip coins), so they do not depend on the device.
     """
+    if x.dim() == 3:
+        return _augment_signals(x, pad=pad, flip=flip, fill=fill, generator=generator)
     b, c, h, w = x.shape
     oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
@@ -79,6 +87,26 @@ def augment_batch(
     bi = torch.arange(b, device=dev).view(b, 1, 1, 1)
     ci = torch.arange(c, device=dev).view(1, c, 1, 1)
     return padded[bi, ci, rows.to(dev).view(b, 1, h, 1), cols.to(dev).view(b, 1, 1, w)]
+
+
+def _augment_signals(
+    x: Tensor, *, pad: int, flip: bool, fill: Tensor, generator: torch.Generator
+) -> Tensor:
+    """:func:`augment_batch` for signals (B, C, T): a random shift of each signal within
+    ``pad`` samples of ``fill`` padding on both ends, and, if ``flip``, a random time reversal
+    (offsets, then flip coins, from the CPU ``generator``)."""
+    b, c, t = x.shape
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    no_flip = torch.zeros(b, dtype=torch.bool)
+    mirror = torch.rand(b, generator=generator) < 0.5 if flip else no_flip
+    padded = fill.to(x.device, x.dtype).view(1, c, 1).repeat(b, 1, t + 2 * pad)
+    padded[:, :, pad : pad + t] = x
+    forward = torch.arange(t)
+    cols = ox[:, None] + torch.where(mirror[:, None], forward.flip(0), forward)  # (B, T)
+    dev = x.device
+    bi = torch.arange(b, device=dev).view(b, 1, 1)
+    ci = torch.arange(c, device=dev).view(1, c, 1)
+    return padded[bi, ci, cols.to(dev).view(b, 1, t)]
 
 
 class Split(abc.ABC):
@@ -121,7 +149,8 @@ class Split(abc.ABC):
     def batches(
         self, batch_size: int, *, shuffle: bool, augment: bool, seed: int
     ) -> Iterator[Batch]:
-        """One epoch of batches ``(x, y)``: x float32 (B, C, R, R) normalised, y int64 (B,).
+        """One epoch of batches ``(x, y)``: x float32 (B, C, R, R) normalised ((B, C, R) for
+        signals), y int64 (B,).
 
         Both on ``device``. The last partial batch is included. ``shuffle`` draws a random order
         and ``augment`` a random crop (+ flip where the dataset allows it) per image; both come

@@ -20,7 +20,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, *, in_channels: int, resolution: int) -> int:
-    """Multiply-accumulates of one forward pass of a single image (B=1) at ``resolution`` px.
+    """Multiply-accumulates of one forward pass of a single image (B=1) at ``resolution`` px
+    (a signal of length ``resolution`` for a Conv1d model).
 
     Measured with :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions and
     scaled-dot-product attention; FLOPs / 2 = MACs; bias additions, activations, softmax and
@@ -43,7 +44,10 @@ def count_macs(model: nn.Module, *, in_channels: int, resolution: int) -> int:
     # model.train(mode) would set every submodule to one mode; remember each one instead.
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
-    x = torch.zeros(1, in_channels, resolution, resolution, device=device, dtype=dtype)
+    from satadvisor.models import input_dims
+
+    dims = input_dims(model)  # 1 for Conv1d models: (1, C, T)
+    x = torch.zeros(1, in_channels, *(resolution,) * dims, device=device, dtype=dtype)
     counter = FlopCounterMode(display=False, custom_mapping=_attention_formulas())
     try:
         with torch.no_grad(), _forward_hooks_suspended(model), _no_fastpath(), counter:

@@ -6,7 +6,7 @@ target resolution and normalises it per channel. A dataset whose float32 copy fi
 ``max_device_bytes`` lives on the device and is batched by index permutation there; random
 crop and flip run on the device over the whole batch (see :mod:`satadvisor._data_split`).
 
-Datasets (``DATASETS``, plus ``imagefolder:PATH``):
+Datasets (``DATASETS``, plus ``imagefolder:PATH`` and ``npz:PATH``):
 
 - ``digits``: scikit-learn's bundled 8×8 digits, the offline default. It has no test split:
   a stratified 20 % of it (seed 0, whatever the run seed) is its test set.
@@ -17,6 +17,13 @@ Datasets (``DATASETS``, plus ``imagefolder:PATH``):
   carved like digits).
 - ``imagefolder:PATH``: one sub-directory of images per class (see
   :mod:`satadvisor._data_imagefolder`).
+- ``npz:PATH``: NumPy arrays ``x`` — images (N, C, H, W) or signals (N, C, T) — and ``y``,
+  optionally ``x_test`` / ``y_test`` as the test split (see :mod:`satadvisor._data_npz`).
+- ``synthetic-1d``: 1,200 seeded learnable 2-channel signals of 64 samples in 10 classes,
+  for Conv1d tests.
+
+For signals the *resolution* is the length T: every signal is resized to it (linear
+interpolation) and the random crop is a random shift along T.
 
 Normalisation constants are the usual published ones for the torchvision sets and are
 computed from the training set (everything but the test split) for the others.
@@ -35,6 +42,7 @@ import torch
 from torch import Tensor
 
 from satadvisor import _data_imagefolder as folders
+from satadvisor import _data_npz as npz
 from satadvisor._data_plan import SplitOptions, carve_test, choose, make_split, storage_for
 from satadvisor._data_sources import (
     _MNIST_FILES,
@@ -42,6 +50,7 @@ from satadvisor._data_sources import (
     RawSet,
     failed_integrity,
     make_synthetic,
+    make_synthetic_1d,
     prepare_shared_fashion_mnist,
     read_digits,
     read_torchvision,
@@ -74,8 +83,10 @@ DATASETS: tuple[str, ...] = (
     "cifar100",
     "svhn",
     "synthetic",
+    "synthetic-1d",
 )
 IMAGEFOLDER = "imagefolder:"
+NPZ = npz.PREFIX
 MIN_RESOLUTION, MAX_RESOLUTION = RESOLUTION_RANGE
 
 
@@ -83,9 +94,10 @@ MIN_RESOLUTION, MAX_RESOLUTION = RESOLUTION_RANGE
 class DatasetInfo:
     """What a model needs to know about a dataset, without loading it.
 
-    ``native_resolution`` is the side of its images in pixels; ``flip`` whether a horizontal
-    flip keeps the label (used by augmentation); ``mean``/``std`` per channel, for pixel values
-    scaled to [0, 1].
+    ``native_resolution`` is the side of its images in pixels (the length T of signals);
+    ``flip`` whether a horizontal flip keeps the label (used by augmentation); ``mean``/``std``
+    per channel, for pixel values scaled to [0, 1]; ``spatial_dims`` 2 for images (N, C, H, W),
+    1 for signals (N, C, T).
     """
 
     name: str
@@ -95,6 +107,7 @@ class DatasetInfo:
     flip: bool
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    spatial_dims: int = 2
 
 
 _INFO: dict[str, DatasetInfo] = {
@@ -102,6 +115,9 @@ _INFO: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("digits", 10, 1, 8, False, (0.3059,), (0.3765,)),
     "synthetic": DatasetInfo(
         "synthetic", 10, 3, 16, False, (0.5128, 0.5064, 0.4922), (0.2135, 0.2140, 0.2168)
+    ),
+    "synthetic-1d": DatasetInfo(
+        "synthetic-1d", 10, 2, 64, False, (0.4848, 0.5035), (0.2164, 0.2197), spatial_dims=1
     ),
     "mnist": DatasetInfo("mnist", 10, 1, 28, False, (0.1307,), (0.3081,)),
     "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, 28, True, (0.2860,), (0.3530,)),
@@ -131,9 +147,13 @@ def _canonical(name: str) -> str:
         if not name[len(IMAGEFOLDER) :]:
             raise DatasetError("imagefolder: no path given; use imagefolder:PATH")
         return name
+    if name.startswith(NPZ):
+        if not name[len(NPZ) :]:
+            raise DatasetError("npz: no path given; use npz:PATH of a .npz file")
+        return name
     key = name.strip().lower().replace("_", "-")
     if key not in DATASETS:
-        known = ", ".join((*DATASETS, "imagefolder:PATH"))
+        known = ", ".join((*DATASETS, "imagefolder:PATH", "npz:PATH"))
         raise DatasetError(f"unknown dataset {name!r}: use one of {known}")
     return key
 
@@ -152,7 +172,28 @@ def dataset_info(name: str, *, data_dir: str | os.PathLike[str] | None = None) -
         except OSError as exc:  # PIL's UnidentifiedImageError is one: a corrupt image
             raise DatasetError(f"{key}: {_unreadable_image(exc)}") from exc
         return DatasetInfo(key, num_classes, 3, native, True, _IMAGENET_MEAN, _IMAGENET_STD)
+    if key.startswith(NPZ):
+        return _npz_info(key, npz.read(key[len(NPZ) :]))
     return _INFO[key]
+
+
+def _npz_pool(arrays: npz.NpzSet) -> tuple[Tensor, Tensor]:
+    """(training-set indices into x, test-set indices into x_test, or into x when carved)."""
+    if arrays.test is None:
+        return carve_test(arrays.train.labels)
+    return torch.arange(len(arrays.train)), torch.arange(len(arrays.test))
+
+
+def _npz_info(key: str, arrays: npz.NpzSet) -> DatasetInfo:
+    """Classes, channels and size of an npz set; mean/std of its training set (no test split)."""
+    pool, _ = _npz_pool(arrays)
+    mean, std = folders.channel_stats(arrays.train.images[pool], arrays.train.max_value)
+    images = arrays.train.images
+    native = npz.native_resolution(images)
+    return DatasetInfo(
+        key, arrays.num_classes, int(images.shape[1]), native, False, mean, std,
+        spatial_dims=arrays.spatial_dims,
+    )  # fmt: skip
 
 
 def _unreadable_image(exc: OSError | DatasetError) -> str:
@@ -178,6 +219,9 @@ def check_available(
     _check_resolution(resolution)
     if key.startswith(IMAGEFOLDER):
         dataset_info(key)  # lists the class directories, opens one image header
+        return
+    if key.startswith(NPZ):
+        dataset_info(key)  # reads and checks the arrays
         return
     if key not in TORCHVISION_SETS or download:
         return
@@ -331,8 +375,14 @@ def load(
             # The files are there but torchvision refused them (checksum, truncation).
             raise DatasetError(_refused(key, root)) from exc
         pool, test = torch.arange(len(train_src)), torch.arange(len(test_src))
+    elif key.startswith(NPZ):
+        arrays = npz.read(key[len(NPZ) :])
+        train_src = arrays.train
+        test_src = arrays.test if arrays.test is not None else arrays.train
+        pool, test = _npz_pool(arrays)
     else:
-        train_src = test_src = read_digits() if key == "digits" else make_synthetic()
+        readers = {"digits": read_digits, "synthetic-1d": make_synthetic_1d}
+        train_src = test_src = readers.get(key, make_synthetic)()
         pool, test = carve_test(train_src.labels)
     train_idx, eval_idx, test_idx = choose(
         pool, test, train_labels=train_src.labels, test_labels=test_src.labels, options=options

@@ -42,7 +42,7 @@ from torch import nn
 
 from satadvisor.config import RESOLUTION_RANGE
 from satadvisor.errors import ModelBuildError, ModelFileError, SatAdvisorError, UsageError
-from satadvisor.models import get_model_fn, list_models, model_knobs
+from satadvisor.models import get_model_fn, input_dims, list_models, model_knobs
 from satadvisor.models._library import is_library
 from satadvisor.models._library import resolve as resolve_library
 
@@ -252,19 +252,30 @@ def builtin_spec(
 
 
 def check_output(
-    model: nn.Module, *, num_classes: int, in_channels: int, resolution: int, source: str
+    model: nn.Module,
+    *,
+    num_classes: int,
+    in_channels: int,
+    resolution: int,
+    source: str,
+    spatial_dims: int | None = None,
 ) -> None:
-    """Dry forward of a (2, in_channels, resolution, resolution) zero batch in eval mode.
+    """Dry forward of a (2, in_channels, resolution, resolution) zero batch in eval mode
+    ((2, in_channels, resolution) for signals: ``spatial_dims=1``; None reads it from the
+    model's first convolution or pooling layer, see :func:`satadvisor.models.input_dims`).
 
     Raises :class:`ModelBuildError` when the forward fails or the output is not a tensor of
     shape (2, num_classes). The model's training mode is restored afterwards.
     """
+    dims = input_dims(model) if spatial_dims is None else spatial_dims
     reference = next(itertools.chain(model.parameters(), model.buffers()), None)
     device = reference.device if reference is not None else torch.device("cpu")
     dtype = torch.float32
     if reference is not None and reference.is_floating_point():
         dtype = reference.dtype
-    batch = torch.zeros(2, in_channels, resolution, resolution, device=device, dtype=dtype)
+    shape = (2, in_channels, *(resolution,) * dims)
+    batch = torch.zeros(shape, device=device, dtype=dtype)
+    unit = "samples" if dims == 1 else "px"
     was_training = model.training
     model.eval()
     try:
@@ -274,9 +285,8 @@ def check_output(
         raise
     except Exception as exc:
         raise ModelBuildError(
-            f"{source}: the model fails on a (2, {in_channels}, {resolution}, {resolution}) "
-            f"input with {type(exc).__name__}: {_one_line(exc)}; make it accept "
-            f"in_channels={in_channels} at {resolution} px"
+            f"{source}: the model fails on a {tuple(shape)} input with {type(exc).__name__}: "
+            f"{_one_line(exc)}; make it accept in_channels={in_channels} at {resolution} {unit}"
         ) from exc
     finally:
         model.train(was_training)
@@ -285,16 +295,16 @@ def check_output(
             f"{source}: the model outputs a {type(out).__name__}, not a tensor; return the "
             "logits of shape (batch, num_classes)"
         )
-    shape = tuple(out.shape)
-    if shape == (2, num_classes):
+    got = tuple(out.shape)
+    if got == (2, num_classes):
         return
-    if len(shape) == 2 and shape[0] == 2:
+    if len(got) == 2 and got[0] == 2:
         raise ModelBuildError(
-            f"{source}: the model outputs shape {shape} but the dataset has {num_classes} "
+            f"{source}: the model outputs shape {got} but the dataset has {num_classes} "
             "classes; make build_model use num_classes"
         )
     raise ModelBuildError(
-        f"{source}: the model outputs shape {shape}, expected (2, {num_classes}) for a batch "
+        f"{source}: the model outputs shape {got}, expected (2, {num_classes}) for a batch "
         "of 2; flatten the output to (batch, num_classes) logits"
     )
 

@@ -626,3 +626,22 @@ def test_cuda_batches_match_cpu() -> None:
         assert xg.is_cuda and yg.dtype == torch.int64
         assert torch.equal(y, yg.cpu())
         torch.testing.assert_close(x, xg.cpu(), atol=1e-5, rtol=0)
+
+
+def test_cifar_files_failing_the_checksum_say_what_works_offline(tmp_path: Path) -> None:
+    """Rebuilt CIFAR batches fail torchvision's MD5 check: the one-line error names the
+    failing files and the offline alternatives (the released files, npz:, imagefolder:)."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+    for name in names:
+        (folder / name).write_bytes(b"rebuilt, not the release")
+    with pytest.raises(DatasetError) as exc:
+        data.load("cifar10", data_dir=tmp_path)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert "7 of 7 files fail torchvision's MD5 check, e.g. cifar-10-batches-py/data_batch_1" in (
+        message
+    )
+    assert "cifar-10-python.tar.gz" in message
+    assert "npz:" in message and "imagefolder:" in message and "--download" in message

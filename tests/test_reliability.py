@@ -566,8 +566,11 @@ def test_a_tampered_cifar_pickle_is_never_loaded(work: Path) -> None:
     record("security", "tampered CIFAR pickle", args, result.exit_code, result.stderr)
     assert result.exit_code == 2
     assert result.stderr == (
-        "satadvisor: error: cifar10: the files under cifar are incomplete or corrupt "
-        "(torchvision's integrity check failed); download them again, e.g. with --download\n"
+        "satadvisor: error: cifar10: the files under cifar are not the released ones (7 of 7 files "
+        "fail torchvision's MD5 check, e.g. cifar-10-batches-py/data_batch_1); torchvision reads "
+        "only the files of cifar-10-python.tar.gz unchanged, so put those there, or pass the "
+        "images as --dataset npz:FILE.npz (arrays x (N, C, H, W) uint8 and y, optional x_test, "
+        "y_test) or --dataset imagefolder:DIR; online, --download fetches them again\n"
     )
     assert not marker.exists(), "the tampered pickle was executed"
 

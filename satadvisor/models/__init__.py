@@ -14,6 +14,7 @@ from __future__ import annotations
 from satadvisor.models._registry import (
     create_model,
     get_model_fn,
+    input_dims,
     list_models,
     model_knobs,
     register_model,
@@ -40,6 +41,7 @@ __all__ = [
     "VGGStage",
     "create_model",
     "get_model_fn",
+    "input_dims",
     "list_models",
     "model_knobs",
     "register_model",

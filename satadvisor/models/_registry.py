@@ -82,6 +82,30 @@ def create_model(name: str, **knobs: Any) -> nn.Module:
     return fn(**knobs)
 
 
+def input_dims(model: nn.Module) -> int:
+    """Spatial dimensions of the input ``model`` expects: 1 for signals (N, C, T), 2 for images.
+
+    Read from the first convolution or pooling layer in module order (a Conv1d/MaxPool1d ->
+    1, Conv2d -> 2, Conv3d -> 3); 2 when there is none (an MLP reads whatever it is given).
+    """
+    windowed = (
+        nn.modules.conv._ConvNd,
+        nn.modules.pooling._MaxPoolNd,
+        nn.modules.pooling._AvgPoolNd,
+        nn.modules.pooling._AdaptiveAvgPoolNd,
+        nn.modules.pooling._AdaptiveMaxPoolNd,
+    )
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return len(module.kernel_size)
+        if isinstance(module, windowed):
+            for cls in type(module).__mro__:
+                if cls.__module__.startswith("torch.nn") and cls.__name__[-2:] in ("1d", "3d"):
+                    return int(cls.__name__[-2])
+            return 2
+    return 2
+
+
 # --- shared helpers of the families -------------------------------------------------------
 
 

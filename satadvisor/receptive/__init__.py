@@ -39,6 +39,10 @@ content: no receptive field describes it or the layers after it. A model with at
 its attention ops in ``attention``, and its layers listed with ``after_attention`` set where the
 receptive field does not apply; :func:`smallest_productive_resolution` refuses it.
 
+Signals work the same way in one dimension: a model whose first convolution or pooling layer
+is 1-d (Conv1d, MaxPool1d) is fed (1, C, T) inputs, ``I`` is the length T and every field is
+in samples (``spatial_dims`` overrides the guess).
+
 Approximations (documented, not hidden): non-square windows are tracked per dimension and
 reported as ``r_min`` = min over dimensions, ``r_max``/``jump`` = max over dimensions. Adaptive
 pools to more than one position use their widest window (these windows, and so the fields after
@@ -65,6 +69,7 @@ from typing import Any
 from torch import nn
 
 from satadvisor.errors import UnsupportedModelError, UsageError
+from satadvisor.models import input_dims
 from satadvisor.receptive._result import LayerReceptiveField, ReceptiveFieldAnalysis
 from satadvisor.receptive._trace import (
     _CONV,
@@ -82,6 +87,7 @@ __all__ = [
     "ReceptiveFieldAnalysis",
     "analyze",
     "smallest_productive_resolution",
+    "spatial_dims",
 ]
 
 _MAX_RESOLUTION = 1024
@@ -135,7 +141,7 @@ def _layer(name: str, calls: list[_Call], resolution: int) -> LayerReceptiveFiel
 
 
 def _walk(traced: _Traced, resolution: int, in_channels: int) -> _Walker:
-    walker = _Walker(traced.gm, _record_shapes(traced, resolution, in_channels), nd=2)
+    walker = _Walker(traced.gm, _record_shapes(traced, resolution, in_channels), nd=traced.nd)
     walker.run()
     return walker
 
@@ -315,6 +321,19 @@ def _analyze_traced(
 # ------------------------------------------------------------------------------ public
 
 
+def _dims(model: nn.Module, spatial_dims: int | None) -> int:
+    if spatial_dims is None:
+        return input_dims(model)
+    if spatial_dims not in (1, 2, 3):
+        raise UsageError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
+    return spatial_dims
+
+
+def spatial_dims(model: nn.Module) -> int:
+    """Spatial dimensions of ``model``'s input as :func:`analyze` reads them (Conv1d -> 1)."""
+    return input_dims(model)
+
+
 def _check_positive(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UsageError(f"{name} must be a positive integer, got {value!r}: pass 1 or more")
@@ -327,10 +346,14 @@ def analyze(
     in_channels: int = 3,
     include: Sequence[str] | None = None,
     feasible_range: bool = True,
+    spatial_dims: int | None = None,
 ) -> ReceptiveFieldAnalysis:
     """Receptive fields of every Conv*/Linear module of ``model`` at ``resolution`` px.
 
     ``resolution`` is the side ``I`` of a square input in pixels; ``in_channels`` its channels.
+    ``spatial_dims`` is the number of spatial dimensions of the input: 1 for signals (N, C, T),
+    where ``I`` is the length T (``r_min`` etc. are then in samples), 2 for images; None reads
+    it from the model's first convolution or pooling layer (Conv1d -> 1).
     Layers are named by their qualified module names (``model.named_modules()``) and listed in
     forward order, one entry per module; modules never called in ``forward`` are absent.
     ``include`` restricts the reported layers to those names (the feasible range still covers
@@ -359,7 +382,8 @@ def analyze(
                     f"unknown layer {name!r} in include: pass names from model.named_modules()"
                 )
     try:
-        return _analyze_traced(_trace(model), resolution, in_channels, wanted, feasible_range)
+        traced = _trace(model, _dims(model, spatial_dims))
+        return _analyze_traced(traced, resolution, in_channels, wanted, feasible_range)
     except (_Unsupported, _ShapeFailure) as exc:
         return ReceptiveFieldAnalysis(resolution=resolution, supported=False, reason=str(exc))
 
@@ -370,6 +394,7 @@ def smallest_productive_resolution(
     in_channels: int = 3,
     candidates: Iterable[int] | None = None,
     max_resolution: int = 1024,
+    spatial_dims: int | None = None,
 ) -> int | None:
     """The smallest input resolution (px) at which no layer of ``model`` is unproductive.
 
@@ -377,7 +402,7 @@ def smallest_productive_resolution(
     maps grow with the resolution). ``candidates`` (default ``1..max_resolution``) are the
     resolutions considered; those above ``max_resolution`` are ignored. A resolution at which
     the model does not run (maps shrink to nothing, a fixed-size Linear) does not count.
-    Returns None when no candidate is productive.
+    Returns None when no candidate is productive. ``spatial_dims`` as for :func:`analyze`.
 
     The search is a bisection: it assumes a layer productive at ``I`` stays productive at
     every larger ``I``, which holds whenever feature maps grow with the input and receptive
@@ -399,7 +424,7 @@ def smallest_productive_resolution(
             _check_positive("every candidate resolution", c)
         values = sorted({c for c in given if c <= max_resolution})
     try:
-        traced = _trace(model)
+        traced = _trace(model, _dims(model, spatial_dims))
         if attention := graph_attention(traced.gm):
             raise UnsupportedModelError(
                 f"{type(model).__name__}: receptive-field advice does not apply to attention: "

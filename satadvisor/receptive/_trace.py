@@ -18,7 +18,7 @@ class _Unsupported(Exception):
 
 
 class _ShapeFailure(Exception):
-    """The model does not run on a (1, C, I, I) input."""
+    """The model does not run on a (1, C, I, I) input ((1, C, I) for signals)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class _Traced:
     model_name: str
     gm: fx.GraphModule
     opaque: tuple[str, ...]
+    nd: int = 2  # spatial dimensions of the input: 1 for (N, C, T) signals, 2 for images
 
 
 _CONV = nn.modules.conv._ConvNd
@@ -132,8 +133,9 @@ class _Tracer(fx.Tracer):
             raise
 
 
-def _trace(model: nn.Module) -> _Traced:
-    """Symbolically trace ``model``; submodules fx cannot trace into become opaque leaves."""
+def _trace(model: nn.Module, nd: int = 2) -> _Traced:
+    """Symbolically trace ``model`` (fed inputs with ``nd`` spatial dimensions); submodules fx
+    cannot trace into become opaque leaves."""
     opaque: set[str] = set()
     name = type(model).__name__
     for _ in range(len(list(model.modules())) + 1):
@@ -145,7 +147,8 @@ def _trace(model: nn.Module) -> _Traced:
                 opaque.add(tracer.failed)
                 continue
             raise _Unsupported(f"cannot trace {name}: {_first_line(exc)}") from exc
-        return _Traced(name, fx.GraphModule(tracer.root, graph, name), tuple(sorted(opaque)))
+        gm = fx.GraphModule(tracer.root, graph, name)
+        return _Traced(name, gm, tuple(sorted(opaque)), nd)
     raise _Unsupported(f"cannot trace {name}: too many untraceable submodules")
 
 
@@ -210,7 +213,7 @@ def _record_shapes(traced: _Traced, resolution: int, in_channels: int) -> dict[s
     kernel, a zero input runs through a real copy in eval mode without gradients; a model
     that cannot be copied runs itself, and its training flags are restored afterwards.
     """
-    size = (1, in_channels, resolution, resolution)
+    size = (1, in_channels, *(resolution,) * traced.nd)
     ref = next(iter(traced.gm.parameters()), None)
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
     try:
