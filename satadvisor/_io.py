@@ -8,8 +8,13 @@
   (old one renamed aside, new one renamed into place, old one deleted). On an exception the
   previous directory stays untouched and the staging directory is removed.
 
-An existing directory is only ever replaced when it is empty or carries the marker file
-:data:`MARKER` that :func:`staged_dir` writes, so ``--out .`` can never delete a user's project.
+Nothing satadvisor did not write is ever deleted. An existing directory is only replaced when
+it is empty, or when it carries the marker file :data:`MARKER` that :func:`staged_dir` writes
+(a regular file, not a link or a folder, starting with satadvisor's own line) and holds nothing
+but the files that marker lists; so ``--out .`` can never delete a user's project, and a notes
+file or a report the user put into a report folder keeps that folder from being replaced. A
+report is never written inside another report folder (the next run there would replace it), and
+a report folder is never named ``''``, ``.``, ``..`` or :data:`MARKER`.
 Every ``OSError`` becomes an :class:`~satadvisor.errors.OutputError` with a one-line message.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -29,6 +35,17 @@ MARKER = ".satadvisor-output"
 """File name that marks a directory as written (and so replaceable) by :func:`staged_dir`."""
 
 _MARKER_TEXT = "This directory was written by satadvisor and is replaced on the next run.\n"
+"""The marker's first line. Markers written before the listing below hold only this line."""
+
+_MARKER_LIST_HEAD = "Files it wrote (anything else here keeps it from being replaced):\n"
+_MARKER_MAX_BYTES = 1 << 16
+_LEGACY = "/legacy"  # stands for "every regular file" (no file name contains '/')
+
+
+def plain_folder_name(name: str) -> bool:
+    """Whether ``name`` names one new folder inside its parent: not '', '.', '..' or the marker,
+    no path separator or NUL."""
+    return name not in ("", ".", "..", MARKER) and not any(c in name for c in "/\\\0")
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> None:
@@ -71,10 +88,14 @@ def staged_dir(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
 
     The staging directory is a hidden sibling of ``final_dir`` (same file system, so the final
     rename is atomic). ``final_dir`` may be missing (it and its parents are created), empty, or
-    a directory written by an earlier :func:`staged_dir`; anything else raises
-    :class:`OutputError` before the block runs. An ``OSError`` raised inside the block also
+    a directory written by an earlier :func:`staged_dir` that holds only what that one wrote;
+    anything else, a name like ``..`` or the marker's, or a place inside another report folder
+    raises :class:`OutputError` before the block runs. An ``OSError`` raised inside the block also
     becomes an :class:`OutputError`; other exceptions propagate unchanged. Either way the
     previous ``final_dir`` is left intact and the staging directory is removed.
+
+    Once the block is done, the marker :data:`MARKER` listing the files the block wrote is
+    added; only those files (and the marker) let a later run replace the directory.
 
     Between the two renames of the swap there is a moment without ``final_dir``; a crash exactly
     there leaves the previous report in a hidden ``.NAME.old-*`` sibling.
@@ -91,8 +112,8 @@ def staged_dir(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as exc:
         raise _output_error(final, exc) from exc
     try:
-        (stage / MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
         yield stage
+        _write_marker(stage)
         _fsync_tree(stage)
         _swap_into_place(stage, final)
     except OSError as exc:
@@ -105,8 +126,9 @@ def staged_dir(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
 def check_output_dir(final_dir: str | os.PathLike[str]) -> None:
     """Raise :class:`OutputError` now if :func:`staged_dir` could not write ``final_dir`` later.
 
-    Creates nothing. Checks that ``final_dir`` is missing, empty or an earlier report, and that
-    its nearest existing ancestor is a directory this process may write into. Commands call it
+    Creates nothing. Checks that ``final_dir`` is missing, empty or an earlier report holding
+    only its own files, that it is not inside another report folder, and that its nearest
+    existing ancestor is a directory this process may write into. Commands call it
     before long work, so a bad ``--out`` is reported before the training, not after it.
     """
     final = Path(final_dir)
@@ -131,6 +153,27 @@ def check_output_dir(final_dir: str | os.PathLike[str]) -> None:
 
 
 def _check_replaceable(final: Path) -> None:
+    """Raise :class:`OutputError` unless writing the report folder ``final`` deletes nothing the
+    user made and writes nowhere a later run would delete."""
+    if not plain_folder_name(final.name):
+        raise OutputError(
+            f"cannot write report to {final}: {final.name!r} is not a plain folder name; "
+            "pass --name (or --study-name) with letters, digits, '-', '_' or '.'"
+        )
+    try:
+        parent = final.parent.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise OutputError(
+            f"cannot write report to {final}: {final.parent} cannot be resolved "
+            f"({exc.strerror if isinstance(exc, OSError) else 'symlink loop'}); "
+            "pass --out with a writable directory"
+        ) from exc
+    for folder in (parent, *parent.parents):
+        if _marker_listing(folder) is not None:
+            raise OutputError(
+                f"cannot write report to {final}: {folder} is a report folder, which its next "
+                "run replaces; pass --out with a directory outside it"
+            )
     if not final.exists():
         return
     if not final.is_dir():
@@ -142,11 +185,71 @@ def _check_replaceable(final: Path) -> None:
         entries = os.listdir(final)
     except OSError as exc:
         raise _output_error(final, exc) from exc
-    if entries and MARKER not in entries:
+    if not entries:
+        return
+    listed = _marker_listing(final)
+    if listed is None:
+        foreign = sorted(entries)
+    else:
+        foreign = sorted(e for e in entries if e != MARKER and not _is_listed(final / e, listed))
+    if foreign:
+        shown = ", ".join(repr(e) for e in foreign[:3]) + (", …" if len(foreign) > 3 else "")
         raise OutputError(
-            f"cannot write report to {final}: it holds files satadvisor did not write; "
-            "pass --out with a new or empty directory"
+            f"cannot write report to {final}: it holds files satadvisor did not write "
+            f"({shown}); pass --out with a new or empty directory, or move them out"
         )
+
+
+def _write_marker(stage: Path) -> None:
+    """The marker of a finished stage: satadvisor's line, then every entry it holds
+    (folders with a trailing '/')."""
+    # A name with a line break cannot be listed; the folder then counts as foreign (safe).
+    names = sorted(
+        f"{e.name}/" if e.is_dir(follow_symlinks=False) else e.name
+        for e in os.scandir(stage)
+        if e.name != MARKER and not any(c in e.name for c in "\n\r")
+    )
+    text = _MARKER_TEXT + _MARKER_LIST_HEAD + "".join(f"{name}\n" for name in names)
+    (stage / MARKER).write_text(text, encoding="utf-8")
+
+
+def _marker_listing(folder: Path) -> set[str] | None:
+    """The entries the marker of ``folder`` lists; None when it has no valid marker.
+
+    Valid: a regular file (not a link, folder or device) that starts with satadvisor's own
+    line. A marker from before listings (that line alone) lists the regular files only: a
+    report is flat, so a folder inside one was put there by someone else.
+    """
+    path = folder / MARKER
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > _MARKER_MAX_BYTES:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(_MARKER_MAX_BYTES).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.startswith(_MARKER_TEXT):
+        return None
+    rest = text[len(_MARKER_TEXT) :]
+    if not rest:
+        return {_LEGACY}  # an earlier satadvisor's marker: its regular files
+    if not rest.startswith(_MARKER_LIST_HEAD):
+        return None
+    return set(rest[len(_MARKER_LIST_HEAD) :].splitlines())
+
+
+def _is_listed(path: Path, listed: set[str]) -> bool:
+    try:
+        is_dir = stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return True  # gone meanwhile: nothing to lose
+    if _LEGACY in listed:
+        return not is_dir
+    return (f"{path.name}/" if is_dir else path.name) in listed
 
 
 def _swap_into_place(stage: Path, final: Path) -> None:

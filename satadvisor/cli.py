@@ -6,7 +6,9 @@ Heavy imports (torch) happen inside the commands so ``--help`` is instant.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,8 +16,9 @@ from typing import Any
 
 import click
 
+from satadvisor._io import plain_folder_name
 from satadvisor.config import RESOLUTION_RANGE
-from satadvisor.errors import SatAdvisorError
+from satadvisor.errors import SatAdvisorError, UsageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 BAR_WIDTH = 30
@@ -57,14 +60,94 @@ def _out_of_memory(exc: BaseException) -> bool:
     return oom is not None and isinstance(exc, oom)
 
 
-def _folder_name(param: click.Parameter, value: str | None) -> str | None:
-    """A name that becomes one folder under --out: no separators, not '', '.' or '..'.
+class _Interrupts:
+    """Ctrl-C outside the search: the first one stops the command at its next checkpoint.
 
-    Anything else could make the report replace --out itself or a folder above it.
+    A KeyboardInterrupt raised wherever the main thread happens to be can be swallowed (in a
+    weakref callback or ``__del__``: the command then runs on and exits 0), or pass through an
+    import (Python then kills itself with SIGINT at exit, exit code -2, whatever the command
+    chose). So, as in the search (``satadvisor.search._signals``), the first SIGINT only sets a
+    flag; :meth:`checkpoint` (each training step, between the phases of a command, at the end)
+    raises KeyboardInterrupt there, which :func:`_errors` turns into exit 130. A second SIGINT
+    raises at once. A handler other than Python's default (SIGINT ignored under ``nohup``, a
+    host program's) is left alone.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def install(self) -> None:
+        usable = (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        )
+        if usable and not self._installed:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+
+    def uninstall(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def checkpoint(self, *_: Any) -> None:
+        """Raise KeyboardInterrupt if Ctrl-C was pressed (usable as a progress callback)."""
+        if self.requested:
+            self.requested = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Python's own handling while the block runs (the search defers Ctrl-C itself)."""
+        self.checkpoint()
+        self.uninstall()
+        try:
+            yield
+        finally:
+            self.install()
+
+
+@contextmanager
+def _deferred_interrupts() -> Iterator[_Interrupts]:
+    guard = _Interrupts()
+    guard.install()
+    try:
+        yield guard
+        guard.checkpoint()  # a Ctrl-C after the last checkpoint still ends the command as one
+    finally:
+        guard.uninstall()
+
+
+class _Main(click.Group):
+    """The command group: a Ctrl-C that reaches it (outside any command's own handling)
+    exits 130 with ``satadvisor: interrupted``, like one inside a command, not click's
+    ``Aborted!`` with exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("satadvisor: interrupted", err=True)
+            sys.exit(130)
+
+
+def _folder_name(param: click.Parameter, value: str | None) -> str | None:
+    """A name that becomes one folder under --out: no separators, not '', '.', '..' or the
+    marker file's name.
+
+    Anything else could make the report replace --out itself or a folder above it, or make
+    --out look like a report folder.
     """
     if value is None:
         return None
-    if value in ("", ".", "..") or any(c in value for c in ("/", "\\", "\0")):
+    if not plain_folder_name(value):
         raise click.BadParameter(
             f"{value!r} is not a plain folder name; use letters, digits, '-', '_' or '.', "
             "e.g. vgg16-run2",
@@ -203,7 +286,7 @@ def _training_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=_Main, context_settings=CONTEXT)
 @click.version_option(package_name="satadvisor")
 def main() -> None:
     """Is my CNN the right shape? Layer saturation + receptive fields -> concrete changes."""
@@ -232,16 +315,48 @@ def _one_line_warning(
 
 
 def _check_device(device: str) -> None:
+    """A device this machine has: cpu, cuda (with an index below the device count) or mps."""
     import torch
 
-    from satadvisor.errors import UsageError
-
+    usage = "use auto, cpu, cuda, cuda:N or mps"
+    if device == "auto":
+        return
     try:
-        dev = torch.device(device) if device != "auto" else None
+        dev = torch.device(device)
     except RuntimeError as exc:
-        raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from exc
-    if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+        raise UsageError(f"unknown device {device!r}: {usage}") from exc
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {device}: satadvisor does not run on {dev.type}; {usage}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"--device {device}: CUDA is not available here; use --device cpu or auto"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UsageError(
+                f"--device {device}: this machine has {count} CUDA device"
+                f"{'' if count == 1 else 's'} (cuda:0 to cuda:{count - 1}); use one of them"
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: MPS is not available here; use --device cpu or auto")
+
+
+def _in_memory_storage(url: str | None) -> bool:
+    """Whether ``url`` is an SQLite database that lives in memory only (``sqlite://``,
+    ``sqlite:///:memory:``, ``file::memory:`` or ``mode=memory`` URIs)."""
+    if url is None or "://" not in url:
+        return False
+    scheme, rest = url.split("://", 1)
+    if scheme.lower().split("+", 1)[0] != "sqlite":
+        return False
+    path, _, query = rest.partition("?")
+    database = path[1:] if path.startswith("/") else path
+    if database in ("", ":memory:"):
+        return True
+    params = {k.lower(): v.lower() for k, _, v in (p.partition("=") for p in query.split("&"))}
+    uri = params.get("uri") in ("true", "1")
+    return uri and (database.startswith("file::memory:") or params.get("mode") == "memory")
 
 
 @main.command(context_settings=CONTEXT)
@@ -284,7 +399,7 @@ def analyze(
     plain, vgg16, resnet18, ...), or omitted: ./model.py when present, else the embedded
     default (a VGG-style network on scikit-learn's digits).
     """
-    with _errors(debug):
+    with _errors(debug), _deferred_interrupts() as interrupts:
         from satadvisor import spec as spec_mod
         from satadvisor._io import check_output_dir
         from satadvisor.advisor import analyze as run_analysis
@@ -294,7 +409,14 @@ def analyze(
         _check_device(device)
         spec = spec_mod.load(model)
         knobs = spec.parse_set(list(set_items))
-        check_output_dir(out / (name or spec.name))
+        folder = name or spec.name
+        if not plain_folder_name(folder):
+            raise UsageError(
+                f"{model or spec.source}: the file's name gives the report folder {folder!r}, which "
+                "is not a plain folder name; pass --name with one, e.g. --name mymodel"
+            )
+        check_output_dir(out / folder)
+        interrupts.checkpoint()
         config = TrainConfig(
             **_epochs_config(epochs, max_epochs),
             batch_size=batch_size,
@@ -302,7 +424,13 @@ def analyze(
             device=device,
             seed=seed,
         )
-        with _progress_bar(enabled=not as_json) as progress:
+        with _progress_bar(enabled=not as_json) as bar:
+
+            def progress(p: Any) -> None:
+                interrupts.checkpoint()  # Ctrl-C stops at the next training step
+                if bar is not None:
+                    bar(p)
+
             analysis = run_analysis(
                 spec,
                 knobs=knobs,
@@ -312,12 +440,14 @@ def analyze(
                 download=download,
                 config=config,
                 train=not no_train,
-                name=name,
+                name=folder,
                 subset=subset,
                 progress=progress,
             )
+        interrupts.checkpoint()
         payload = analysis.to_dict()
-        index = write_analysis(payload, out / analysis.name)
+        index = write_analysis(payload, out / folder)
+        interrupts.checkpoint()
         if as_json:
             click.echo(json.dumps(payload, indent=2))
         else:
@@ -525,7 +655,7 @@ def optimize(
     Rerunning the same command resumes the study. Start the same command on several machines
     with one --storage (PostgreSQL, MySQL) and they share the work.
     """
-    with _errors(debug):
+    with _errors(debug), _deferred_interrupts() as interrupts:
         from satadvisor import spec as spec_mod
         from satadvisor._io import check_output_dir
         from satadvisor.config import TrainConfig
@@ -534,9 +664,13 @@ def optimize(
         from satadvisor.search.study import parse_objectives
 
         _check_device(device)
+        if _in_memory_storage(storage):
+            raise UsageError(
+                f"--storage {storage}: an in-memory database is lost when the run ends (and "
+                "each worker would get its own); pass a file, e.g. --storage "
+                "sqlite:///studies/NAME.db"
+            )
         if epochs == "auto":
-            from satadvisor.errors import UsageError
-
             raise UsageError(
                 "--epochs auto is for analyze: a search compares its proxies at one fixed "
                 "number of epochs; pass --epochs N (e.g. the epochs analyze --epochs auto took)"
@@ -544,8 +678,14 @@ def optimize(
         parse_objectives(objectives)
         spec = spec_mod.load(model)
         pinned = spec.parse_set(list(set_items))
-        # the folder optimize() will name the report after (see search.study.optimize)
-        check_output_dir(out / (study_name or f"{spec.name}-{dataset or spec.dataset or 'digits'}"))
+        if study_name is None:
+            # the name optimize() would choose (see search.study.optimize); a dataset such as
+            # imagefolder:data/pets would put a '/' into it, and so the report and the default
+            # storage into nested folders below reports/ and studies/
+            study_name = f"{spec.name}-{dataset or spec.dataset or 'digits'}"
+            study_name = "".join("_" if c in "/\\\0" else c for c in study_name)
+        check_output_dir(out / study_name)
+        interrupts.checkpoint()
         config = TrainConfig(
             epochs=5 if epochs is None else int(epochs),
             batch_size=batch_size,
@@ -554,30 +694,32 @@ def optimize(
             seed=seed,
         )
         verbose = sys.stderr.isatty()
-        summary = run_search(
-            model,
-            budget=budget,
-            strategy=strategy,
-            objectives=objectives,
-            study_name=study_name,
-            storage=storage,
-            workers=workers,
-            validate_top=validate_top,
-            validate_seeds=validate_seeds,
-            full_epochs=full_epochs,
-            config=config,
-            dataset=dataset,
-            resolution=resolution,
-            data_dir=data_dir,
-            download=download,
-            pinned=pinned,
-            timeout=timeout,
-            subset=subset,
-            full_subset=full_subset,
-            on_trial=_TrialPrinter() if verbose else None,
-            on_validation=_print_validation if verbose else None,
-        )
-        index = write_study(summary, out / summary["study_name"])
+        with interrupts.paused():  # the search defers Ctrl-C itself (search/_signals.py)
+            summary = run_search(
+                model,
+                budget=budget,
+                strategy=strategy,
+                objectives=objectives,
+                study_name=study_name,
+                storage=storage,
+                workers=workers,
+                validate_top=validate_top,
+                validate_seeds=validate_seeds,
+                full_epochs=full_epochs,
+                config=config,
+                dataset=dataset,
+                resolution=resolution,
+                data_dir=data_dir,
+                download=download,
+                pinned=pinned,
+                timeout=timeout,
+                subset=subset,
+                full_subset=full_subset,
+                on_trial=_TrialPrinter() if verbose else None,
+                on_validation=_print_validation if verbose else None,
+            )
+        index = write_study(summary, out / study_name)
+        interrupts.checkpoint()
         click.echo(format_study(summary, index))
 
 
@@ -729,13 +871,47 @@ def format_study(summary: dict[str, Any], index: Path) -> str:
     show_default=True,
     help="Directory the report folder is written into.",
 )
+@click.option(
+    "--name",
+    default=None,
+    callback=lambda ctx, param, value: _folder_name(param, value),
+    help="Report folder name. Default: STUDY.",
+)
 @_debug_option
-def report(study: str, storage: str | None, out: Path, debug: bool) -> None:
-    """Re-render the report of STUDY from its storage."""
-    with _errors(debug):
+def report(study: str, storage: str | None, out: Path, name: str | None, debug: bool) -> None:
+    """Re-render the report of STUDY from its storage.
+
+    STUDY names the report folder unless --name is given; a study name that is not a plain
+    folder name (one with '/', or '..') needs --name, and --storage as it has no default file.
+    """
+    with _errors(debug), _deferred_interrupts() as interrupts:
+        from satadvisor._io import check_output_dir
+
+        if storage is None and not plain_folder_name(study):
+            raise UsageError(
+                f"no study {study!r} under studies/: only a plain name (no '/', not '', '.' "
+                "or '..') has a default storage there; pass the --storage it used (and --name "
+                "for its folder)"
+            )
+        if _in_memory_storage(storage):
+            raise UsageError(
+                f"--storage {storage}: an in-memory database is empty when it is opened, so it "
+                "holds no study; pass the --storage optimize used"
+            )
+        folder = name or study
+        if not plain_folder_name(folder):
+            raise UsageError(
+                f"study {study!r} is not a plain folder name, so it cannot name the report "
+                "folder; pass --name with one, e.g. --name my-study"
+            )
+        check_output_dir(out / folder)
+        interrupts.checkpoint()
+
         from satadvisor.report import write_study
         from satadvisor.search import load_summary
 
         summary = load_summary(study, storage=storage)
-        index = write_study(summary, out / summary["study_name"])
+        interrupts.checkpoint()
+        index = write_study(summary, out / folder)
+        interrupts.checkpoint()
         click.echo(format_study(summary, index))

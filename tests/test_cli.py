@@ -150,6 +150,17 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("study-name .", [*OPT, "--study-name", "."], "click:--study-name"),
     # option values only satadvisor can judge
     ("device unknown", ["analyze", "tiny.py", "--device", "gpu0"], "unknown device 'gpu0'"),
+    ("device tpu", ["analyze", "tiny.py", "--device", "tpu"], "unknown device 'tpu'"),
+    ("device xpu", ["analyze", "tiny.py", "--device", "xpu"], "does not run on xpu"),
+    ("device meta", [*OPT, "--device", "meta"], "does not run on meta"),
+    ("storage in memory", [*OPT, "--storage", "sqlite://"], "in-memory database is lost"),
+    (
+        "storage :memory:",
+        [*OPT, "--storage", "sqlite:///:memory:"],
+        "in-memory database is lost",
+    ),
+    ("report in memory", ["report", "s", "--storage", "sqlite://"], "holds no study"),
+    ("report study ../x", ["report", "../x"], "only a plain name"),
     ("objectives unknown", [*OPT, "--objectives", "accuracy,speed"], "--objectives"),
     ("objectives no accuracy", [*OPT, "--objectives", "macs"], "use accuracy, optionally"),
     ("objectives twice", [*OPT, "--objectives", "accuracy,accuracy"], "--objectives"),
@@ -285,6 +296,39 @@ def test_device_cuda_without_cuda(work: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr == (
         "satadvisor: error: --device cuda: CUDA is not available here; use --device cpu or auto\n"
+    )
+    assert not (work / "reports").exists()
+
+
+def test_device_index_beyond_the_cuda_devices(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--device cuda:7`` on a machine with one GPU (simulated where there is none)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    before = _tree(work)
+    result = invoke(["analyze", "tiny.py", "--device", "cuda:7", "--no-train"])
+    record(
+        "bad input",
+        "device cuda:7 (one GPU)",
+        ["--device", "cuda:7"],
+        result.exit_code,
+        result.stderr.strip(),
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "satadvisor: error: --device cuda:7: this machine has 1 CUDA device (cuda:0 to cuda:0); "
+        "use one of them\n"
+    )
+    assert _tree(work) == before
+
+
+def test_device_mps_without_mps(work: Path) -> None:
+    if torch.backends.mps.is_available():
+        pytest.skip("MPS is available here")
+    result = invoke(["analyze", "tiny.py", "--device", "mps", "--epochs", "1"])
+    record("bad input", "device mps (none here)", ["--device", "mps"], 2, result.stderr.strip())
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "satadvisor: error: --device mps: MPS is not available here; use --device cpu or auto\n"
     )
     assert not (work / "reports").exists()
 
@@ -474,3 +518,85 @@ def test_real_process_bad_input(work: Path) -> None:
     assert debug.returncode == 1 and "Traceback" in debug.stderr
     assert "satadvisor.errors.ModelFileError: ss_unknown.py: SEARCH_SPACE names" in debug.stderr
     assert _tree(work) == before
+
+
+FLAGGED_MODEL = TINY + textwrap.dedent(
+    """
+    import pathlib
+
+    _build = build_model
+
+    class _Flag(nn.Module):
+        def forward(self, x):
+            if self.training:
+                pathlib.Path("training-started").touch()
+            return x
+
+    def build_model(depth=2, width=4, kernel_size=3, *, num_classes, in_channels):
+        net = _build(depth, width, kernel_size, num_classes=num_classes, in_channels=in_channels)
+        return nn.Sequential(_Flag(), net)
+    """
+)
+
+
+def _analyze_process(work: Path) -> subprocess.Popen[str]:
+    args = ["analyze", "flagged.py", "--epochs", "5000", "--device", "cpu", "--batch-size", "512"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "satadvisor", *args],
+        cwd=work,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_sigint_while_analyze_trains_exits_130(work: Path) -> None:
+    """Ctrl-C outside the search (analyze's training) ends like one in the search: exit 130."""
+    import signal
+    import time
+
+    (work / "flagged.py").write_text(FLAGGED_MODEL)
+    proc = _analyze_process(work)
+    deadline = time.monotonic() + 180
+    while not (work / "training-started").exists() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    record(
+        "faults",
+        "SIGINT during analyze",
+        ["analyze", "flagged.py", "--epochs", "5000"],
+        proc.returncode,
+        err.strip().splitlines()[-1] if err.strip() else "",
+    )
+    assert proc.returncode == 130, err
+    assert err.endswith("satadvisor: interrupted\n") and "Traceback" not in err, err
+    assert out == ""
+    assert not (work / "reports").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.5, 1.0, 2.0, 3.0])
+def test_sigint_at_any_moment_of_analyze_exits_130(work: Path, delay: float) -> None:
+    """While the command line loads, torch imports, the model traces, the data loads.
+
+    Not earlier: a SIGINT within the interpreter's own start (the first ~0.1 s, before any of
+    satadvisor runs: ``site``, ``runpy``) ends in Python's traceback, exit -2 or 1.
+    """
+    import signal
+    import time
+
+    (work / "flagged.py").write_text(FLAGGED_MODEL)
+    proc = _analyze_process(work)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (delay, err)
+    assert err.endswith("satadvisor: interrupted\n") and "Traceback" not in err, err
+    assert out == ""
+    assert not (work / "reports").exists()

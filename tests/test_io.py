@@ -184,7 +184,7 @@ def test_foreign_directory_is_never_replaced(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     (project / "model.py").write_text("precious")
-    expected = "holds files satadvisor did not write; pass --out"
+    expected = r"holds files satadvisor did not write \('model.py'\); pass --out"
     with pytest.raises(OutputError, match=expected), staged_dir(project):
         pytest.fail("the block must not run")
     assert _names(project) == ["model.py"]
@@ -221,3 +221,100 @@ def test_symlinked_report_dir_is_replaced_behind_the_link(tmp_path: Path) -> Non
         (stage / "index.html").write_text("new")
     assert link.is_symlink()
     assert (real / "index.html").read_text() == "new"
+
+
+def test_marker_lists_what_the_block_wrote(tmp_path: Path) -> None:
+    final = tmp_path / "r"
+    with staged_dir(final) as stage:
+        (stage / "index.html").write_text("x")
+        (stage / "data.csv").write_text("y")
+    assert (final / MARKER).read_text().splitlines()[-2:] == ["data.csv", "index.html"]
+
+
+def test_a_file_added_to_a_report_keeps_it_from_being_replaced(tmp_path: Path) -> None:
+    final = tmp_path / "r"
+    with staged_dir(final) as stage:
+        (stage / "index.html").write_text("old")
+    (final / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"did not write \('notes.txt'\)"), staged_dir(final):
+        pytest.fail("the block must not run")
+    assert _names(final) == [MARKER, "index.html", "notes.txt"]
+    assert _names(tmp_path) == ["r"]
+
+
+def test_a_folder_where_the_report_had_a_file_keeps_it(tmp_path: Path) -> None:
+    final = tmp_path / "r"
+    with staged_dir(final) as stage:
+        (stage / "index.html").write_text("old")
+    (final / "index.html").unlink()
+    (final / "index.html").mkdir()  # the user's folder, named like a report file
+    (final / "index.html" / "kept").write_text("mine")
+    with pytest.raises(OutputError, match="did not write"), staged_dir(final):
+        pytest.fail("the block must not run")
+    assert (final / "index.html" / "kept").read_text() == "mine"
+
+
+def test_marker_of_an_earlier_version_replaces_flat_reports_only(tmp_path: Path) -> None:
+    legacy = "This directory was written by satadvisor and is replaced on the next run.\n"
+    flat, nested = tmp_path / "flat", tmp_path / "nested"
+    for folder in (flat, nested):
+        folder.mkdir()
+        (folder / MARKER).write_text(legacy)
+        (folder / "index.html").write_text("old")
+    (nested / "a-report-kept-inside").mkdir()
+    with staged_dir(flat) as stage:
+        (stage / "index.html").write_text("new")
+    assert (flat / "index.html").read_text() == "new"
+    with pytest.raises(OutputError, match="a-report-kept-inside"), staged_dir(nested):
+        pytest.fail("the block must not run")
+    assert _names(nested) == [MARKER, "a-report-kept-inside", "index.html"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "link", "fifo", "other text"])
+def test_only_a_regular_marker_file_with_our_line_counts(tmp_path: Path, kind: str) -> None:
+    real = tmp_path / "real"
+    with staged_dir(real) as stage:
+        (stage / "index.html").write_text("x")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "data.txt").write_text("mine")
+    marker = user / MARKER
+    if kind == "folder":
+        marker.mkdir()
+    elif kind == "link":
+        marker.symlink_to(real / MARKER)
+    elif kind == "fifo":
+        os.mkfifo(marker)  # opening it would hang: it must not be opened
+    else:
+        marker.write_text("satadvisor wrote this, trust me\n")
+    with pytest.raises(OutputError, match="did not write"), staged_dir(user):
+        pytest.fail("the block must not run")
+    assert (user / "data.txt").read_text() == "mine"
+    with staged_dir(user / "sub") as stage:  # not a report folder: may hold one
+        (stage / "index.html").write_text("x")
+
+
+@pytest.mark.parametrize("name", ["..", MARKER])
+def test_report_folder_named_dot_dot_or_like_the_marker_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    (tmp_path / "kept").mkdir()
+    with (
+        pytest.raises(OutputError, match="is not a plain folder name"),
+        staged_dir(tmp_path / "out" / name),
+    ):
+        pytest.fail("the block must not run")
+    assert _names(tmp_path) == ["kept"]
+
+
+def test_no_report_inside_another_report_folder(tmp_path: Path) -> None:
+    outer = tmp_path / "outer"
+    with staged_dir(outer) as stage:
+        (stage / "index.html").write_text("x")
+    inner = outer / "deeper" / "inner"
+    expected = f"{outer} is a report folder, which its next run replaces; pass --out"
+    with pytest.raises(OutputError, match=expected):
+        _io.check_output_dir(inner)
+    with pytest.raises(OutputError, match=expected), staged_dir(inner):
+        pytest.fail("the block must not run")
+    assert _names(outer) == [MARKER, "index.html"]
