@@ -199,8 +199,10 @@ def command_line() -> str:
 def build_model(
     spec: ModelSpec, knobs: Mapping[str, Any], *, num_classes: int, in_channels: int
 ) -> nn.Module:
-    """A fresh model for ``knobs`` (``resolution`` is not a model knob and is dropped)."""
-    model_knobs = {k: v for k, v in knobs.items() if k != "resolution"}
+    """A fresh model for ``knobs``. ``resolution`` is dropped unless the model's builder takes
+    it (a ViT's ``torchvision:`` spec: its position embedding is sized for the input)."""
+    takes = "resolution" in spec.knobs
+    model_knobs = {k: v for k, v in knobs.items() if k != "resolution" or takes}
     if spec.model is not None:
         if model_knobs:
             raise UsageError(
@@ -283,7 +285,12 @@ def analyze(
     resolved = {k: v for k, v in spec.resolve(knobs).items() if k != "resolution"}
 
     seed_everything(config.seed)
-    net = build_model(spec, resolved, num_classes=info.num_classes, in_channels=info.in_channels)
+    net = build_model(
+        spec,
+        {**resolved, "resolution": resolution},
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+    )
     spec_mod.check_output(
         net,
         num_classes=info.num_classes,

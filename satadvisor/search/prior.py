@@ -61,7 +61,10 @@ class Priors:
             ):
                 warnings.simplefilter("ignore")
                 net = build_model(
-                    self.spec, resolved, num_classes=self.num_classes, in_channels=self.in_channels
+                    self.spec,
+                    {**resolved, "resolution": resolution},
+                    num_classes=self.num_classes,
+                    in_channels=self.in_channels,
                 )
                 macs = count_macs(net, in_channels=self.in_channels, resolution=resolution)
             params = count_parameters(net)
