@@ -935,7 +935,8 @@ def merge(args: argparse.Namespace) -> None:
     options = None
     for path in args.merge:
         saved = json.loads(path.read_text(encoding="utf-8"))
-        opts = saved.get("options") or {k: saved.get(k) for k in RESUME_KEYS}
+        given = saved.get("options") or saved
+        opts = {k: given.get(k) for k in RESUME_KEYS}
         if options is not None and opts != options:
             raise SystemExit(f"{path} was run with other options: {opts} vs {options}")
         options = opts

@@ -15,9 +15,9 @@ each new trial it proposes, in this order:
    configuration already run, cannot be built, or — ``guided`` — has layers the receptive-field
    analysis calls unproductive at its resolution (:mod:`.prior`; such a configuration is
    dominated by the same one without those layers, which costs less and sees as much). The
-   first draw that passes is taken; if none does, uniform draws among the configurations not
-   run yet (:data:`RANDOM_DRAWS`), and the best of all (unseen, buildable, fewest unproductive
-   layers).
+   first draw that passes is taken; if none does, the best of them (unseen, buildable, fewest
+   unproductive layers) — and when every draw repeated a configuration that ran, uniform draws
+   among those not run yet (:data:`RANDOM_DRAWS`).
 
 Why each trial was proposed is kept in :meth:`proposal` for the worker to record. Nothing is
 enqueued — not the baseline, not a retry — so no waiting trial can be popped by two workers at
@@ -194,8 +194,10 @@ class StudySampler(BaseSampler):
             if len(known) >= self.space.size:
                 break  # every configuration ran: nothing unseen to find
         # The base sampler keeps proposing what ran (TPE concentrates on a small space): a
-        # uniform draw among the rest instead.
-        for _ in range(RANDOM_DRAWS if len(known) < self.space.size else 0):
+        # uniform draw among the rest instead. (Only then: when its draws are new but carry
+        # unproductive layers, the fewest of them is TPE's proposal to take.)
+        repeats = all(score[0] for score, _, _ in tried)
+        for _ in range(RANDOM_DRAWS if repeats and len(known) < self.space.size else 0):
             params = self.space.random_params(self._rng)
             if searched_key(params, names) in known:
                 continue
