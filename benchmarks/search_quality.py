@@ -947,9 +947,13 @@ def merge(args: argparse.Namespace) -> None:
     order = [s for s in STRATEGIES if s in found]
     ordered_studies = [studies[k] for k in sorted(studies, key=lambda k: (k[1], order.index(k[0])))]
     analysis = analyse(ordered_studies, order)
+    sources = [json.loads(p.read_text(encoding="utf-8")) for p in args.merge]
     result = {
         "benchmark": NAME,
         "merged_from": [str(p) for p in args.merge],
+        "commands": [src.get("command") for src in sources],
+        "environments": [src.get("environment") for src in sources],
+        "wall_seconds": [src.get("wall_seconds") for src in sources],
         "options": options,
         **analysis,
         "studies": ordered_studies,
