@@ -372,6 +372,12 @@ def _in_memory_storage(url: str | None) -> bool:
     "--no-train", is_flag=True, help="Receptive-field analysis only (no training; seconds)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print analysis.json to stdout.")
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress on stderr (by default one line per epoch: accuracy, settling, ETA).",
+)
 @_debug_option
 def analyze(
     model: str | None,
@@ -391,6 +397,7 @@ def analyze(
     name: str | None,
     no_train: bool,
     as_json: bool,
+    quiet: bool,
     debug: bool,
 ) -> None:
     """Profile MODEL, explain its saturation profile and receptive fields, recommend changes.
@@ -424,13 +431,14 @@ def analyze(
             device=device,
             seed=seed,
         )
-        with _progress_bar(enabled=not as_json) as bar:
+        with _progress_bar(enabled=not as_json and not quiet) as bar:
 
             def progress(p: Any) -> None:
                 interrupts.checkpoint()  # Ctrl-C stops at the next training step
                 if bar is not None:
                     bar(p)
 
+            epochs_line = _EpochLines(config) if not quiet else None
             analysis = run_analysis(
                 spec,
                 knobs=knobs,
@@ -443,6 +451,7 @@ def analyze(
                 name=folder,
                 subset=subset,
                 progress=progress,
+                stop=epochs_line,
             )
         interrupts.checkpoint()
         payload = analysis.to_dict()
@@ -452,6 +461,57 @@ def analyze(
             click.echo(json.dumps(payload, indent=2))
         else:
             click.echo(format_summary(payload, index))
+
+
+class _EpochLines:
+    """One line per proxy epoch on stderr: accuracy, whether the proxy learned, how far the
+    profile still moves (it settles at ≤ the tolerance), and the ETA. Above the bar on a
+    terminal; plain lines when piped (a long run in the background is not silent)."""
+
+    def __init__(self, config: Any) -> None:
+        import time
+
+        from satadvisor.integrations import SaturationWatch
+
+        self._clock = time.monotonic
+        self._start = self._clock()
+        self._watch = SaturationWatch()
+        self._config = config
+
+    def __call__(self, result: Any) -> None:
+        from satadvisor import trust
+
+        record = result.epochs[-1]
+        history = [ep.get("train", []) for ep in result.saturation]
+        state = self._watch.update(history[-1]) if history else None
+        done, cap = record.epoch, self._config.epochs
+        per_epoch = (self._clock() - self._start) / done
+        parts = [f"epoch {done}/{cap}{' (at most)' if self._config.auto_epochs else ''}"]
+        parts.append(f"val acc {record.eval_accuracy:.3f}, loss {record.train_loss:.3f}")
+        parts.append("learned" if result.learned else "not learned yet")
+        if state is not None and state.max_change is not None:
+            moved = f"profile moved {state.max_change:.3f}"
+            settled = "settled" if state.settled else f"settles at ≤ {trust.SETTLE_TOLERANCE:g}"
+            parts.append(f"{moved} ({settled})")
+        left = (cap - done) * per_epoch
+        if done < cap:
+            parts.append(f"ETA {'≤ ' if self._config.auto_epochs else ''}{_minutes(left)}")
+        _stderr_line(", ".join(parts))
+        return None
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _stderr_line(text: str) -> None:
+    """A line on stderr that does not break a progress bar drawn there."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        click.echo(text, err=True)
 
 
 @contextmanager

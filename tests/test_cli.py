@@ -393,6 +393,23 @@ def test_analyze_no_train(work: Path) -> None:
     assert [row["r_min"] for row in payload["layers"]] == [3, 8, None]
 
 
+def test_analyze_says_how_each_epoch_went_unless_quiet(work: Path) -> None:
+    # Piped (CliRunner's stderr is not a terminal): one plain line per epoch, so a long run in
+    # the background is not silent; --quiet silences it.
+    args = ["analyze", "tiny.py", "--epochs", "3", "--device", "cpu", "--batch-size", "256"]
+    result = invoke(args)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    payload = json.loads((work / "reports" / "tiny" / "analysis.json").read_text())
+    for line, epoch in zip(lines, payload["training"]["history"], strict=True):
+        assert f"val acc {epoch['eval_accuracy']:.3f}" in line
+    assert "ETA" in lines[0] and "ETA" not in lines[-1]
+    assert "profile moved" not in lines[0] and "profile moved" in lines[1]  # needs 2 epochs
+    quiet = invoke([*args, "--quiet", "--name", "q"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
 def test_analyze_json_prints_what_it_writes(work: Path) -> None:
     args = [
         "analyze",
