@@ -266,16 +266,16 @@ class Worker:
             analysis = self._analyze_with_retry(trial, knobs, rec)
             rec = self._live  # with the epochs recorded meanwhile
         except KeyboardInterrupt:
-            _write(trial, rec.with_(status="interrupted", reason="Ctrl-C", owner=None))
+            _write(trial, self._live.with_(status="interrupted", reason="Ctrl-C", owner=None))
             raise
         except DatasetError as exc:
             # Not this configuration's fault: every trial would fail alike. Stop the study
             # (the trial does not count and runs again) and let the user fix the data.
-            _write(trial, rec.with_(status="interrupted", reason=str(exc), owner=None))
+            _write(trial, self._live.with_(status="interrupted", reason=str(exc), owner=None))
             raise
         except Exception as exc:  # the model's own error, or anything it raised
             reason = _reason(exc)
-            _write(trial, _finished(rec, "failed", reason, started))
+            _write(trial, _finished(self._live, "failed", reason, started))  # epochs kept
             raise TrialFailed(reason) from exc
         return self._finish(trial, rec, analysis, started)
 
