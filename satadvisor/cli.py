@@ -412,6 +412,7 @@ def analyze(
         from satadvisor.advisor import analyze as run_analysis
         from satadvisor.config import TrainConfig
         from satadvisor.report import write_analysis
+        from satadvisor.report._analysis import with_commands
 
         _check_device(device)
         spec = spec_mod.load(model)
@@ -454,7 +455,7 @@ def analyze(
                 stop=epochs_line,
             )
         interrupts.checkpoint()
-        payload = analysis.to_dict()
+        payload = with_commands(analysis.to_dict())  # each recommendation's "try it" command
         index = write_analysis(payload, out / folder)
         interrupts.checkpoint()
         if as_json:
@@ -593,7 +594,9 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
         if cost:
             effect = f" ({cost['macs_ratio']:.2f}× MACs, {cost['params_ratio']:.2f}× params)"
         lines.append(f"  {i}. {rec['title']}{effect}")
-        if rec.get("set_args"):
+        if rec.get("command"):
+            lines.append(f"     try: {rec['command']}")
+        elif rec.get("set_args"):
             lines.append(f"     {rec['set_args']}")
     lines.append("")
     lines.append(f"report: {index}")

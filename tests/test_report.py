@@ -234,7 +234,21 @@ def test_write_analysis_writes_the_four_files(tmp_path: Path, analysis: dict[str
         "layers.csv",
         "plotly.min.js",
     }
-    assert json.loads((out / "analysis.json").read_text("utf-8")) == analysis
+    written = json.loads((out / "analysis.json").read_text("utf-8"))
+    # what it was given, plus each recommendation's reproducing command
+    assert {k: v for k, v in written.items() if k != "recommendations"} == {
+        k: v for k, v in analysis.items() if k != "recommendations"
+    }
+    assert [{k: v for k, v in r.items() if k != "command"} for r in written["recommendations"]] == (
+        analysis["recommendations"]
+    )
+    assert [r["command"] for r in written["recommendations"]] == [
+        "satadvisor analyze vgg --dataset cifar10 --resolution 32 --epochs 5 --seed 0 "
+        "--set depth=7 --name vgg16-cifar10-try1",
+        # the recommendation sets the resolution: the run's --resolution is left out
+        "satadvisor analyze vgg --dataset cifar10 --epochs 5 --seed 0 --set resolution=64 "
+        "--name vgg16-cifar10-try2",
+    ]
     assert (out / "analysis.json").read_text("utf-8").startswith('{\n  "schema"')
     assert (out / "plotly.min.js").read_text("utf-8") == get_plotlyjs()
     page = index.read_text("utf-8")
@@ -363,13 +377,35 @@ def test_recommendation_cost_and_commands(analysis: dict[str, Any]) -> None:
     assert "0.16×" in first and "2.3 M" in first
     assert "<code>--set depth=7</code>" in first
     assert (
-        "<code>satadvisor analyze vgg --dataset cifar10 --resolution 32 --set depth=7</code>"
-        in first
+        "<code>satadvisor analyze vgg --dataset cifar10 --resolution 32 --epochs 5 --seed 0 "
+        "--set depth=7 --name vgg16-cifar10-try1</code>" in first
     )
     second = recs[recs.index('id="rec-2"') :]
     assert re.search(r"<td>resolution</td><td>32 px</td><td[^>]*>→</td><td[^>]*>64 px</td>", second)
     assert "4.00×" in second and "1.25 G" in second
-    assert "<code>satadvisor analyze vgg --dataset cifar10 --set resolution=64</code>" in second
+    assert (
+        "<code>satadvisor analyze vgg --dataset cifar10 --epochs 5 --seed 0 --set resolution=64 "
+        "--name vgg16-cifar10-try2</code>" in second
+    )
+
+
+def test_try_command_repeats_the_run_with_the_change_in_its_own_folder(
+    analysis: dict[str, Any],
+) -> None:
+    from satadvisor.report._analysis import with_commands
+
+    analysis["command"] = (
+        "satadvisor analyze 'my models/net.py' --dataset imagefolder:data --data-dir /d "
+        "--epochs auto --max-epochs 12 --subset 500 --batch-size 32 --lr 0.1 --seed 3 "
+        "--device cpu --set width=32 --name first --json -q --resolution=32"
+    )
+    first, second = (r["command"] for r in with_commands(analysis)["recommendations"])
+    assert first == (
+        "satadvisor analyze 'my models/net.py' --dataset imagefolder:data --data-dir /d "
+        "--epochs auto --max-epochs 12 --subset 500 --batch-size 32 --lr 0.1 --seed 3 "
+        "--device cpu --set width=32 --resolution=32 --set depth=7 --name vgg16-cifar10-try1"
+    )
+    assert "--resolution" not in second.replace("--set resolution=64", "")
 
 
 def test_set_args_without_option_get_set_prefix_and_paths_are_quoted(
@@ -378,6 +414,7 @@ def test_set_args_without_option_get_set_prefix_and_paths_are_quoted(
     analysis["model"]["source"] = "my models/net.py"
     analysis["recommendations"][0]["set_args"] = "depth=7"
     analysis["dataset"] = "imagefolder:my data"
+    analysis["command"] = "python my_script.py"  # analysed from Python: built from the analysis
     page = render_analysis(analysis)
     expected = (
         "<code>satadvisor analyze &#39;my models/net.py&#39; --dataset &#39;imagefolder:my data&#39; "

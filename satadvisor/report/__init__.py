@@ -72,13 +72,19 @@ Schema ``satadvisor.analysis/2`` (``advisor.Analysis.to_dict()``; units in brack
                           "cost": null | {"macs": int, "params": int,
                                           "macs_ratio": float, "params_ratio": float},
                           "unproductive_after": int | null,
-                          "set_args": str}, …],     # e.g. "--set depth=7 --set resolution=48"
+                          "set_args": str,          # e.g. "--set depth=7 --set resolution=48"
+                          "command": str}, …],      # the analysed run's command + set_args
+                                                    # (written by write_analysis)
      "verdict": str,
      "environment": {"versions": {str: str}, "device": str, "device_name": str,
                      "platform": str, "time": str (ISO 8601)}}
 
 ``set_args`` is what follows ``satadvisor analyze MODEL`` to try a recommendation; text that
-does not start with an option gets ``--set`` put in front. Every string of the dict is escaped
+does not start with an option gets ``--set`` put in front. ``command`` reproduces the analysed
+run with the change: its own command line (data source, data dir, epochs, subset, batch size,
+learning rate, seed, device, ``--set`` pins) plus ``set_args`` and ``--name NAME-tryN``, so the
+original report stays; for an analysis run from Python it is built from model, dataset and
+resolution. Every string of the dict is escaped
 in the page, also inside the chart JSON.
 
 ``write_study(summary, out_dir)`` does the same for a study (``satadvisor optimize`` /

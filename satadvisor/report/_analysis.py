@@ -48,6 +48,7 @@ def write_analysis(analysis: Mapping[str, Any], out_dir: str | os.PathLike[str])
             f"analysis schema {schema!r} is not supported (expected {SCHEMA!r}); "
             "re-run satadvisor analyze with this version"
         )
+    analysis = with_commands(analysis)
     files = {
         "index.html": render_analysis(analysis),
         "analysis.json": to_json(analysis, indent=2) + "\n",
@@ -267,22 +268,67 @@ def _recommendation(r: Mapping[str, Any], a: Mapping[str, Any], number: int) -> 
         "unproductive_now": sum(1 for layer in a["layers"] if layer.get("unproductive")),
         "unproductive_after": r.get("unproductive_after"),
         "set_args": set_args,
-        "command": _try_command(a, set_args) if set_args else "",
+        "command": _try_command(a, set_args, number) if set_args else "",
     }
 
 
-def _try_command(a: Mapping[str, Any], set_args: str) -> str:
-    """``satadvisor analyze MODEL …`` for a recommendation, on the analysed dataset and resolution.
+#: Options of the analysed run a "try it" command leaves out: the report name (the try gets
+#: its own folder) and what only changes the output's form.
+_NOT_REPEATED = {"--name": 1, "--json": 0, "--quiet": 0, "-q": 0, "--no-train": 0}
 
-    Without ``--dataset``/``--resolution`` the command would fall back to the model's defaults
-    and silently measure something else than this report.
+
+def _try_command(a: Mapping[str, Any], set_args: str, number: int = 1) -> str:
+    """``satadvisor analyze …`` for a recommendation: the analysed run's own command (same data
+    source, data dir, epochs, subset, batch size, learning rate, seed, device and ``--set``
+    pins) with the recommendation's ``--set`` added (a later ``--set`` of a knob wins) and
+    its own report folder, so the original report is kept to compare with.
+
+    When the analysis was not started from the CLI (the Python API), the command is built from
+    what the analysis records: model, dataset and resolution.
     """
+    recorded = str(a.get("command") or "")
+    try:
+        words = shlex.split(recorded)
+    except ValueError:
+        words = []
+    if len(words) >= 2 and words[0] == "satadvisor" and words[1] == "analyze":
+        kept: list[str] = []
+        skip = 0
+        for word in words[2:]:
+            if skip:
+                skip -= 1
+                continue
+            option = word.split("=", 1)[0]
+            if option in _NOT_REPEATED:
+                skip = _NOT_REPEATED[option] if "=" not in word else 0
+                continue
+            if option == "--resolution" and re.search(r"--set[ =]resolution=", set_args):
+                skip = 0 if "=" in word else 1  # the recommendation sets the resolution
+                continue
+            kept.append(word)
+        name = f"{a.get('name') or 'model'}-try{number}"
+        parts = ["satadvisor", "analyze", *(shlex.quote(w) for w in kept)]
+        return " ".join([*parts, set_args, "--name", shlex.quote(name)])
     source = str((a.get("model") or {}).get("source") or "MODEL")
     parts = ["satadvisor", "analyze", shlex.quote(source)]
     parts += ["--dataset", shlex.quote(str(a["dataset"]))]
     if not re.search(r"--set[ =]resolution=", set_args):
         parts += ["--resolution", str(a["resolution"])]
     return " ".join([*parts, set_args])
+
+
+def with_commands(analysis: Mapping[str, Any]) -> dict[str, Any]:
+    """The analysis with each recommendation's reproducing ``command`` (see
+    :func:`_try_command`); recommendations without changes get none."""
+    out = dict(analysis)
+    recs = []
+    for number, r in enumerate(analysis.get("recommendations") or [], 1):
+        set_args = str(r.get("set_args") or "")
+        if set_args and not set_args.startswith("--set"):
+            set_args = f"--set {set_args}"
+        recs.append({**r, "command": _try_command(analysis, set_args, number) if set_args else ""})
+    out["recommendations"] = recs
+    return out
 
 
 def _cost_bars(cost: Mapping[str, Any]) -> list[dict[str, Any]]:
