@@ -9,7 +9,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -456,7 +456,14 @@ def analyze(
             )
         interrupts.checkpoint()
         payload = with_commands(analysis.to_dict())  # each recommendation's "try it" command
+        earlier = _earlier_report(out / folder)
         index = write_analysis(payload, out / folder)
+        if earlier is not None and earlier != _report_identity(payload):
+            src, data, res = earlier
+            _stderr_line(
+                f"satadvisor: note: {out / folder} held the report of {src} on {data} at {res} px; "
+                "it was replaced (pass --name to keep reports side by side)"
+            )
         interrupts.checkpoint()
         if as_json:
             click.echo(json.dumps(payload, indent=2))
@@ -499,6 +506,24 @@ class _EpochLines:
             parts.append(f"ETA {'≤ ' if self._config.auto_epochs else ''}{_minutes(left)}")
         _stderr_line(", ".join(parts))
         return None
+
+
+def _report_identity(analysis: Mapping[str, Any]) -> tuple[str, str, Any]:
+    """What a report is of: model source, dataset and resolution."""
+    return (
+        str((analysis.get("model") or {}).get("source")),
+        str(analysis.get("dataset")),
+        analysis.get("resolution"),
+    )
+
+
+def _earlier_report(folder: Path) -> tuple[str, str, Any] | None:
+    """What the report already in ``folder`` is of (None: none, or unreadable)."""
+    try:
+        earlier = json.loads((folder / "analysis.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return _report_identity(earlier) if isinstance(earlier, dict) else None
 
 
 def _minutes(seconds: float) -> str:

@@ -410,6 +410,22 @@ def test_analyze_says_how_each_epoch_went_unless_quiet(work: Path) -> None:
     assert quiet.exit_code == 0 and quiet.stderr == ""
 
 
+def test_a_report_of_another_dataset_or_resolution_is_not_replaced_silently(work: Path) -> None:
+    first = invoke(["analyze", "tiny.py", "--no-train"])
+    assert first.exit_code == 0 and first.stderr == ""
+    again = invoke(["analyze", "tiny.py", "--no-train"])  # the same run replaces its own
+    assert again.exit_code == 0 and again.stderr == ""
+    other = invoke(["analyze", "tiny.py", "--no-train", "--resolution", "12"])
+    assert other.exit_code == 0
+    assert other.stderr == (
+        "satadvisor: note: reports/tiny held the report of tiny.py on digits at 8 px; it was "
+        "replaced (pass --name to keep reports side by side)\n"
+    )
+    kept = invoke(["analyze", "tiny.py", "--no-train", "--name", "tiny-8px"])
+    assert kept.exit_code == 0 and kept.stderr == ""
+    assert (work / "reports" / "tiny-8px" / "index.html").is_file()
+
+
 def test_analyze_json_prints_what_it_writes(work: Path) -> None:
     args = [
         "analyze",
