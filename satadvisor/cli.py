@@ -526,6 +526,14 @@ def _earlier_report(folder: Path) -> tuple[str, str, Any] | None:
     return _report_identity(earlier) if isinstance(earlier, dict) else None
 
 
+def _human(n: float) -> str:
+    """1234 → "1.2 k", 14858600 → "14.9 M": a count a person reads at a glance."""
+    for size, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:g}"
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
@@ -580,7 +588,7 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
     training = analysis.get("training")
     head = (
         f"{analysis['model']['name']} on {analysis['dataset']} at {analysis['resolution']} px"
-        f" — {analysis['cost']['macs'] / 1e6:.2f} MMACs, {analysis['cost']['params'] / 1e3:.1f} k params"
+        f" — {_human(analysis['cost']['macs'])} MACs, {_human(analysis['cost']['params'])} params"
     )
     lead = list(analysis.get("lead") or [])
     verdict = analysis["verdict"]
@@ -828,7 +836,7 @@ class _TrialPrinter:
     def __call__(self, event: Any) -> None:
         result = ""
         if event.accuracy is not None:
-            result = f"acc {event.accuracy:.3f}, {event.macs / 1e6:.2f} MMACs"
+            result = f"acc {event.accuracy:.3f}, {_human(event.macs or 0)} MACs"
             if event.state == "pruned" and event.reason:
                 result += f" after {event.epochs} epoch(s): {event.reason}"
         elif event.reason:
@@ -915,7 +923,7 @@ def format_study(summary: dict[str, Any], index: Path) -> str:
     if base is not None:
         lines.append(
             f"  baseline   {_knobs_text(base['knobs'])}: val acc {_spread(base)}, test acc "
-            f"{_accuracy(base['test_accuracy'])} (reported only), {base['macs'] / 1e6:.2f} MMACs"
+            f"{_accuracy(base['test_accuracy'])} (reported only), {_human(base['macs'])} MACs"
         )
     for rec in summary["recommended"]:
         word = "recommend " if rec.get("confirmed") else "candidate "
