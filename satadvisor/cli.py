@@ -527,11 +527,10 @@ def _earlier_report(folder: Path) -> tuple[str, str, Any] | None:
 
 
 def _human(n: float) -> str:
-    """1234 → "1.2 k", 14858600 → "14.9 M": a count a person reads at a glance."""
-    for size, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n:g}"
+    """14858600 → "14.9 M": the report's count format, for the terminal."""
+    from satadvisor.report._page import fmt_count
+
+    return fmt_count(n)
 
 
 def _minutes(seconds: float) -> str:
