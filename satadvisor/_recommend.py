@@ -7,7 +7,6 @@ knob semantics differ between models, so nothing here guesses what a value does.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,10 +15,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from satadvisor import receptive
-from satadvisor.cost import count_macs, count_parameters
+from satadvisor.cost import count_macs, count_parameters, macs_by_module
 from satadvisor.errors import SatAdvisorError
 from satadvisor.receptive import ReceptiveFieldAnalysis
 
@@ -143,33 +141,6 @@ def _count(n: int) -> str:
     return str(n)
 
 
-def _macs_by_module(model: nn.Module, shape: tuple[int, ...]) -> dict[str, int]:
-    """MACs of one forward pass of a zero input of ``shape``, per module name ('' = the whole
-    model), counted by torch's flop counter in eval mode (every module's mode restored)."""
-    reference = next(itertools.chain(model.parameters(), model.buffers()), None)
-    device = reference.device if reference is not None else torch.device("cpu")
-    dtype = torch.float32
-    if reference is not None and reference.is_floating_point():
-        dtype = reference.dtype
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    counter = FlopCounterMode(display=False)
-    try:
-        with torch.no_grad(), counter:
-            model(torch.zeros(shape, device=device, dtype=dtype))
-    finally:
-        for module, training in modes:
-            module.training = training
-    root = type(model).__name__
-    out = {}
-    for key, ops in counter.get_flop_counts().items():
-        if key == "Global":
-            continue
-        name = "" if key == root else key.removeprefix(root + ".")
-        out[name] = int(sum(ops.values()) // 2)
-    return out
-
-
 def _conv_count(model: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
@@ -224,9 +195,6 @@ class _Workbench:
 
     def macs(self, model: nn.Module, resolution: int) -> int | None:
         try:
-            if receptive.spatial_dims(model) != 2:  # count_macs feeds a square image
-                shape = self.input_shape(model, resolution)
-                return _macs_by_module(model, shape).get("", 0)
             return count_macs(model, in_channels=self.in_channels, resolution=resolution)
         except (SatAdvisorError, RuntimeError, ValueError):  # e.g. a map shrinks below 1 px
             return None
@@ -240,17 +208,14 @@ class _Workbench:
         if not names or any(name not in modules for name in names):
             return None
         try:
-            per_module = _macs_by_module(model, self.input_shape(model, self.resolution))
+            per_module = macs_by_module(
+                model, in_channels=self.in_channels, resolution=self.resolution
+            )
         except (SatAdvisorError, RuntimeError, ValueError):
             return None
         macs = sum(per_module.get(name, 0) for name in names)
         params = {id(p): p.numel() for n in names for p in modules[n].parameters()}
         return macs, sum(params.values())
-
-    def input_shape(self, model: nn.Module, resolution: int) -> tuple[int, ...]:
-        """One input of ``model`` at ``resolution``: (1, C, R) for 1-D models, else (1, C, R, R)."""
-        dims = receptive.spatial_dims(model)
-        return (1, self.in_channels, *([resolution] * dims))
 
     def analyze(self, model: nn.Module, resolution: int) -> ReceptiveFieldAnalysis | None:
         try:

@@ -36,6 +36,26 @@ def count_macs(model: nn.Module, *, in_channels: int, resolution: int) -> int:
     suspended meanwhile: their work is not the model's cost, and a dry forward is not data.
     Forward *pre*-hooks still run (``weight_norm`` computes its weight in one).
     """
+    return int(_counted(model, in_channels, resolution).get_total_flops() // 2)
+
+
+def macs_by_module(model: nn.Module, *, in_channels: int, resolution: int) -> dict[str, int]:
+    """:func:`count_macs` per module: qualified module name → MACs of its calls ('' = the
+    whole model; a parent's count includes its children's)."""
+    counter = _counted(model, in_channels, resolution)
+    root = type(model).__name__
+    out = {}
+    for key, ops in counter.get_flop_counts().items():
+        if key == "Global":
+            continue
+        out["" if key == root else key.removeprefix(root + ".")] = int(sum(ops.values()) // 2)
+    return out
+
+
+def _counted(model: nn.Module, in_channels: int, resolution: int) -> FlopCounterMode:
+    """One forward pass of a zero input under the flop counter (see :func:`count_macs`)."""
+    from satadvisor.models import input_dims
+
     reference = next(itertools.chain(model.parameters(), model.buffers()), None)
     device = reference.device if reference is not None else torch.device("cpu")
     dtype = torch.float32
@@ -44,8 +64,6 @@ def count_macs(model: nn.Module, *, in_channels: int, resolution: int) -> int:
     # model.train(mode) would set every submodule to one mode; remember each one instead.
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
-    from satadvisor.models import input_dims
-
     dims = input_dims(model)  # 1 for Conv1d models: (1, C, T)
     x = torch.zeros(1, in_channels, *(resolution,) * dims, device=device, dtype=dtype)
     counter = FlopCounterMode(display=False, custom_mapping=_attention_formulas())
@@ -55,7 +73,7 @@ def count_macs(model: nn.Module, *, in_channels: int, resolution: int) -> int:
     finally:
         for module, training in modes:
             module.training = training
-    return int(counter.get_total_flops() // 2)
+    return counter
 
 
 def _attention_flops(
