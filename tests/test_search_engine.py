@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import os
-import random
 from pathlib import Path
 from typing import Any
 
@@ -337,14 +336,13 @@ def test_a_study_of_the_older_search_is_refused(tmp_path: Path) -> None:
         optimize(str(model), budget=1, config=FAST, storage=url, study_name="o", validate_top=0)
 
 
-def test_ordinal_space_draws_stay_on_the_grid() -> None:
-    space = SearchSpace(choices={"k": (3, 5, 7), "w": (4, 8, 12, 16)})
-    rng = random.Random(1)
-    for _ in range(20):
-        p = space.random_params(rng)
-        assert p["k"] in (3, 5, 7) and p["w"] in (4, 8, 12, 16)
-    dist = space.distributions()["k"]
-    assert isinstance(dist, optuna.distributions.IntDistribution) and dist.step == 2
+def test_evenly_spaced_knobs_are_ordinal_for_the_sampler() -> None:
+    space = SearchSpace(choices={"k": (3, 5, 7), "w": (4, 8, 12, 16), "u": (4, 8, 32)})
+    dists = space.distributions()
+    assert dists["k"] == optuna.distributions.IntDistribution(3, 7, step=2)
+    assert dists["w"] == optuna.distributions.IntDistribution(4, 16, step=4)
+    # unevenly spaced: an IntDistribution would allow values that are not choices
+    assert dists["u"] == optuna.distributions.CategoricalDistribution([4, 8, 32])
 
 
 def test_any_exception_of_a_trial_is_recorded_and_the_study_goes_on(
