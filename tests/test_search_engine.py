@@ -475,3 +475,37 @@ def test_running_trials_of_dead_workers_are_failed_and_stop_counting(tmp_path: P
     assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
     assert [t.number for t in counted(trials)] == [alive.number, elsewhere.number]
     assert all(TrialRecord.of(t).status == "interrupted" for t in trials[:2])
+
+
+def test_a_storage_that_stops_taking_writes_ends_the_search_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk under a journal file: the append raises ENOSPC in the middle of a trial
+    # (its per-epoch record). Not the trial's fault: the search stops with one StorageError
+    # (the CLI's one-line exit 2), the completed baseline stays, and the rerun resumes.
+    import errno as errno_mod
+
+    from satadvisor.errors import StorageError
+
+    model = tmp_path / "tiny.py"
+    model.write_text(TINY_MODEL_SOURCE)
+    url = f"journal:{tmp_path / 's.log'}"
+    same: dict[str, Any] = {"config": FAST, "storage": url, "study_name": "s", "validate_top": 0}
+    optimize(str(model), budget=1, **same)  # the baseline, stored
+    real = optuna.Trial.set_user_attr
+
+    def full_disk(self: optuna.Trial, key: str, value: Any) -> None:
+        if self.number >= 1 and isinstance(value, dict) and value.get("epochs"):
+            raise OSError(errno_mod.ENOSPC, "No space left on device")
+        real(self, key, value)
+
+    monkeypatch.setattr(optuna.Trial, "set_user_attr", full_disk)
+    with pytest.raises(StorageError, match=r"stopped taking writes .*No space left") as info:
+        optimize(str(model), budget=3, **same)
+    assert "\n" not in str(info.value)
+    monkeypatch.undo()
+    optimize(str(model), budget=3, **same)  # space again: the rerun resumes to the budget
+    trials = optuna.load_study(study_name="s", storage=open_storage(url)).get_trials()
+    assert len(counted(trials)) == 3
+    assert TrialRecord.of(trials[0]).source == "baseline"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]

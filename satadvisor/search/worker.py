@@ -30,6 +30,7 @@ on; only a dataset that cannot be read stops the search (every trial would fail 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import socket
@@ -40,13 +41,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 import torch
 from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from satadvisor import spec as spec_mod
 from satadvisor.config import TrainConfig
-from satadvisor.errors import DatasetError, SatAdvisorError
+from satadvisor.errors import DatasetError, SatAdvisorError, StorageError
 from satadvisor.search._signals import checkpoint, deferred_interrupts
 from satadvisor.search.prior import Priors
 from satadvisor.search.pruner import SaturationPruner
@@ -114,6 +116,14 @@ class TrialEvent:
     source: str
     reason: str | None = None
     epochs: int = 0
+
+
+def _storage_error(exc: BaseException) -> bool:
+    """An error of the storage itself: SQLAlchemy's (wrapped or not by Optuna), or a disk that
+    is full or read-only (a journal file's append)."""
+    if isinstance(exc, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 class TrialFailed(Exception):
@@ -204,12 +214,22 @@ class Worker:
             if self._spent(self.study.get_trials(deepcopy=False)):
                 return 0
             before = len(self.study.get_trials(deepcopy=False))
-            self.study.optimize(
-                self._objective,
-                callbacks=[self._after],
-                catch=(TrialFailed,),
-                timeout=self.settings.timeout,
-            )
+            try:
+                self.study.optimize(
+                    self._objective,
+                    callbacks=[self._after],
+                    catch=(TrialFailed,),
+                    timeout=self.settings.timeout,
+                )
+            except Exception as exc:
+                if not _storage_error(exc):
+                    raise
+                # The storage stopped taking writes (a full disk, a lost server): every trial
+                # would fail alike. What is stored stays; the rerun resumes from it.
+                raise StorageError(
+                    f"the study's storage stopped taking writes ({_reason(exc)}); free disk "
+                    "space or check the database server, then rerun the same command to resume"
+                ) from exc
             checkpoint()
             return len(self.study.get_trials(deepcopy=False)) - before
 
@@ -274,6 +294,8 @@ class Worker:
             _write(trial, self._live.with_(status="interrupted", reason=str(exc), owner=None))
             raise
         except Exception as exc:  # the model's own error, or anything it raised
+            if _storage_error(exc):
+                raise  # not this trial's fault (see run): recording a failure would fail too
             reason = _reason(exc)
             _write(trial, _finished(self._live, "failed", reason, started))  # epochs kept
             raise TrialFailed(reason) from exc
