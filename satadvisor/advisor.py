@@ -319,7 +319,10 @@ def analyze(
                 subset=subset,
             )
         tracker = SaturationTracker(
-            net, threshold=config.threshold, max_positions=config.max_positions
+            net,
+            threshold=config.threshold,
+            rows=config.positions,
+            seed=config.seed,
         )
         until = _learned_and_settled(th, profile_phase) if config.auto_epochs else None
         with tracker:

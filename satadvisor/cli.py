@@ -160,6 +160,20 @@ def _debug_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(f)
 
 
+class _Positions(click.ParamType):
+    """``--positions``: ``auto``, ``all`` or a positive number of rows."""
+
+    name = "auto|all|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip().lower()
+        if text in ("auto", "all"):
+            return text
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r} is not auto, all or a positive number of rows", param, ctx)
+
+
 class _Epochs(click.ParamType):
     """``--epochs``: a whole number of epochs, or ``auto`` (until learned and settled)."""
 
@@ -265,6 +279,15 @@ def _training_options(f: Callable[..., Any]) -> Callable[..., Any]:
             default=0,
             show_default=True,
             help="Seed of weights, data split, batch order and augmentation.",
+        ),
+        click.option(
+            "--positions",
+            type=_Positions(),
+            default="auto",
+            show_default=True,
+            help="Rows per batch and layer the saturation tracker reads: auto (a sample sized "
+            "from the layer's width, at the error stated in docs/saturation.md), all (every "
+            "position), or a number N.",
         ),
         click.option(
             "--set",
@@ -392,6 +415,7 @@ def analyze(
     lr: float,
     device: str,
     seed: int,
+    positions: int | str,
     set_items: tuple[str, ...],
     out: Path,
     name: str | None,
@@ -431,6 +455,7 @@ def analyze(
             lr=lr,
             device=device,
             seed=seed,
+            positions=positions,  # type: ignore[arg-type]  # _Positions gives auto, all or int
         )
         with _progress_bar(enabled=not as_json and not quiet) as bar:
 
@@ -741,6 +766,7 @@ def optimize(
     lr: float,
     device: str,
     seed: int,
+    positions: int | str,
     set_items: tuple[str, ...],
     out: Path,
     debug: bool,
@@ -787,6 +813,7 @@ def optimize(
             lr=lr,
             device=device,
             seed=seed,
+            positions=positions,  # type: ignore[arg-type]  # _Positions gives auto, all or int
         )
         verbose = sys.stderr.isatty()
         with interrupts.paused():  # the search defers Ctrl-C itself (search/_signals.py)

@@ -26,7 +26,9 @@ class TrainConfig:
     ``"auto"`` (cuda, then mps, then cpu) or a torch device string; ``amp`` uses bf16 autocast on
     CUDA only; ``full`` trains on the whole training set and evaluates the test set (validation
     run), otherwise a seeded ``val_fraction`` of the training set is held out (proxy run).
-    ``max_positions`` caps the spatial rows per batch the saturation tracker samples (None: all).
+    ``positions``: the rows per batch and layer the saturation tracker reads: ``"auto"`` (a
+    sample sized from the layer's width, see :class:`~satadvisor.saturation.SaturationTracker`),
+    ``"all"`` (every position of every example) or a positive int (at most that many rows).
     ``auto_epochs``: ``epochs`` is a cap, and :func:`~satadvisor.advisor.analyze` stops as soon
     as the proxy has learned and its saturation profile has settled (:mod:`satadvisor.trust`);
     the learning-rate schedule spans the cap.
@@ -45,7 +47,7 @@ class TrainConfig:
     full: bool = False
     val_fraction: float = 0.1
     augment: bool = True
-    max_positions: int | None = None
+    positions: int | Literal["auto", "all"] = "auto"
     threshold: float = 0.99
     auto_epochs: bool = False
 
@@ -68,6 +70,15 @@ class TrainConfig:
             raise UsageError(
                 f"--epochs auto needs a cap of at least 2 epochs (a settled profile compares "
                 f"two), got {self.epochs}: pass --max-epochs 2 or more"
+            )
+        if self.positions not in ("auto", "all") and not (
+            isinstance(self.positions, int)
+            and not isinstance(self.positions, bool)
+            and self.positions >= 1
+        ):
+            raise UsageError(
+                f"positions must be 'auto', 'all' or a positive number of rows, got "
+                f"{self.positions!r}: pass --positions auto"
             )
         if not 0.0 < self.threshold < 1.0:
             raise UsageError(f"threshold must be in (0, 1), got {self.threshold}: 0.99 is usual")

@@ -206,7 +206,7 @@ def test_outputs_and_gradients_unchanged_by_tracking() -> None:
     x = _batches([4])[0]
     out_plain = plain(x)
     out_plain.sum().backward()
-    with SaturationTracker(tracked, max_positions=7):
+    with SaturationTracker(tracked, rows=7):
         out_tracked = tracked(x)
         out_tracked.sum().backward()
     assert torch.equal(out_plain, out_tracked)
@@ -250,14 +250,15 @@ def test_subsampling_is_reproducible_under_a_seed() -> None:
     batches = _batches([4, 6, 3])
 
     def run(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        with SaturationTracker(net, max_positions=50, seed=seed) as tracker:
+        with SaturationTracker(net, rows=50, seed=seed) as tracker:
             for x in batches:
                 net(x)
         state = tracker.state("conv1")
         head = tracker.state("head")
         assert state is not None and head is not None
-        assert int(state.n) == 150  # 50 of the ≥ 108 positions per batch
-        assert int(head.n) == 13  # fewer rows than max_positions: all of them
+        # ceil(50 / examples) of the ≥ 108 positions of every example, per batch
+        assert int(state.n) == 4 * 13 + 6 * 9 + 3 * 17
+        assert int(head.n) == 13  # fewer rows than the cap: all of them
         return state.mean, state.m2
 
     a, b, c = run(0), run(0), run(1)
@@ -287,7 +288,15 @@ def test_include_exclude_patterns() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"threshold": 0.0}, {"threshold": 1.5}, {"k_rule": "largest"}, {"max_positions": 0}],
+    [
+        {"threshold": 0.0},
+        {"threshold": 1.5},
+        {"k_rule": "largest"},
+        {"rows": 0},
+        {"rows": "some"},
+        {"rows": True},
+        {"groups": 0},
+    ],
 )
 def test_bad_options_raise_usage_errors(kwargs: dict[str, object]) -> None:
     with pytest.raises(UsageError):

@@ -289,7 +289,7 @@ def test_same_seed_same_results_and_another_seed_differs(small: data_mod.DataBun
     def one(seed: int, draws: int = 0) -> RunResult:
         model = tiny(seed=seed, dropout=0.3)
         torch.rand(draws)  # dropout must not depend on the global RNG state run() starts with
-        with SaturationTracker(model, max_positions=50, seed=seed) as tracker:
+        with SaturationTracker(model, rows=50, seed=seed) as tracker:
             return run(model, small, config=cfg(epochs=2, seed=seed), tracker=tracker)
 
     first, second, other = one(3), one(3, draws=7), one(4)

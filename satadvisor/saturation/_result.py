@@ -15,6 +15,8 @@ class LayerSaturation:
     ``samples`` counts observation rows (for a conv output: images × spatial positions).
     A layer whose outputs have zero variance also gets saturation 0.0 (intrinsic dimension 0),
     as can any layer under the ``k_rule="delve"`` compatibility rule (delve's k is one too small).
+    ``saturation_se``: the standard error of ``saturation`` from the spread between batch
+    groups (see :class:`~satadvisor.saturation.SaturationTracker`); None when not measured.
     """
 
     name: str
@@ -24,6 +26,7 @@ class LayerSaturation:
     saturation: float
     intrinsic_dimension: int
     eigenvalues: tuple[float, ...] = field(default=(), repr=False)
+    saturation_se: float | None = None
 
     def to_dict(self, *, with_eigenvalues: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -33,6 +36,7 @@ class LayerSaturation:
             "samples": self.samples,
             "saturation": self.saturation,
             "intrinsic_dimension": self.intrinsic_dimension,
+            "saturation_se": self.saturation_se,
         }
         if with_eigenvalues:
             out["eigenvalues"] = list(self.eigenvalues)
@@ -48,4 +52,5 @@ class LayerSaturation:
             saturation=float(d["saturation"]),
             intrinsic_dimension=int(d["intrinsic_dimension"]),
             eigenvalues=tuple(float(v) for v in d.get("eigenvalues", ())),
+            saturation_se=None if d.get("saturation_se") is None else float(d["saturation_se"]),
         )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +24,21 @@ TRACKED_TYPES: tuple[type[nn.Module], ...] = (
     nn.LSTM,
     nn.GRU,
 )
-_STATE_FORMAT = "satadvisor.saturation/1"
+_STATE_FORMAT = "satadvisor.saturation/2"
+_OLD_FORMATS = ("satadvisor.saturation/1",)  # one state per layer: read into group 0
+
+Rows = int | Literal["auto", "all"]
+# rows="auto": per batch and layer at most max(ROWS_PER_FEATURE · width, MIN_ROWS) rows enter
+# the statistics (positions drawn per example); the error this costs against every position is
+# measured in benchmarks/RESULTS.md ("Tracker overhead") and stated in docs/saturation.md.
+ROWS_PER_FEATURE = 8
+MIN_ROWS = 4096
+GROUPS = 4
+
+
+def auto_rows(width: int) -> int:
+    """Rows per batch that ``rows="auto"`` keeps of a layer with ``width`` features."""
+    return max(ROWS_PER_FEATURE * width, MIN_ROWS)
 
 
 class SaturationTracker:
@@ -39,20 +55,33 @@ class SaturationTracker:
     ``device``) and are never synchronised with the host during a pass (unless ``device`` is
     the CPU for a CUDA model: then every batch is copied over). Observations are the raw
     outputs, detached and reduced in float32 (float64 for float64 layers) with autocast and
-    TF32 off, so autograd and AMP are unaffected. On CPU the tracker keeps one scratch buffer
-    for the centered rows of one chunk (8192 rows per thread of the widest layer; released by
-    :meth:`close`).
+    TF32 off, so autograd and AMP are unaffected.
+
+    **Rows.** A conv map has one row per position of every example. By default
+    (``rows="auto"``) a layer's batch contributes at most :func:`auto_rows` rows (8 per feature,
+    at least 4096): that many positions spread evenly over the examples, drawn with
+    replacement from a generator seeded with ``seed``. It keeps the tracker's cost and memory
+    per layer O(width²) whatever the batch and map size, at a measured error against every
+    position (docs/saturation.md). ``rows="all"`` reads every position; an int caps the rows
+    per batch at that number.
+
+    **Uncertainty.** The batches a layer sees are dealt round-robin into ``groups`` groups
+    with separate statistics (their merge is the whole). :meth:`compute` reports each
+    saturation with a delete-a-group jackknife standard error (``saturation_se``; None with
+    fewer than 3 non-empty groups, or ``groups=1``). Memory: ``groups`` float64 width×width
+    matrices per layer and phase.
 
     Args:
         model: the network to observe.
         threshold: δ, the share of variance the intrinsic dimension must explain, in (0, 1].
         include / exclude: fnmatch patterns (one string or several) on names or class names.
-        max_positions: if set, at most this many rows per batch and layer enter the statistics,
-            drawn without replacement from a generator seeded with ``seed`` (reproducible).
+        rows: ``"auto"`` (default), ``"all"`` or a positive int: the rows per batch and layer
+            that enter the statistics (see above).
+        groups: batch groups behind the standard error (1 turns it off).
         k_rule: ``"smallest"`` (correct) or ``"delve"`` (delve 0.1.50's rule, for comparisons);
             see :func:`satadvisor.saturation.functional.intrinsic_dimension`.
         device: where the statistics live and are computed; default: each layer's device.
-        seed: seed of the row subsampling.
+        seed: seed of the row sampling.
     """
 
     def __init__(
@@ -62,7 +91,8 @@ class SaturationTracker:
         threshold: float = 0.99,
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
-        max_positions: int | None = None,
+        rows: Rows = "auto",
+        groups: int = GROUPS,
         k_rule: F.KRule = "smallest",
         device: torch.device | str | None = None,
         seed: int = 0,
@@ -71,18 +101,23 @@ class SaturationTracker:
             raise UsageError(f"saturation threshold {threshold} is outside (0, 1]; use e.g. 0.99")
         if k_rule not in F.K_RULES:
             raise UsageError(f"unknown k_rule {k_rule!r}; use one of {', '.join(F.K_RULES)}")
-        if max_positions is not None and max_positions < 1:
-            raise UsageError(
-                f"max_positions={max_positions} must be a positive number of rows or None"
-            )
+        if rows not in ("auto", "all") and not (
+            isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1
+        ):
+            raise UsageError(f"rows={rows!r} must be 'auto', 'all' or a positive number of rows")
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise UsageError(f"groups={groups!r} must be a positive number of batch groups")
         self.threshold = float(threshold)
         self.k_rule: F.KRule = k_rule
-        self.max_positions = max_positions
+        self.rows: Rows = rows
+        self.groups = groups
         self.device = None if device is None else torch.device(device)
         self.seed = seed
         self._types: dict[str, str] = {}  # tracked name -> class name, registration order
         self._handles: list[RemovableHandle] = []
-        self._states: dict[str, dict[str, F.CovarianceState]] = {p: {} for p in PHASES}
+        # phase -> layer -> one running state per batch group (None until the group sees a batch)
+        self._states: dict[str, dict[str, list[F.CovarianceState | None]]] = {p: {} for p in PHASES}
+        self._batches: dict[str, dict[str, int]] = {p: {} for p in PHASES}
         self._order: dict[str, None] = {}  # names in order of their first observed forward
         self._generators: dict[torch.device, torch.Generator] = {}
         self._scratch_buffers: dict[torch.dtype, Tensor] = {}
@@ -116,6 +151,7 @@ class SaturationTracker:
     def reset(self) -> None:
         """Forget all statistics of both phases (e.g. at the start of an epoch)."""
         self._states = {p: {} for p in PHASES}
+        self._batches = {p: {} for p in PHASES}
 
     @property
     def layer_names(self) -> list[str]:
@@ -130,15 +166,29 @@ class SaturationTracker:
         # the scratch buffer are updated in place by later passes, which inference tensors forbid.
         with torch.no_grad(), torch.inference_mode(False):
             batch = self._batch_moments(module, output)
-            states = self._states[phase]
-            running = states.get(name)
+            slots = self._slots(phase, name)
+            seen = self._batches[phase].get(name, 0)
+            self._batches[phase][name] = seen + 1
+            group = seen % len(slots)  # round-robin: every group spans the whole epoch
+            running = slots[group]
             if running is None:
                 self._order.setdefault(name, None)
-                states[name] = F.to_state(batch)
+                slots[group] = F.to_state(batch)
             else:
                 if running.m2.device != batch.scatter.device:  # e.g. loaded or synced elsewhere
                     running = _to_device(running, batch.scatter.device)
-                states[name] = F.accumulate_(running, batch)  # owned: updated in place
+                slots[group] = F.accumulate_(running, batch)  # owned: updated in place
+
+    def _slots(self, phase: str, name: str) -> list[F.CovarianceState | None]:
+        slots = self._states[phase].get(name)
+        if slots is None:
+            slots = self._states[phase][name] = [None] * self.groups
+        return slots
+
+    def _target_rows(self, width: int) -> int | None:
+        if self.rows == "all":
+            return None
+        return auto_rows(width) if self.rows == "auto" else int(self.rows)
 
     def _batch_moments(self, module: nn.Module, output: object) -> F.BatchMoments:
         y = F.output_tensor(module, output).detach()
@@ -149,9 +199,19 @@ class SaturationTracker:
             y = y.unsqueeze(0)  # unbatched input
         width = y.shape[1] if is_conv else y.shape[-1]
         rows = y.numel() // width if width else 0
-        if self.max_positions is not None and rows > self.max_positions:
-            index = torch.randperm(rows, generator=self._generator(y.device), device=y.device)
-            return F.batch_moments(F.take_rows(module, y, index[: self.max_positions]))
+        target = self._target_rows(width)
+        if target is not None and rows > target:
+            # Sampling pays only well below every row; up to twice the target, read them all.
+            if is_conv:
+                examples = y.shape[0]
+                per_example = -(-target // examples)
+                if 2 * per_example <= rows // examples:
+                    gen = self._generator(y.device)
+                    return F.sampled_map_moments(y, per_example, generator=gen)
+            elif 2 * target <= rows:
+                gen = self._generator(y.device)
+                index = torch.randint(rows, (target,), generator=gen, device=y.device)
+                return F.batch_moments(F.flatten_output(module, y)[index])
         if is_conv and not y.movedim(1, -1).is_contiguous():  # NCHW: centered as it is read
             examples = y.shape[0]
             scratch = self._scratch(y, F.scratch_numel(examples, rows // max(examples, 1), width))
@@ -185,56 +245,81 @@ class SaturationTracker:
     # -- results -------------------------------------------------------------------------------
 
     def state(self, name: str, *, phase: str = "train") -> F.CovarianceState | None:
-        """A copy of the running ``(n, mean, m2)`` of one layer and phase (None: no pass seen).
+        """A copy of the running ``(n, mean, m2)`` of one layer and phase (None: no pass seen),
+        all batch groups merged.
 
         A copy, because the tracker updates its running ``m2`` in place batch after batch.
         """
-        state = self._states[_check_phase(phase)].get(name)
-        return None if state is None else F.CovarianceState(*(t.clone() for t in state))
+        slots = self._states[_check_phase(phase)].get(name)
+        parts = [s for s in slots or () if s is not None]
+        return _merged(parts) if parts else None
 
     def compute(self, phase: str = "train") -> list[LayerSaturation]:
         """Saturation of every layer observed in ``phase``, in forward-execution order.
 
         Eigenvalues come from ``torch.linalg.eigvalsh`` of the float64 population covariance on
-        the statistics' device, one batched call per group of layers of equal width.
+        the statistics' device, batched over layers of equal width. ``saturation_se`` is the
+        delete-a-group jackknife standard error of the continuous saturation
+        (:func:`~satadvisor.saturation.functional.fractional_dimension` ÷ width) over the batch
+        groups: ``sqrt((g − 1)/g · Σ (θ₋ᵢ − θ̄)²)`` for ``g ≥ 3`` non-empty groups, else None.
         """
         states = self._states[_check_phase(phase)]
         names = [n for n in self._order if n in states]
-        groups: dict[tuple[int, torch.device], list[str]] = {}
+        # One batch of matrices per (width, device): each layer's whole, then its leave-one-out.
+        jobs: dict[tuple[int, torch.device], list[tuple[str, int, F.CovarianceState]]] = {}
         for name in names:
-            mean = states[name].mean
-            groups.setdefault((mean.shape[0], mean.device), []).append(name)
+            parts = [s for s in states[name] if s is not None]
+            whole = _merged(parts)
+            key = (int(whole.mean.shape[0]), whole.mean.device)
+            jobs.setdefault(key, []).append((name, -1, whole))
+            if len(parts) >= _MIN_JACKKNIFE_GROUPS:
+                for i in range(len(parts)):
+                    jobs[key].append((name, i, _merged(parts[:i] + parts[i + 1 :])))
         results: dict[str, LayerSaturation] = {}
-        for (width, _), group in groups.items():
-            group_states = [states[n] for n in group]
-            cov = torch.stack([F.covariance(s) for s in group_states])
-            n = [int(s.n) for s in group_states]
-            eig = F.eigenvalues(cov)
+        for (width, _), job in jobs.items():
+            eig = F.eigenvalues(torch.stack([F.covariance(st) for _, _, st in job]))
             k = F.intrinsic_dimension(eig, threshold=self.threshold, k_rule=self.k_rule)
-            for name, n_i, k_i, eig_i in zip(group, n, k.tolist(), eig.cpu().tolist(), strict=True):
-                k_i = k_i if n_i > 0 else 0  # no samples: saturation 0.0
+            cont = F.fractional_dimension(eig, threshold=self.threshold).cpu().tolist()
+            spectra = eig.cpu().tolist()
+            leave_out: dict[str, list[float]] = {}
+            for row, (name, part, st) in enumerate(job):
+                if part >= 0:
+                    leave_out.setdefault(name, []).append(cont[row] / max(width, 1))
+                    continue
+                n_i = int(st.n)
+                k_i = int(k[row]) if n_i > 0 else 0  # no samples: saturation 0.0
                 results[name] = LayerSaturation(
                     name=name,
                     module_type=self._types[name],
                     width=width,
-                    samples=int(n_i),
+                    samples=n_i,
                     saturation=k_i / width if width else 0.0,
-                    intrinsic_dimension=int(k_i),
-                    eigenvalues=tuple(eig_i),
+                    intrinsic_dimension=k_i,
+                    eigenvalues=tuple(spectra[row]),
                 )
+            for name, values in leave_out.items():
+                g = len(values)
+                mean = sum(values) / g
+                se = math.sqrt((g - 1) / g * sum((v - mean) ** 2 for v in values))
+                results[name] = dataclasses.replace(results[name], saturation_se=se)
         return [results[n] for n in names]
 
     # -- moving state between processes and runs -----------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """A snapshot of the statistics (tensors cloned, on their devices), for saving or merging."""
+        """A snapshot of the statistics (tensors cloned, on their devices), for saving or merging:
+        per phase and layer, one ``{n, mean, m2}`` per batch group (None for an empty group)."""
         return {
             "format": _STATE_FORMAT,
             "order": list(self._order),
             "types": dict(self._types),
             "states": {
                 phase: {
-                    name: {k: v.clone() for k, v in s._asdict().items()} for name, s in st.items()
+                    name: [
+                        None if s is None else {k: v.clone() for k, v in s._asdict().items()}
+                        for s in slots
+                    ]
+                    for name, slots in st.items()
                 }
                 for phase, st in self._states.items()
             },
@@ -246,9 +331,14 @@ class SaturationTracker:
         self.merge_from(state)
 
     def merge_from(self, other: SaturationTracker | Mapping[str, Any]) -> None:
-        """Add another tracker's (or snapshot's) statistics to ours, as if we had seen its data."""
+        """Add another tracker's (or snapshot's) statistics to ours, as if we had seen its data.
+
+        Batch group ``i`` of the other joins our group ``i mod groups``; a snapshot of the
+        older one-state format joins group 0.
+        """
         snapshot = other.state_dict() if isinstance(other, SaturationTracker) else other
-        if snapshot.get("format") != _STATE_FORMAT:
+        fmt = snapshot.get("format")
+        if fmt != _STATE_FORMAT and fmt not in _OLD_FORMATS:
             raise UsageError(
                 "not a SaturationTracker.state_dict() snapshot; pass one saved by this version"
             )
@@ -260,13 +350,18 @@ class SaturationTracker:
             )
         for phase, layer_states in snapshot["states"].items():
             for name, raw in layer_states.items():
-                self._merge_state(_check_phase(phase), name, F.CovarianceState(**raw))
+                groups = [raw] if fmt in _OLD_FORMATS else raw
+                for i, part in enumerate(groups):
+                    if part is not None:
+                        incoming = F.CovarianceState(**part)
+                        self._merge_state(_check_phase(phase), name, i, incoming)
         for name in snapshot["order"]:
             self._order.setdefault(name, None)
 
-    def _merge_state(self, phase: str, name: str, incoming: F.CovarianceState) -> None:
-        states = self._states[phase]
-        running = states.get(name)
+    def _merge_state(self, phase: str, name: str, group: int, incoming: F.CovarianceState) -> None:
+        slots = self._slots(phase, name)
+        group %= len(slots)
+        running = slots[group]
         if running is None:
             device = self.device or incoming.mean.device
             running = F.empty_state(incoming.mean.shape[0], device=device)
@@ -275,23 +370,34 @@ class SaturationTracker:
                 f"layer {name!r} has width {running.mean.shape[0]} here and "
                 f"{incoming.mean.shape[0]} in the merged state; merge states of the same model"
             )
-        states[name] = F.merge(running, incoming)
+        slots[group] = F.merge(running, incoming)
 
     def sync(self, group: Any = None) -> None:
         """Merge the statistics of all torch.distributed ranks into every rank (a collective).
 
-        Every rank must call it. Afterwards each rank holds the statistics of all ranks' data,
-        so call it once per accumulation period (a second call would count the data again).
-        A no-op when torch.distributed is not initialised or has a single rank.
+        Every rank must call it. Afterwards each rank holds the statistics of all ranks' data
+        (batch group by batch group), so call it once per accumulation period (a second call
+        would count the data again). A no-op when torch.distributed is not initialised or has
+        a single rank.
         """
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return
-        merged, order = _all_gather_states(self._states, list(self._order), group)
+        flat = {
+            phase: {
+                (name, i): s
+                for name, slots in st.items()
+                for i, s in enumerate(slots)
+                if s is not None
+            }
+            for phase, st in self._states.items()
+        }
+        merged, order = _all_gather_states(flat, list(self._order), group)
         for phase, layer_states in merged.items():
-            for name, st in layer_states.items():
-                local = self._states[phase].get(name)
+            for (name, i), st in layer_states.items():
+                slots = self._slots(phase, name)
+                local = slots[i % len(slots)]
                 device = local.mean.device if local is not None else self.device
-                self._states[phase][name] = st if device is None else _to_device(st, device)
+                slots[i % len(slots)] = st if device is None else _to_device(st, device)
         for name in order:
             self._order.setdefault(name, None)
 
@@ -300,6 +406,18 @@ class SaturationTracker:
             f"SaturationTracker({len(self._types)} layers, threshold={self.threshold}, "
             f"k_rule={self.k_rule!r}, hooks={'on' if self._handles else 'removed'})"
         )
+
+
+# Fewer groups than this give no standard error: two leave-one-out values are one difference.
+_MIN_JACKKNIFE_GROUPS = 3
+
+
+def _merged(parts: Sequence[F.CovarianceState]) -> F.CovarianceState:
+    """The merge of several states (a fresh one; the inputs are not modified)."""
+    total = F.merge(F.empty_state(parts[0].mean.shape[0], device=parts[0].mean.device), parts[0])
+    for part in parts[1:]:
+        total = F.merge(total, part)
+    return total
 
 
 def _patterns(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -327,8 +445,8 @@ def _selected(
 
 
 def _all_gather_states(
-    states: dict[str, dict[str, F.CovarianceState]], order: list[str], group: Any
-) -> tuple[dict[str, dict[str, F.CovarianceState]], list[str]]:
+    states: dict[str, dict[Any, F.CovarianceState]], order: list[str], group: Any
+) -> tuple[dict[str, dict[Any, F.CovarianceState]], list[str]]:
     """Every rank's states, merged in rank order with :func:`F.merge` (identical on all ranks).
 
     The keys (phase, layer, width) are exchanged first, so a rank that missed a layer or a
@@ -356,7 +474,7 @@ def _all_gather_states(
     flat = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=device)
     buffers = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(buffers, flat, group=group)
-    merged: dict[str, dict[str, F.CovarianceState]] = {p: {} for p in PHASES}
+    merged: dict[str, dict[Any, F.CovarianceState]] = {p: {} for p in PHASES}
     offset = 0
     for phase, name, width in keys:
         size = 1 + width + width * width

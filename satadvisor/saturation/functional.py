@@ -108,14 +108,11 @@ def channels_first_batch_state(y: Tensor, *, scratch: Tensor | None = None) -> C
 def channels_first_batch_moments(y: Tensor, *, scratch: Tensor | None = None) -> BatchMoments:
     """:func:`batch_moments` of a ``(B, C, *spatial)`` map seen as ``(B·∏spatial, C)`` rows.
 
-    Equal to ``batch_state(y.movedim(1, -1).reshape(-1, C))`` but never transposes the map
-    into a rows-by-channels copy: a few examples at a time are centered into a buffer, either
-    channels-first ``(C, examples·∏spatial)`` for one matmul, or, on a CPU for maps of at least
-    :data:`_PER_EXAMPLE_POSITIONS` positions and at least C, example by example ``(examples, C,
-    ∏spatial)`` (the layout of NCHW itself) for a batched matmul whose per-example products
-    are summed.
-    ``y`` is not modified; ``scratch`` as in :func:`batch_moments` (with
-    ``unit_rows = ∏spatial``).
+    Equal to ``batch_moments(y.movedim(1, -1).reshape(-1, C))`` but never transposes the whole
+    map into a rows-by-channels copy: a few examples at a time (one chunk, see
+    :func:`scratch_numel`) are centered into a channels-first ``(C, examples·∏spatial)`` buffer
+    for one matmul, so the extra memory is one chunk whatever the batch and map size. ``y`` is
+    not modified; ``scratch`` as in :func:`batch_moments` (with ``unit_rows = ∏spatial``).
     """
     if y.dim() < 2:
         raise ValueError(f"expected a (B, C, *spatial) tensor, got shape {tuple(y.shape)}")
@@ -130,24 +127,48 @@ def channels_first_batch_moments(y: Tensor, *, scratch: Tensor | None = None) ->
         examples = y[:: max(1, y.shape[0] // _SHIFT_EXAMPLES)]
         shift = examples.mean(dim=other_dims, dtype=dtype)
         shift_view = shift.view(channels, *[1] * (y.dim() - 1))  # over (C, B, *spatial)
-        positions = rows // y.shape[0]
-        # per example only where the batched products (examples × C × C) are no larger than
-        # the centered chunk (examples × C × positions) they come from
-        per_example = y.device.type == "cpu" and positions >= max(_PER_EXAMPLE_POSITIONS, channels)
 
         def centered(start: int, stop: int, flat: Tensor) -> Tensor:
-            if per_example:
-                out = flat.view(stop - start, *y.shape[1:])
-                torch.sub(y[start:stop], shift_view[:, 0], out=out)  # (C, *spatial) ones
-                return flat.view(stop - start, channels, positions)
             out = flat.view(channels, stop - start, *y.shape[2:])
             torch.sub(y[start:stop].transpose(0, 1), shift_view, out=out)
             return flat.view(channels, -1)
 
         colsum, scatter = _chunked_scatter(
-            y.shape[0], positions, channels, centered, dtype, y.device, scratch
+            y.shape[0], rows // y.shape[0], channels, centered, dtype, y.device, scratch
         )
         return BatchMoments(rows, shift, colsum, scatter)
+
+
+def sampled_map_moments(
+    y: Tensor, positions: int, *, generator: torch.Generator | None = None
+) -> BatchMoments:
+    """:func:`batch_moments` of ``positions`` rows per example of a ``(B, C, *spatial)`` map.
+
+    Each example contributes ``positions`` of its positions drawn uniformly with replacement
+    (from ``generator``, on ``y``'s device; no host synchronisation), so the rows are an
+    unbiased sample of the map's rows, weighted equally per example. The drawn rows are
+    gathered straight into a channels-first ``(C, B·positions)`` buffer, centered in place and
+    reduced by one matmul: a few kernels per batch whatever the map size, and extra memory of
+    ``C·B·positions`` values.
+    """
+    if y.dim() < 3:
+        raise ValueError(f"expected a (B, C, *spatial) tensor, got shape {tuple(y.shape)}")
+    batch, channels = y.shape[:2]
+    maps = y.detach().flatten(2)  # (B, C, P): a view of a contiguous NCHW map
+    total = maps.shape[2]
+    dtype = _compute_dtype(y)
+    if batch == 0 or channels == 0 or total == 0 or positions < 1:
+        return _no_rows(channels, dtype, y.device)
+    index = torch.randint(
+        total, (batch, 1, positions), generator=generator, device=y.device
+    ).expand(batch, channels, positions)
+    with _exact_matmul(y.device):
+        picked = torch.gather(maps, 2, index)  # (B, C, p), contiguous
+        shift = picked[:: max(1, batch // _SHIFT_EXAMPLES)].mean(dim=(0, 2), dtype=dtype)
+        features = torch.empty((channels, batch, positions), dtype=dtype, device=y.device)
+        torch.sub(picked.transpose(0, 1), shift[:, None, None], out=features)  # channels first
+        features = features.view(channels, batch * positions)
+        return BatchMoments(batch * positions, shift, features.sum(dim=1), _gram(features))
 
 
 # Rows (examples) averaged for the rough centering shift: any shift within about one standard
@@ -155,18 +176,9 @@ def channels_first_batch_moments(y: Tensor, *, scratch: Tensor | None = None) ->
 _SHIFT_SAMPLES = 256
 _SHIFT_EXAMPLES = 8
 
-# From this many positions per example (16×16) a CPU reduces a channels-first map example by
-# example: no transposing copy, and one batched matmul of per-example products that splits
-# evenly over threads. Measured on an idle 2-core Zen 4, per layer, against one matmul over
-# channels-first rows, two threads: 64 channels at 32×32 10.9-12.0 → 7.6 ms, 128 at 16×16
-# 6.9-8.3 → 5.5 ms (one thread: -4 to +6 %); at 8×8 and below the per-example products are
-# too small to pay.
-_PER_EXAMPLE_POSITIONS = 256
-
-# Rows centered and multiplied per chunk on a CPU, per thread. A chunk of 8192 rows of a
-# 64-channel map (2 MiB) stays in cache between being written and being read by the matmul,
-# instead of a whole activation's round trip through memory: on an idle 2-core Zen 4, VGG16's
-# 64- and 128-channel scatters at 32 px took 12-23 % less time than unchunked (1 thread).
+# Rows centered and multiplied per chunk on a CPU, per thread, when every position is read: the
+# centered copy is one chunk, not the whole activation, and a chunk of a 64-channel map (2 MiB)
+# is still in cache when the matmul reads it (benchmarks/RESULTS.md, "Tracker overhead").
 _CHUNK_ROWS_PER_THREAD = 8192
 
 
@@ -196,14 +208,14 @@ def _chunked_scatter(
 ) -> tuple[Tensor, Tensor]:
     """``(Σ xc, Σ xc xcᵀ)`` over chunks of units: ``centered(start, stop, flat)`` writes the
     centered rows of units ``start:stop`` into the flat buffer and returns them as a
-    ``(width, rows)`` view, or as ``(units, width, unit_rows)`` (one block per unit)."""
+    ``(width, rows)`` view."""
     step = _chunk_units(units, unit_rows, device)
     flat = _buffer(scratch, step * unit_rows * width, dtype, device)
     colsum = scatter = None
     for start in range(0, units, step):
         stop = min(start + step, units)
         features = centered(start, stop, flat[: (stop - start) * unit_rows * width])
-        sums = features.sum(dim=(0, 2) if features.dim() == 3 else 1)
+        sums = features.sum(dim=1)
         if scatter is None or colsum is None:
             colsum, scatter = sums, _gram(features)
         else:
@@ -214,39 +226,9 @@ def _chunked_scatter(
 
 
 def _gram(a: Tensor) -> Tensor:
-    """``a @ a.T`` for ``a`` of shape ``(m, k)``, or ``Σ_p a_p a_pᵀ`` for a batch ``(P, m, k)``;
-    on a CPU with 1-2 threads ~2/3 of the flops.
-
-    The product is symmetric, so with ``a = [top; bottom]`` only ``bottom @ a.T`` and (by
-    recursion) ``top @ top.T`` are computed and the rest mirrored: same dot products, same
-    precision. That pays where flops are the cost: with one or two CPU threads it takes
-    ~20 % less time than one matmul (measured on an idle 2-core machine for the scatter shapes
-    of VGG16 / ResNet-18 at 32 px; on a machine busy with other jobs the cascade of smaller
-    multi-threaded matmuls waits more and loses). With more threads, or on an accelerator,
-    one large matmul parallelises better, so it is used there.
-    """
-    m = a.shape[-2]
-    if a.device.type != "cpu" or m < _GRAM_MIN_BLOCK or torch.get_num_threads() > 2:
-        return _product(a, a)
-    half = m // 2
-    gram = torch.empty((m, m), dtype=a.dtype, device=a.device)
-    if a.dim() == 2:
-        torch.mm(a[half:], a.T, out=gram[half:])
-    else:
-        gram[half:] = _product(a[:, half:], a)
-    gram[:half, :half] = _gram(a[..., :half, :])
-    gram[:half, half:] = gram[half:, :half].T
-    return gram
-
-
-def _product(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b.T``, summed over the batch for ``(P, ·, k)`` blocks."""
-    if a.dim() == 2:
-        return a @ b.T
-    return torch.bmm(a, b.transpose(1, 2)).sum(dim=0)
-
-
-_GRAM_MIN_BLOCK = 64  # below this many rows a split loses more GEMM efficiency than it saves
+    """``a @ a.T``: one matmul. (A blocked symmetric product that skips one triangle was
+    measured and dropped: benchmarks/RESULTS.md, "Tracker overhead".)"""
+    return a @ a.T
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -422,6 +404,28 @@ def intrinsic_dimension(
         share = cum / lam.sum(dim=-1, keepdim=True)
         return (share < threshold).sum(dim=-1)
     raise ValueError(f"unknown k_rule {k_rule!r}; use one of {', '.join(K_RULES)}")
+
+
+def fractional_dimension(eigenvalues: Tensor, *, threshold: float = 0.99) -> Tensor:
+    """The ``"smallest"`` intrinsic dimension made continuous (float64, shape ``(...)``).
+
+    With ``c_j`` the cumulative variance share of the ``j`` largest directions (``c_0 = 0``)
+    and ``k`` the smallest k with ``c_k ≥ threshold``: ``k − 1 + (threshold − c_{k−1}) / (c_k −
+    c_{k−1})``, so its ceiling is ``k``. A smooth function of the spectrum, which a resampling
+    estimate of uncertainty (the tracker's jackknife over batch groups) needs: the integer ``k``
+    of a subsample jumps or does not. 0 for a spectrum with zero total variance.
+    """
+    lam = eigenvalues.to(torch.float64).sort(dim=-1, descending=True).values.clamp(min=0)
+    cum = lam.cumsum(dim=-1)
+    total = cum[..., -1:]
+    share = torch.cat([torch.zeros_like(total), cum / total.clamp(min=1e-300)], dim=-1)
+    k = intrinsic_dimension(eigenvalues, threshold=threshold)
+    upper = share.gather(-1, k.unsqueeze(-1)).squeeze(-1)
+    lower = share.gather(-1, (k - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    step = (upper - lower).clamp(min=1e-300)
+    frac = ((threshold - lower) / step).clamp(0.0, 1.0)
+    value = (k - 1).double() + frac
+    return torch.where(total[..., 0] > 0, value, torch.zeros_like(value))
 
 
 def saturation_from_eigenvalues(

@@ -60,7 +60,7 @@ _SAME_TRAIN = (
     "augment",
     "threshold",
     "amp",
-    "max_positions",
+    "positions",
 )
 
 
