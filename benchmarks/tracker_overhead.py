@@ -1,5 +1,18 @@
 """Training-step overhead of SaturationTracker vs no tracking vs delve 0.1.50's SaturationTracker.
 
+Four parts, each per model (a VGG16-style and a ResNet-18-style CNN, CIFAR variants, 32×32
+inputs, batch 128, every conv and linear layer tracked):
+
+- step time of untracked, ours at the defaults (``rows="auto"``: a sample of positions sized
+  from each layer's width), ours at every position (``rows="all"``) and delve, interleaved;
+- the saturation error of both of our settings over whole training epochs on real data
+  (Fashion-MNIST from ../shared/data, padded to 32 px, 3 channels), each layer against a
+  float64 NumPy reference over every position of the same epoch: |Δ saturation|, |Δk|, and
+  how often the reported standard error covers the sampling error (``--error-epochs``);
+- the peak memory of a training step, untracked and tracked (``--memory``: one fresh process
+  per variant, ``ru_maxrss``), at two batch sizes;
+- per-layer timings of the scatter variants the tracker could use on a CPU (``--paths``).
+
 Setup, once (delve and the packages it imports, installed ONLY for this benchmark, into a
 git-ignored folder that this script appends to sys.path):
 
@@ -46,7 +59,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(Path(__file__).resolve().parent / ".deps"))  # after the venv: no shadowing
 
-from satadvisor.saturation import SaturationTracker  # noqa: E402
+from satadvisor.saturation import SaturationTracker, auto_rows  # noqa: E402
+from satadvisor.saturation import functional as SF  # noqa: E402
 
 BATCH = 128
 RESOLUTION = 32
@@ -253,6 +267,7 @@ def time_interleaved(
 def ratios(median: dict[str, float]) -> dict[str, float]:
     """Step-time ratios to the untracked step, and ours' overhead over delve's."""
     out = {"ours_ratio": median["ours"] / median["plain"]}
+    out["ours_all_ratio"] = median["ours_all"] / median["plain"]
     if "delve" in median:
         out["delve_ratio"] = median["delve"] / median["plain"]
         out["ours_over_delve_overhead"] = (median["ours"] - median["plain"]) / (
@@ -261,13 +276,20 @@ def ratios(median: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
-    """(training-step FLOPs, covariance FLOPs per step) for one batch."""
-    rows_width: list[tuple[int, int]] = []
+def flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int, int]:
+    """(training-step FLOPs, covariance FLOPs per step at every position, and at rows="auto")."""
+    rows_width: list[tuple[int, int, int]] = []
 
     def record(module: nn.Module, args: Any, out: torch.Tensor) -> None:
         width = out.shape[1] if isinstance(module, nn.Conv2d) else out.shape[-1]
-        rows_width.append((out.numel() // width, width))
+        rows = out.numel() // width
+        target = auto_rows(width)
+        sampled = rows
+        if rows > target:  # the tracker's own choice (SaturationTracker._batch_moments)
+            per_example = -(-target // out.shape[0])
+            if 2 * per_example <= rows // out.shape[0] or not isinstance(module, nn.Conv2d):
+                sampled = out.shape[0] * per_example if isinstance(module, nn.Conv2d) else target
+        rows_width.append((rows, sampled, width))
 
     handles = [
         m.register_forward_hook(record)
@@ -281,7 +303,11 @@ def flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]
         h.remove()
     model.zero_grad(set_to_none=True)
     # the symmetric scatter xcᵀxc needs rows·F·(F+1) flops (one triangle, multiply + add)
-    return counter.get_total_flops(), sum(r * w * (w + 1) for r, w in rows_width)
+    return (
+        counter.get_total_flops(),
+        sum(r * w * (w + 1) for r, _, w in rows_width),
+        sum(r * w * (w + 1) for _, r, w in rows_width),
+    )
 
 
 @contextlib.contextmanager
@@ -357,12 +383,17 @@ def bench_model(
     x = torch.randn(BATCH, 3, RESOLUTION, RESOLUTION, generator=g).to(device)
     y = torch.randint(0, 10, (BATCH,), generator=g).to(device)
     model = model.to(device)
-    step_flops, cov_flops = flops(model, x, y)
+    step_flops, cov_flops, cov_flops_auto = flops(model, x, y)
     tmp = tempfile.mkdtemp(prefix="delve_bench_")
-    plain, ours_m, delve_m = model, copy.deepcopy(model), copy.deepcopy(model)
-    steps = {"plain": make_step(plain, x, y), "ours": make_step(ours_m, x, y)}
+    plain, ours_m, all_m, delve_m = (model, *(copy.deepcopy(model) for _ in range(3)))
+    steps = {
+        "plain": make_step(plain, x, y),
+        "ours": make_step(ours_m, x, y),
+        "ours_all": make_step(all_m, x, y),
+    }
     tracker = SaturationTracker(ours_m)
-    clocks_in_hooks = {"ours": HookClock(ours_m, device)}
+    tracker_all = SaturationTracker(all_m, rows="all")
+    clocks_in_hooks = {"ours": HookClock(ours_m, device), "ours_all": HookClock(all_m, device)}
     if delve_tracker(delve_m, device, tmp) is not None:
         steps["delve"] = make_step(delve_m, x, y)
         clocks_in_hooks["delve"] = HookClock(delve_m, device)
@@ -371,11 +402,12 @@ def bench_model(
     )
     hook_times = {k.split(" ", 1)[1]: times.pop(k) for k in list(times) if k.startswith("hooks ")}
     tracker.close()
+    tracker_all.close()
     batches = [
         torch.randn(BATCH, 3, RESOLUTION, RESOLUTION, generator=g).to(device)
         for _ in range(eval_batches)
     ]
-    clocks = {}
+    clocks: dict[str, dict[str, Any]] = {}
     for clock, per_variant in times.items():
         median = {k: statistics.median(v) for k, v in per_variant.items()}
         clocks[clock] = {"median_s": median, "all_s": per_variant, **ratios(median)}
@@ -387,74 +419,340 @@ def bench_model(
         plain_s = clocks[clock]["median_s"]["plain"]
         row: dict[str, Any] = {"median_s": median, "all_s": per_variant}
         row["ours_ratio"] = 1 + median["ours"] / plain_s
+        row["ours_all_ratio"] = 1 + median["ours_all"] / plain_s
         if "delve" in median:
             row["delve_ratio"] = 1 + median["delve"] / plain_s
             row["ours_over_delve_overhead"] = median["ours"] / median["delve"]
         hooks[clock] = row
     return {
-        "model": label,
         "tracked_layers": len(tracker.layer_names),
         "clocks": clocks,
         "hooks": hooks,
-        "floor_ratio": 1 + cov_flops / step_flops,
+        "floor_ratio": 1 + cov_flops_auto / step_flops,
+        "floor_ratio_all": 1 + cov_flops / step_flops,
         "step_gflop": step_flops / 1e9,
-        "cov_gflop": cov_flops / 1e9,
+        "cov_gflop": cov_flops_auto / 1e9,
+        "cov_gflop_all": cov_flops / 1e9,
         "saturation": saturation_errors(model, device, batches, tmp),
     }
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    """Markdown table: one row per model and clock."""
+    """Markdown table of the step times: one row per model and clock."""
     cols = [
         "model",
         "clock",
         "plain s/step",
         "ours s/step",
-        "delve s/step",
         "ours ×",
+        "floor ×",
+        "ours, all positions ×",
+        "floor, all ×",
         "delve ×",
         "ours ovh ÷ delve ovh",
-        "floor ×",
-        "sat. error ours (mean / max)",
-        "sat. error delve (mean / max)",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in results:
-        sat = r["saturation"]
-        for clock, c in r["clocks"].items():
-            s = c["median_s"]
-            has_delve = "delve" in s
+        rows = [(clock, c, c["median_s"]) for clock, c in r["clocks"].items()]
+        rows += [(f"in hooks ({clock})", h, h["median_s"]) for clock, h in r["hooks"].items()]
+        for clock, c, s in rows:
+            hooks = clock.startswith("in hooks")
+            has_delve = "delve_ratio" in c
             cells = [
                 r["model"],
                 clock,
-                f"{s['plain']:.3f}",
+                "—" if hooks else f"{s['plain']:.3f}",
                 f"{s['ours']:.3f}",
-                f"{s['delve']:.3f}" if has_delve else "n/a",
                 f"{c['ours_ratio']:.3f}",
+                f"{r['floor_ratio']:.3f}",
+                f"{c['ours_all_ratio']:.3f}",
+                f"{r['floor_ratio_all']:.3f}",
                 f"{c['delve_ratio']:.3f}" if has_delve else "n/a",
                 f"{c['ours_over_delve_overhead']:.2f}" if has_delve else "n/a",
-                f"{r['floor_ratio']:.3f}",
-                "{:.3f} / {:.3f}".format(*sat["ours_error"]),
-                "{:.3f} / {:.3f}".format(*sat["delve_error"]) if "delve_error" in sat else "n/a",
             ]
             lines.append("| " + " | ".join(cells) + " |")
-        for clock, h in r["hooks"].items():
-            has_delve = "delve_ratio" in h
-            hs = h["median_s"]
-            cells = [
-                r["model"],
-                f"in hooks ({clock})",
-                "—",
-                f"{hs['ours']:.3f}",
-                f"{hs['delve']:.3f}" if has_delve else "n/a",
-                f"{h['ours_ratio']:.3f}",
-                f"{h['delve_ratio']:.3f}" if has_delve else "n/a",
-                f"{h['ours_over_delve_overhead']:.2f}" if has_delve else "n/a",
-                f"{r['floor_ratio']:.3f}",
-                "",
-                "",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -- saturation error over whole epochs on real data ---------------------------------------------
+
+
+def fashion_mnist(images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``images`` Fashion-MNIST training images (../shared/data), normalised, padded
+    to 32×32 and repeated to 3 channels, with their labels."""
+    import gzip
+
+    raw = ROOT.parent / "shared" / "data" / "FashionMNIST" / "raw"
+    with gzip.open(raw / "train-images-idx3-ubyte.gz") as f:
+        pixels = np.frombuffer(f.read()[16:], np.uint8).reshape(-1, 28, 28)[:images]
+    with gzip.open(raw / "train-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read()[8:], np.uint8)[:images]
+    x = torch.tensor(pixels, dtype=torch.float32).div(255).sub(0.286).div(0.353)
+    x = nn.functional.pad(x, (2, 2, 2, 2)).unsqueeze(1).repeat(1, 3, 1, 1)
+    return x, torch.tensor(labels, dtype=torch.long)
+
+
+def _reference_k(n: int, s: np.ndarray, sxx: np.ndarray) -> int:
+    mean = s / n
+    cov = sxx / n - np.outer(mean, mean)
+    lam = np.clip(np.linalg.eigvalsh(cov)[::-1], 0, None)
+    share = np.cumsum(lam) / lam.sum()
+    return int(np.argmax(share >= THRESHOLD)) + 1
+
+
+def epoch_errors(
+    model: nn.Module, *, device: torch.device, epochs: int, images: int
+) -> dict[str, Any]:
+    """Train ``model`` for ``epochs`` on ``images`` Fashion-MNIST images (batch 128) with both
+    of our settings and a float64 NumPy reference (every position) on the same passes; per
+    epoch and layer: the reference k, each setting's k, saturation and standard error."""
+    x_all, y_all = fashion_mnist(images)
+    model = copy.deepcopy(model).to(device).train()
+    torch.manual_seed(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
+    auto = SaturationTracker(model, seed=0)
+    every = SaturationTracker(model, rows="all")
+    per_epoch: list[dict[str, Any]] = []
+    with reference_capture(model) as sums:
+        for epoch in range(epochs):
+            sums.clear()
+            order = torch.randperm(len(x_all))
+            for start in range(0, len(order), BATCH):
+                index = order[start : start + BATCH]
+                opt.zero_grad(set_to_none=True)
+                out = model(x_all[index].to(device))
+                loss = nn.functional.cross_entropy(out, y_all[index].to(device))
+                loss.backward()
+                opt.step()
+            layers = []
+            got_auto = {r.name: r for r in auto.compute()}
+            got_all = {r.name: r for r in every.compute()}
+            for name, (n, s_, sxx) in sums.items():
+                a, e = got_auto[name], got_all[name]
+                k_ref = _reference_k(n, s_, sxx)
+                layers.append(
+                    {
+                        "layer": name,
+                        "width": a.width,
+                        "rows_all": e.samples,
+                        "rows_auto": a.samples,
+                        "k_ref": k_ref,
+                        "k_auto": a.intrinsic_dimension,
+                        "k_all": e.intrinsic_dimension,
+                        "sat_ref": k_ref / a.width,
+                        "sat_auto": a.saturation,
+                        "sat_all": e.saturation,
+                        "se_auto": a.saturation_se,
+                    }
+                )
+            auto.reset()
+            every.reset()
+            per_epoch.append({"epoch": epoch + 1, "loss": loss.item(), "layers": layers})
+            print(f"  epoch {epoch + 1}: loss {loss.item():.3f}", file=sys.stderr)
+    auto.close()
+    every.close()
+    rows = [layer for e in per_epoch for layer in e["layers"]]
+    summary: dict[str, Any] = {"images": images, "epochs": epochs, "batches": -(-images // BATCH)}
+    for setting in ("auto", "all"):
+        dsat = [abs(r[f"sat_{setting}"] - r["sat_ref"]) for r in rows]
+        dk = [abs(r[f"k_{setting}"] - r["k_ref"]) for r in rows]
+        summary[setting] = {
+            "sat_error_mean": statistics.fmean(dsat),
+            "sat_error_max": max(dsat),
+            "k_error_mean": statistics.fmean(dk),
+            "k_error_max": max(dk),
+        }
+    covered = [
+        abs(r["sat_auto"] - r["sat_ref"]) <= 2 * r["se_auto"] + 1 / r["width"]
+        for r in rows
+        if r["se_auto"] is not None
+    ]
+    summary["auto"]["within_2se_plus_one_k"] = sum(covered) / len(covered) if covered else None
+    return {"summary": summary, "per_epoch": per_epoch}
+
+
+def error_table(results: list[dict[str, Any]]) -> str:
+    cols = [
+        "model",
+        "images (batches) × epochs",
+        "setting",
+        "Δ saturation (abs.) mean / max",
+        "Δk (abs.) mean / max",
+        "layers within 2 SE (+1 k)",
+    ]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in results:
+        for run in r.get("epoch_errors", []):
+            sm = run["summary"]
+            for setting in ("auto", "all"):
+                e = sm[setting]
+                cells = [
+                    r["model"],
+                    f"{sm['images']} ({sm['batches']}) × {sm['epochs']}",
+                    "defaults (auto)" if setting == "auto" else "all positions",
+                    f"{e['sat_error_mean']:.4f} / {e['sat_error_max']:.4f}",
+                    f"{e['k_error_mean']:.2f} / {e['k_error_max']}",
+                    ""
+                    if setting != "auto"
+                    else "n/a"
+                    if e["within_2se_plus_one_k"] is None
+                    else f"{e['within_2se_plus_one_k']:.0%}",
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -- peak memory ---------------------------------------------------------------------------------
+
+
+def memory_probe(label: str, variant: str, batch: int) -> int:
+    """Peak resident memory (KiB) of a process that runs 3 training steps of one variant."""
+    import resource
+
+    model = build_models()[label][0]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, RESOLUTION, RESOLUTION, generator=g)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    tracker = None
+    if variant != "plain":
+        tracker = SaturationTracker(model, rows="auto" if variant == "ours" else "all")
+    step = make_step(model, x, y)
+    for _ in range(3):
+        step()
+    if tracker is not None:
+        tracker.compute()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def memory(labels: list[str], batches: tuple[int, ...] = (128, 256)) -> list[dict[str, Any]]:
+    import subprocess
+
+    out = []
+    for label in labels:
+        for batch in batches:
+            row: dict[str, Any] = {"model": label, "batch": batch}
+            for variant in ("plain", "ours", "ours_all"):
+                probe = [sys.executable, __file__, "--memory-probe", label, variant, str(batch)]
+                done = subprocess.run(probe, capture_output=True, text=True, check=True)
+                row[variant] = int(done.stdout.strip().splitlines()[-1])
+            out.append(row)
+            print(f"  memory {label} batch {batch}: {row}", file=sys.stderr)
+    return out
+
+
+def memory_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| model | batch | untracked peak MiB | ours (auto) extra MiB | ours (all) extra MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['plain'] / 1024:.0f} | "
+            f"{(r['ours'] - r['plain']) / 1024:+.0f} | {(r['ours_all'] - r['plain']) / 1024:+.0f} |"
+        )
+    return "\n".join(lines)
+
+
+# -- scatter paths per layer ---------------------------------------------------------------------
+
+
+def _blocked_gram(a: torch.Tensor) -> torch.Tensor:
+    """The blocked symmetric product the tracker used to have (``a @ a.T`` computing one
+    triangle by recursion), kept here to measure what it would buy."""
+    m = a.shape[0]
+    if m < 64:
+        return a @ a.T
+    half = m // 2
+    gram = torch.empty((m, m), dtype=a.dtype)
+    torch.mm(a[half:], a.T, out=gram[half:])
+    gram[:half, :half] = _blocked_gram(a[:half])
+    gram[:half, half:] = gram[half:, :half].T
+    return gram
+
+
+def _per_example_full(y: torch.Tensor) -> torch.Tensor:
+    """Every position, reduced example by example in NCHW's own layout (the dropped path)."""
+    b, c = y.shape[:2]
+    shift = y[:: max(1, b // 8)].mean(dim=(0, 2, 3))
+    blocks = (y - shift.view(1, c, 1, 1)).view(b, c, -1)
+    return torch.bmm(blocks, blocks.transpose(1, 2)).sum(dim=0)
+
+
+def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def _conv_shapes(model: nn.Module) -> dict[tuple[int, ...], int]:
+    """Output shape of every conv at batch 128 → how many convs have it."""
+    shapes: dict[tuple[int, ...], int] = {}
+
+    def record(module: nn.Module, args: Any, o: torch.Tensor) -> None:
+        shapes[tuple(o.shape)] = shapes.get(tuple(o.shape), 0) + 1
+
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    handles = [m.register_forward_hook(record) for m in convs]
+    with torch.no_grad():
+        model(torch.randn(BATCH, 3, RESOLUTION, RESOLUTION))
+    for h in handles:
+        h.remove()
+    return shapes
+
+
+def _path_times(shape: tuple[int, ...], gen: torch.Generator, repeats: int) -> dict[str, Any]:
+    y = torch.randn(*shape, generator=gen)
+    b, c, p = shape[0], shape[1], shape[2] * shape[3]
+    per_ex = -(-auto_rows(c) // b)
+    sampled = 2 * per_ex <= p
+    rows = torch.randn(c, b * per_ex if sampled else b * p, generator=gen)
+    row = {
+        "shape": list(shape),
+        "sampled": sampled,
+        "matmul_ms": _median_ms(lambda: rows @ rows.T, repeats),
+        "blocked_ms": _median_ms(lambda: _blocked_gram(rows), repeats),
+        "all_chunked_ms": _median_ms(lambda: SF.channels_first_batch_moments(y), repeats),
+        "all_per_example_ms": _median_ms(lambda: _per_example_full(y), repeats),
+    }
+    row["auto_ms"] = (
+        _median_ms(lambda: SF.sampled_map_moments(y, per_ex, generator=gen), repeats)
+        if sampled
+        else row["all_chunked_ms"]
+    )
+    return row
+
+
+def paths(labels: list[str], repeats: int = 15) -> list[dict[str, Any]]:
+    """Per layer shape of each model at batch 128: ms of the scatter at the defaults (one
+    matmul vs the blocked product on the same rows) and at every position (channels-first
+    chunks, the tracker's path, vs per-example products)."""
+    out = []
+    gen = torch.Generator().manual_seed(0)
+    for label in labels:
+        for shape, count in _conv_shapes(build_models()[label][0]).items():
+            row = {"model": label, "layers": count, **_path_times(shape, gen, repeats)}
+            out.append(row)
+            print(f"  paths {label} {shape}: {row}", file=sys.stderr)
+    return out
+
+
+def paths_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| model | map (×layers) | defaults: rows | one matmul ms | blocked ms | all: chunked ms | all: per-example ms | defaults total ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        b, c, h, w = r["shape"]
+        n = b * -(-auto_rows(c) // b) if r["sampled"] else b * h * w
+        lines.append(
+            f"| {r['model']} | {c}×{h}×{w} (×{r['layers']}) | {n} | {r['matmul_ms']:.2f} | "
+            f"{r['blocked_ms']:.2f} | {r['all_chunked_ms']:.2f} | {r['all_per_example_ms']:.2f} | "
+            f"{r['auto_ms']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -463,33 +761,61 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (rounds)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
-    parser.add_argument("--eval-batches", type=int, default=3, help="batches for the error columns")
+    parser.add_argument("--eval-batches", type=int, default=3, help="batches of delve's error")
     parser.add_argument("--models", nargs="*", default=None, help="subset: VGG16 ResNet-18")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
+    parser.add_argument("--no-timing", action="store_true", help="skip the step timings")
+    parser.add_argument(
+        "--error-epochs", type=int, default=0, help="epochs of the real-data error (0: skip)"
+    )
+    parser.add_argument(
+        "--error-images",
+        type=int,
+        nargs="*",
+        default=[1280, 5120],
+        help="training images per epoch of the error runs (one run each)",
+    )
+    parser.add_argument("--memory", action="store_true", help="measure the peak memory")
+    parser.add_argument("--paths", action="store_true", help="time the scatter paths per layer")
+    parser.add_argument("--memory-probe", nargs=3, metavar=("MODEL", "VARIANT", "BATCH"))
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        label, variant, batch = args.memory_probe
+        print(memory_probe(label, variant, int(batch)))
+        return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
     device = torch.device(args.device)
     if device.type == "cuda":  # the untracked steps run at the usual TF32 setting
         torch.backends.cudnn.benchmark = True
     results = []
+    labels = []
     for label, (model, source) in build_models().items():
         if args.models and label not in args.models:
             continue
-        r = bench_model(
-            label,
-            model,
-            device=device,
-            rounds=args.steps,
-            warmup=args.warmup,
-            eval_batches=args.eval_batches,
-        )
-        r["source"] = source
+        labels.append(label)
+        r: dict[str, Any] = {"model": label, "source": source}
+        if not args.no_timing:
+            r.update(
+                bench_model(
+                    label,
+                    model,
+                    device=device,
+                    rounds=args.steps,
+                    warmup=args.warmup,
+                    eval_batches=args.eval_batches,
+                )
+            )
+        if args.error_epochs:
+            r["epoch_errors"] = [
+                epoch_errors(model, device=device, epochs=args.error_epochs, images=n)
+                for n in args.error_images
+            ]
         results.append(r)
         print(f"{label}: done ({source})", file=sys.stderr)
     env = {
@@ -501,12 +827,33 @@ def main(argv: list[str] | None = None) -> int:
         "resolution": RESOLUTION,
         "steps": args.steps,
         "warmup": args.warmup,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_at_start": list(_load()),
     }
+    extra: dict[str, Any] = {}
     print(json.dumps(env))
-    print(table(results))
+    if not args.no_timing:
+        print(table(results))
+    if args.error_epochs:
+        print(error_table(results))
+    if args.memory:
+        extra["memory"] = memory(labels)
+        print(memory_table(extra["memory"]))
+    if args.paths:
+        extra["paths"] = paths(labels)
+        print(paths_table(extra["paths"]))
     if args.json:
-        args.json.write_text(json.dumps({"env": env, "results": results}, indent=1, default=str))
+        payload = {"env": env, "results": results, **extra}
+        args.json.write_text(json.dumps(payload, indent=1, default=str))
     return 0
+
+
+def _load() -> tuple[float, ...]:
+    import os
+
+    with contextlib.suppress(OSError):
+        return os.getloadavg()
+    return ()
 
 
 def _device_name(device: torch.device) -> str:
