@@ -7,7 +7,10 @@ shorter side resized to the resolution (antialiased) and centre-cropped to a squ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +38,48 @@ def split_dirs(path: str | Path) -> tuple[Path, Path | None]:
     return root, None
 
 
+def check_links(directory: Path) -> None:
+    """Refuse a folder whose links lead back into itself (DatasetError).
+
+    torchvision lists an image folder following links to directories and does not notice
+    cycles: a link up the tree (``cat/up -> ..``) makes it walk ~40 levels deep (until the OS
+    gives up, ELOOP) and list the images there again, under the wrong class, for every level
+    and branch, so the listing grows exponentially with the links. Each real directory is
+    visited once here; one that is reached a second time is the error. Links to directories
+    outside the folder, and links to files, are fine.
+    """
+    root = directory.resolve()
+    seen = {root}
+    stack = [directory]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError:
+            continue  # unreadable: torchvision's listing skips it too
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                continue  # a dangling link or a link loop to itself: not a directory
+            if not is_dir:
+                continue
+            real = Path(entry.path).resolve()
+            if real in seen:
+                shown = directory / Path(entry.path).relative_to(directory)
+                raise DatasetError(
+                    f"imagefolder: {shown} links back into the image folder (to {real}), so its "
+                    "images would be listed again, under another class; remove the link"
+                )
+            seen.add(real)
+            stack.append(Path(entry.path))
+
+
 def list_folder(directory: Path) -> Any:
     """A torchvision ImageFolder listing of ``directory`` (nothing decoded)."""
     from torchvision.datasets import ImageFolder
 
+    check_links(directory)
     try:
         return ImageFolder(str(directory))
     except (FileNotFoundError, ValueError) as exc:
@@ -57,9 +98,41 @@ def describe_folder(path: str | Path) -> tuple[int, int]:
 
     train_dir, _ = split_dirs(path)
     folder = list_folder(train_dir)
-    with Image.open(folder.samples[0][0]) as image:
-        side = min(image.size)
+    first = folder.samples[0][0]
+    try:
+        with _bombs_refused(first), Image.open(first) as image:
+            side = min(image.size)
+    except DatasetError as exc:
+        raise DatasetError(f"imagefolder:{path}: {exc}") from exc
     return len(folder.classes), min(max(side, 4), 1024)
+
+
+@contextmanager
+def _bombs_refused(path: str) -> Iterator[None]:
+    """An image whose header declares more pixels than PIL decodes without warning
+    (``Image.MAX_IMAGE_PIXELS``, ~89 M: a decompression bomb, or a photo far larger than any
+    input resolution) is a DatasetError naming the file, not PIL's warning (over the limit)
+    or traceback (over twice the limit)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DatasetError(
+                f"cannot read an image ({path}: {reraised_line(exc)}); remove it, or replace it "
+                "with a smaller copy"
+            ) from exc
+
+
+def _load_rgb(path: str) -> Any:
+    """The image at ``path`` as an RGB PIL image (torchvision's default loader, with
+    decompression bombs refused)."""
+    from PIL import Image
+
+    with _bombs_refused(path), open(path, "rb") as fh, Image.open(fh) as image:
+        return image.convert("RGB")
 
 
 def _transform(resolution: int) -> Callable[[Any], Tensor]:
@@ -98,7 +171,7 @@ class FolderItems(Dataset[tuple[Tensor, int]]):
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         path, label = self.folder.samples[self.indices[i]]
         try:
-            x = self.transform(self.folder.loader(path))
+            x = self.transform(_load_rgb(path))
         except OSError as exc:  # PIL: not an image, truncated, unreadable
             raise DatasetError(
                 f"cannot read an image ({path}: {reraised_line(exc)}); remove or replace that file"

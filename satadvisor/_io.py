@@ -21,6 +21,7 @@ Every ``OSError`` becomes an :class:`~satadvisor.errors.OutputError` with a one-
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -39,6 +40,8 @@ _MARKER_TEXT = "This directory was written by satadvisor and is replaced on the 
 
 _MARKER_LIST_HEAD = "Files it wrote (anything else here keeps it from being replaced):\n"
 _MARKER_MAX_BYTES = 1 << 16
+#: Attempts at swapping a report into place while other writers swap theirs.
+_SWAP_TRIES = 5
 _LEGACY = "/legacy"  # stands for "every regular file" (no file name contains '/')
 
 
@@ -253,19 +256,40 @@ def _is_listed(path: Path, listed: set[str]) -> bool:
 
 
 def _swap_into_place(stage: Path, final: Path) -> None:
-    if not final.exists():
-        os.rename(stage, final)
+    """Rename ``stage`` to ``final``, the previous ``final`` aside first (then deleted).
+
+    Several workers of one study finish at once and write the same report: another one may
+    put its report in place, or move the previous one aside, between our renames. Then the
+    swap starts over (a few times); when another's complete report took the place just as ours
+    would, ours is dropped: both are the same study's, and the last one stands either way.
+    """
+    for _ in range(_SWAP_TRIES):
+        if not final.exists():
+            try:
+                os.rename(stage, final)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                continue  # another writer's report arrived first: swap with it
+            _fsync_dir(final.parent)
+            return
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(final, old)
+        except FileNotFoundError:
+            continue  # another writer moved it aside just now
+        try:
+            os.rename(stage, final)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another's new report is there
+                shutil.rmtree(old, ignore_errors=True)
+                return
+            os.rename(old, final)  # put the previous report back before reporting the failure
+            raise
         _fsync_dir(final.parent)
+        shutil.rmtree(old, ignore_errors=True)
         return
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(final, old)
-    try:
-        os.rename(stage, final)
-    except OSError:
-        os.rename(old, final)  # put the previous report back before reporting the failure
-        raise
-    _fsync_dir(final.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    raise OSError(errno.EBUSY, "other processes keep replacing it at the same time")
 
 
 def _output_error(final: Path, exc: OSError) -> OutputError:

@@ -472,9 +472,15 @@ def _search_space(
                 f"{shown}: SEARCH_SPACE[{key!r}] is empty; give at least one value"
             )
         checked: list[Any] = []
+        seen: set[Any] = set()  # a long list (100k values) is checked in linear time
         for value in values:
             value = _space_value(key, value, knobs, shown)
-            if value in checked:
+            try:
+                twice = value in seen
+                seen.add(value)
+            except TypeError:  # unhashable: compared one by one
+                twice = value in checked
+            if twice:
                 raise ModelFileError(
                     f"{shown}: SEARCH_SPACE[{key!r}] lists {value!r} twice; list each value once"
                 )

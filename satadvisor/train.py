@@ -229,6 +229,32 @@ def majority_rate(split: Split) -> float:
     return float(torch.bincount(labels).max()) / labels.numel()
 
 
+def _read_saturation(
+    tracker: SaturationTracker | None, epoch: int
+) -> tuple[dict[str, list[LayerSaturation]] | None, str | None]:
+    """The epoch's saturation of both phases (then the tracker is reset), or why it cannot be
+    measured: activations so large or non-finite that the eigen-solver fails on their
+    covariance (or yields no finite saturation) while the loss stayed finite — the run
+    diverged; the model's forward pass is not at fault."""
+    if tracker is None:
+        return None, None
+    try:
+        saturation = {phase: tracker.compute(phase) for phase in PHASES}
+    except torch.linalg.LinAlgError:
+        return None, (
+            f"layer activations diverged in epoch {epoch} (too large or not finite: the "
+            "saturation's eigen-solver failed on their covariance)"
+        )
+    tracker.reset()
+    bad = [s.name for ss in saturation.values() for s in ss if not math.isfinite(s.saturation)]
+    if bad:
+        return None, (
+            f"layer activations diverged in epoch {epoch} (too large or not finite: no finite "
+            f"saturation for {bad[0]})"
+        )
+    return saturation, None
+
+
 def run(
     model: nn.Module,
     data: DataBundle,
@@ -336,6 +362,11 @@ def run(
             result.status = "diverged"
             result.reason = f"{data.eval_name} loss became {eval_loss} in epoch {epoch + 1}"
             break
+        saturation, unmeasurable = _read_saturation(tracker, epoch + 1)
+        if unmeasurable is not None:
+            result.status = "diverged"
+            result.reason = unmeasurable
+            break
         record = EpochRecord(
             epoch=epoch + 1,
             train_loss=train_loss,
@@ -355,9 +386,8 @@ def run(
             initial_loss=result.initial_loss,
             final_loss=train_loss,
         )
-        if tracker is not None:
-            result.saturation.append({phase: tracker.compute(phase) for phase in PHASES})
-            tracker.reset()
+        if saturation is not None:
+            result.saturation.append(saturation)
         if on_epoch is not None and on_epoch(record):
             result.status = "pruned"
             result.reason = f"stopped by the epoch callback after epoch {epoch + 1}"

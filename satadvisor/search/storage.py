@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import sqlite3
 import time
@@ -64,7 +65,9 @@ def _check_sqlite_file(path: Path, url: str) -> None:
     writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
     try:
         uri = f"file:{path}?mode={'rw' if writable else 'ro'}"
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:  # closed before Optuna
+        # (waiting for the lock: another worker may be creating a fresh file's tables)
+        connection = sqlite3.connect(uri, uri=True, timeout=120)
+        with contextlib.closing(connection) as conn:  # closed before Optuna
             tables = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
@@ -216,14 +219,7 @@ def open_storage(url: str, *, heartbeat: bool = False) -> BaseStorage:
         if scheme in ("postgresql", "postgres"):
             engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
-        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL if heartbeat else None,
-                grace_period=GRACE_PERIOD if heartbeat else None,
-            )
+        return _rdb_storage(url, engine_kwargs, heartbeat=heartbeat)
     except ImportError as exc:
         fix = (
             "pip install 'satadvisor[mysql]' and use mysql+pymysql://user@host/db"
@@ -240,6 +236,40 @@ def open_storage(url: str, *, heartbeat: bool = False) -> BaseStorage:
             else "check the URL and that the database server is running"
         )
         raise StorageError(f"cannot open storage {redact(url)}: {_first_line(exc)}; {fix}") from exc
+
+
+#: Errors of workers that create a fresh storage's tables at the same moment (SQLite: "table
+#: studies already exists", "UNIQUE constraint failed: version_info…"; PostgreSQL: "duplicate
+#: key value violates unique constraint …", "relation … already exists"; "database is locked").
+_CREATION_RACE = re.compile(
+    r"already exists|duplicate key value|UNIQUE constraint failed|database is locked", re.I
+)
+#: How often a storage whose tables another worker is creating is opened again.
+CREATION_TRIES = 8
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, object], *, heartbeat: bool) -> RDBStorage:
+    """Optuna's RDBStorage, opened again when its table creation raced another worker's.
+
+    Optuna creates a fresh database's tables (and stamps its schema version) when it opens
+    it; several workers starting at once on a new file or database collide there, and all
+    but one fail. What they collided on was made by the winner, so opening again succeeds.
+    """
+    for attempt in range(CREATION_TRIES):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    engine_kwargs=dict(engine_kwargs),
+                    heartbeat_interval=HEARTBEAT_INTERVAL if heartbeat else None,
+                    grace_period=GRACE_PERIOD if heartbeat else None,
+                )
+        except Exception as exc:
+            if attempt + 1 == CREATION_TRIES or not _CREATION_RACE.search(_first_line(exc)):
+                raise
+            time.sleep(0.05 * (attempt + 1) * (1 + random.random()))  # let the winner finish
+    raise AssertionError("unreachable")
 
 
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|pass)=)[^&\s'\"]*")
