@@ -65,7 +65,9 @@ class Recommendation:
     changes; empty for a change to make by hand), ``knobs`` the full resulting knobs,
     ``resolution`` the resulting input resolution in px, ``unproductive_after`` the number of
     unproductive layers of the changed model (None when not analysed), ``set_args`` the CLI
-    arguments that apply the change."""
+    arguments that apply the change. ``model`` names the model those arguments apply to when it
+    is not the analysed one: the built-in family of a preset or library model whose own knobs
+    cannot make the change (``satadvisor analyze MODEL SET_ARGS``; None: the analysed model)."""
 
     kind: RecommendationKind
     title: str
@@ -76,6 +78,7 @@ class Recommendation:
     cost: Cost | None = None
     unproductive_after: int | None = None
     set_args: str = ""
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -93,14 +96,35 @@ def is_conv(module_type: str) -> bool:
     return "conv" in module_type.lower()
 
 
-def short_names(names: Sequence[str]) -> dict[str, str]:
-    """Qualified name -> its last component where that is unique and not a bare index."""
+def short_names(
+    names: Sequence[str], types: Mapping[str, str] | Sequence[str] | None = None
+) -> dict[str, str]:
+    """Qualified name -> the label a person reads (verdicts, terminal, report).
+
+    A named layer keeps its name: the last component where that is unique (``conv8`` for
+    ``features.conv8``), else the qualified name (``layer1.0.conv1``). An unnamed layer — one
+    whose name ends in a bare index, as the children of an ``nn.Sequential`` do — gets its type
+    and its number among the layers of that type in ``names`` (forward order), with the
+    qualified name: ``Conv2d #5 (features.17)``. ``types`` gives each layer's module type (by
+    name, or in the order of ``names``); without it an unnamed layer keeps its qualified name.
+    """
+    if types is not None and not isinstance(types, Mapping):
+        types = dict(zip(names, types, strict=True))
     last = [name.rsplit(".", 1)[-1] for name in names]
     counts = Counter(last)
-    return {
-        name: tail if counts[tail] == 1 and not tail.isdigit() else name
-        for name, tail in zip(names, last, strict=True)
-    }
+    seen: Counter[str] = Counter()
+    labels = {}
+    for name, tail in zip(names, last, strict=True):
+        kind = types.get(name) if types is not None else None
+        if kind:
+            seen[kind] += 1
+        if not tail.isdigit():
+            labels[name] = tail if counts[tail] == 1 else name
+        elif kind:
+            labels[name] = f"{kind} #{seen[kind]} ({name})"
+        else:
+            labels[name] = name
+    return labels
 
 
 def span_label(names: Sequence[str], labels: Mapping[str, str]) -> str:
@@ -120,6 +144,16 @@ def names_label(names: Sequence[str], order: Sequence[str], labels: Mapping[str,
             runs.append([name])
     parts = [span_label(run, labels) for run in runs]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def layer_labels(findings: Sequence[Finding], rf: ReceptiveFieldAnalysis | None) -> dict[str, str]:
+    """The labels of the layers ``findings`` name, numbered as :func:`short_names` numbers the
+    whole model (every layer of ``rf`` in forward order, when there is one)."""
+    layers = list(rf.layers) if rf is not None else []
+    names = [x.name for x in layers]
+    names += [n for f in findings for n in f.layers if n not in set(names)]
+    types = {x.name: x.module_type for x in layers}
+    return short_names(list(dict.fromkeys(names)), types)
 
 
 def format_set_args(changes: Mapping[str, Any]) -> str:
@@ -307,7 +341,7 @@ def _efficiency(bench: _Workbench, tail: Finding) -> Recommendation | None:
         return None
     convs, depth = found
     rationale = (
-        f"{tail.message} Depth {depth} builds {convs} conv layers instead of {total} (at most "
+        f"Depth {depth} builds {convs} conv layers instead of {total} (at most "
         f"{total} − {len(tail.layers)} = {target})."
     )
     return bench.make(
@@ -352,7 +386,7 @@ def _rf_changes(bench: _Workbench, base: nn.Module, knob: str, value: Any) -> di
 
 def _rf_rationale(tail: Finding, effect: str) -> str:
     return (
-        f"{tail.message} Slower receptive-field growth keeps the deep layers' inputs smaller "
+        f"Slower receptive-field growth keeps the deep layers' inputs smaller "
         f"than the image: {effect}."
     )
 
@@ -420,10 +454,7 @@ def _performance(
     if best is not None and best > bench.resolution:
         check = bench.analyze(base, best)
         if check is not None and not check.unproductive:
-            rationale = (
-                f"{tail.message} {best} px is the smallest resolution at which no layer is "
-                "unproductive."
-            )
+            rationale = f"{best} px is the smallest resolution at which no layer is unproductive."
             title = f"Raise the resolution: {bench.resolution} → {best} px"
             rec = bench.make("performance", title, {"resolution": best}, rationale)
             out += [rec] if rec is not None else []
@@ -449,7 +480,7 @@ def _lower_resolution(
     if target >= bench.resolution:
         return None
     rationale = (
-        f"{early.message} The resolution at which the early layers stop being under-used cannot "
+        f"The resolution at which the early layers stop being under-used cannot "
         f"be computed without training: halving toward {floor} px{why} gives {target} px — "
         "profile again there."
     )
@@ -468,7 +499,10 @@ def _width(bench: _Workbench, finding: Finding) -> Recommendation | None:
     if new == current:
         return None
     title = f"{'Widen' if narrow else 'Narrow'} the network: width {current} → {new}"
-    rationale = f"{finding.message} {'Doubling' if narrow else 'Halving'} the width knob."
+    rationale = (
+        f"{'Doubling' if narrow else 'Halving'} the width knob: those layers use almost "
+        f"{'all' if narrow else 'none'} of their channels."
+    )
     return bench.make("width", title, {"width": new}, rationale)
 
 
@@ -481,10 +515,102 @@ def _by_hand(
     return Recommendation(kind, title, {}, dict(bench.knobs), bench.resolution, rationale)
 
 
-def _textual(findings: Sequence[Finding], bench: _Workbench) -> list[Recommendation]:
+def _source(spec: SpecLike) -> str:
+    return str(getattr(spec, "source", "") or "the model")
+
+
+def _owned(spec: SpecLike) -> bool:
+    """Whether the model's code is the user's (a model file), not satadvisor's built-in models
+    or a library's (``builtin:``, ``torchvision:``, ``timm:``)."""
+    return not _source(spec).startswith(("builtin:", "torchvision:", "timm:"))
+
+
+def _family_moves(
+    findings: Mapping[str, Finding], bench: _Workbench, rf: ReceptiveFieldAnalysis | None
+) -> list[Recommendation]:
+    """The moves of the built-in family that builds a preset or library model, for the knobs
+    the model itself lacks (a preset has no depth knob; the family has).
+
+    Each move is built and measured with the family's knobs and its cost given against the
+    analysed model; ``model`` names the family and ``set_args`` pin every family knob that
+    differs from the family's defaults, so the command builds the changed model from scratch.
+    """
+    from satadvisor import models
+    from satadvisor import spec as spec_mod
+
+    source = _source(bench.spec)
+    member = models.family_member(source, bench.knobs)
+    if member is None or _owned(bench.spec):
+        return []
+    family_spec = spec_mod.load(member.family)
+    fam = _Workbench(
+        family_spec,
+        dict(member.knobs),
+        bench.resolution,
+        bench.num_classes,
+        bench.in_channels,
+        bench.source_resolution,
+    )
+    moves: list[Recommendation | None] = []
+    if "tail" in findings:
+        if "depth" in fam.knobs:
+            moves.append(_efficiency(fam, findings["tail"]))
+        moves += _performance(fam, findings["tail"], rf)
+    capacity = [findings[k] for k in ("too_narrow", "too_wide") if k in findings]
+    if capacity and "width" in fam.knobs:
+        moves.append(_width(fam, max(capacity, key=lambda f: len(f.layers))))
+    name = source.removeprefix("builtin:")
+    same = ", ".join(
+        f"{k}={format_set_args({k: v}).split('=', 1)[1]}" for k, v in member.knobs.items()
+    )
+    note = f" ({member.note})" if member.note else ""
+    out = []
+    for move in moves:
+        if move is None:
+            continue
+        missing = sorted(k for k in move.changes if k != "resolution" and k not in bench.knobs)
+        if not missing:
+            continue  # the model's own knobs make this move (offered as such)
+        knobs = {**member.knobs, **{k: v for k, v in move.changes.items() if k != "resolution"}}
+        pins = {k: v for k, v in knobs.items() if family_spec.knobs.get(k) != v}
+        if "resolution" in move.changes:
+            pins["resolution"] = move.changes["resolution"]
+        cost = move.cost
+        if cost is not None and bench.baseline is not None:
+            base = bench.baseline
+            cost = Cost(
+                cost.macs,
+                cost.params,
+                cost.macs / max(base.macs, 1),
+                cost.params / max(base.params, 1),
+            )
+        rationale = (
+            f"{name} has no {' or '.join(missing)} knob; the built-in {member.family} family "
+            f"builds its layers with {same}{note}. {move.rationale}"
+        )
+        out.append(
+            Recommendation(
+                move.kind,
+                f"{move.title} in the {member.family} family",
+                dict(move.changes),
+                knobs,
+                move.resolution,
+                rationale,
+                cost,
+                move.unproductive_after,
+                format_set_args(pins),
+                member.family,
+            )
+        )
+    return out
+
+
+def _textual(
+    findings: Sequence[Finding], bench: _Workbench, rf: ReceptiveFieldAnalysis | None
+) -> list[Recommendation]:
     """Changes to make in the model's code, for models without the knob that would make them."""
     out = []
-    labels = short_names([n for f in findings for n in f.layers])
+    labels = layer_labels(findings, rf)
     for f in findings:
         span = names_label(f.layers, list(f.layers), labels) if f.layers else ""
         if f.kind == "tail" and "depth" not in bench.knobs:
@@ -500,21 +626,24 @@ def _textual(findings: Sequence[Finding], bench: _Workbench) -> list[Recommendat
                     f"{_count(saved[1])} of the {_count(base.params)} parameters go; the "
                     "layers around them may need their channels matched."
                 )
-            out.append(
-                _by_hand(
-                    "efficiency",
-                    title,
-                    f"{f.message} The model has no depth knob: delete those {len(f.layers)} "
-                    f"layers in its code.{predicted}",
-                    bench,
+            if _owned(bench.spec):
+                how = (
+                    f"The model has no depth knob: delete those {len(f.layers)} layers in its code."
                 )
-            )
+            else:
+                how = (
+                    f"{_source(bench.spec)} has no depth knob and its code is not part of your "
+                    f"project: take a shallower model of its family, or copy its definition into a "
+                    f"model file and delete those {len(f.layers)} layers there."
+                )
+                title = title.replace(" by hand", " in a copy of its code")
+            out.append(_by_hand("efficiency", title, f"{how}{predicted}", bench))
         if f.kind == "tail" and not bench.spec.optimisable:
             out.append(
                 _by_hand(
                     "performance",
                     "Slow the receptive-field growth by hand",
-                    f"{f.message} Remove an early downsampling (stride or pooling), use smaller "
+                    "Remove an early downsampling (stride or pooling), use smaller "
                     "kernels, or train at a higher input resolution.",
                     bench,
                 )
@@ -524,7 +653,7 @@ def _textual(findings: Sequence[Finding], bench: _Workbench) -> list[Recommendat
                 _by_hand(
                     "resolution",
                     "Lower the input resolution",
-                    f"{f.message} Train at about half the resolution ({bench.resolution // 2} "
+                    f"Train at about half the resolution ({bench.resolution // 2} "
                     "px) and profile again.",
                     bench,
                 )
@@ -536,8 +665,12 @@ def _textual(findings: Sequence[Finding], bench: _Workbench) -> list[Recommendat
                 _by_hand(
                     "width",
                     f"{change} {span} by hand",
-                    f"{f.message} The model has no width knob: {factor} their channels in its "
-                    "code.",
+                    f"The model has no width knob: {factor} their channels in its "
+                    + (
+                        "code."
+                        if _owned(bench.spec)
+                        else "code (a copy of it: it is library code)."
+                    ),
                     bench,
                 )
             )
@@ -574,7 +707,12 @@ def recommend(
     first: dict[str, Finding] = {}
     for f in findings:
         first.setdefault(f.kind, f)
-    recs: list[Recommendation | None] = list(_textual(findings, bench))
+    family = _family_moves(first, bench, rf) if spec.optimisable else []
+    textual = _textual(findings, bench, rf)
+    if any(r.changes.get("depth") is not None for r in family):
+        # the family's depth replaces cutting the layers out of code the user does not own
+        textual = [r for r in textual if not (r.kind == "efficiency" and not r.changes)]
+    recs: list[Recommendation | None] = [*textual, *family]
     if spec.optimisable:
         if "tail" in first:
             if "depth" in bench.knobs:
@@ -599,7 +737,7 @@ def recommend(
                 {},
                 dict(bench.knobs),
                 bench.resolution,
-                first["even"].message,
+                "No finding calls for a change of the architecture (the verdict says why).",
                 bench.baseline,
                 unproductive,
             )

@@ -12,7 +12,9 @@ and ``resnet18_cifar`` (3x3 stride-1 stem, no max-pool)::
 from __future__ import annotations
 
 from satadvisor.models._registry import (
+    FamilyMember,
     create_model,
+    family_member,
     get_model_fn,
     input_dims,
     list_models,
@@ -34,12 +36,14 @@ __all__ = [
     "KNOB_CHOICES",
     "VGG",
     "BasicBlock",
+    "FamilyMember",
     "PlainCNN",
     "PlainStage",
     "ResNet",
     "ResNetStage",
     "VGGStage",
     "create_model",
+    "family_member",
     "get_model_fn",
     "input_dims",
     "list_models",

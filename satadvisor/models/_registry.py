@@ -11,7 +11,8 @@ architecture *knobs* the advisor can read and the search can change.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from torch import nn
@@ -34,6 +35,39 @@ def register_model(fn: F) -> F:
         raise ValueError(f"a model named {name!r} is already registered")
     _MODELS[name] = fn
     return fn
+
+
+@dataclass(frozen=True)
+class FamilyMember:
+    """A model that a registered family builds with its own knobs (a preset, a library model),
+    so advice for it can change knobs the model itself does not have.
+
+    ``family``: the registered family's name; ``knobs``: the family's knob values that build the
+    member's layers; ``note``: what the family's build differs in (empty: nothing).
+    """
+
+    family: str
+    knobs: dict[str, Any]
+    note: str = ""
+
+
+_MEMBERS: dict[str, Callable[[Mapping[str, Any]], FamilyMember | None]] = {}
+
+
+def register_member(
+    source: str, member: Callable[[Mapping[str, Any]], FamilyMember | None]
+) -> None:
+    """Declare that ``source`` (``"vgg16"``, ``"torchvision:resnet18"``) belongs to a family:
+    ``member`` maps the model's knob values to the family's (None: not for those values)."""
+    _MEMBERS[source] = member
+
+
+def family_member(source: str, knobs: Mapping[str, Any]) -> FamilyMember | None:
+    """The family that builds ``source`` (``builtin:NAME``, ``NAME`` or a library name) with
+    ``knobs``, or None when it has none."""
+    key = source.removeprefix("builtin:")
+    member = _MEMBERS.get(key)
+    return member(knobs) if member is not None else None
 
 
 def list_models() -> list[str]:

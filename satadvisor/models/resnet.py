@@ -12,16 +12,19 @@ the published names: 10 -> (1, 1, 1, 1) blocks per stage, 18 -> (2, 2, 2, 2),
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from satadvisor.models._registry import (
+    FamilyMember,
     check_odd_kernel,
     check_positive,
     init_weights,
+    register_member,
     register_model,
 )
 
@@ -199,3 +202,31 @@ def resnet18_cifar(
         num_classes=num_classes,
         in_channels=in_channels,
     )
+
+
+def _resnet_member(
+    depth: int, stem: tuple[int, int, bool]
+) -> Callable[[Mapping[str, Any]], FamilyMember]:
+    """The ``resnet`` family's knobs for ResNet-``depth`` with the stem (kernel, stride, pool)."""
+
+    def member(knobs: Mapping[str, Any]) -> FamilyMember:
+        return FamilyMember(
+            "resnet",
+            {
+                "depth": depth,
+                "kernel_size": int(knobs.get("kernel_size", 3)),
+                "width": int(knobs.get("width", 64)),
+                "downsamplings": 3,
+                "stem_kernel": stem[0],
+                "stem_stride": stem[1],
+                "stem_pool": stem[2],
+            },
+        )
+
+    return member
+
+
+register_member("resnet18", _resnet_member(18, (7, 2, True)))
+register_member("resnet18_cifar", _resnet_member(18, (3, 1, False)))
+for _depth in (18, 34):  # torchvision's BasicBlock ResNets, ImageNet stem
+    register_member(f"torchvision:resnet{_depth}", _resnet_member(_depth, (7, 2, True)))

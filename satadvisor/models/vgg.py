@@ -24,17 +24,20 @@ which is exactly what the receptive-field analysis flags).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from satadvisor.models._registry import (
+    FamilyMember,
     check_odd_kernel,
     check_positive,
     check_stage_layout,
     init_weights,
+    register_member,
     register_model,
     split_evenly,
 )
@@ -247,3 +250,40 @@ def vgg19(
 ) -> nn.Module:
     """VGG19 (configuration E: 16 convs, 5 pools) with batch norm and the CIFAR head."""
     return _preset("vgg19", width, kernel_size, batch_norm, num_classes, in_channels)
+
+
+def _vgg_member(name: str, *, library: bool = False) -> Callable[[Mapping[str, Any]], FamilyMember]:
+    """The ``vgg`` family's knobs for a published configuration (its convs over 5 stages of
+    5 pools, channels doubling from ``width``)."""
+    convs = VGG_CONFIGS[name.removesuffix("_bn")]
+    notes = []
+    if split_evenly(sum(convs), 5) != convs:
+        spread = "-".join(str(n) for n in split_evenly(sum(convs), 5))
+        notes.append(f"its convs per stage are {spread} instead of {'-'.join(map(str, convs))}")
+    if library:
+        notes.append("its head is global average pooling and one Linear layer instead of a 7×7 "
+                     "pool and a 4096-wide MLP")  # fmt: skip
+    else:
+        notes.append("its head is one Linear layer instead of the two-layer MLP")
+
+    def member(knobs: Mapping[str, Any]) -> FamilyMember:
+        return FamilyMember(
+            "vgg",
+            {
+                "depth": sum(convs),
+                "kernel_size": int(knobs.get("kernel_size", 3)),
+                "width": int(knobs.get("width", 64)),
+                "downsamplings": 5,
+                "batch_norm": bool(knobs.get("batch_norm", name.endswith("_bn") or not library)),
+                "stages": 5,
+            },
+            "; ".join(notes),
+        )
+
+    return member
+
+
+for _name in VGG_CONFIGS:
+    register_member(_name, _vgg_member(_name))
+    for _variant in (_name, f"{_name}_bn"):
+        register_member(f"torchvision:{_variant}", _vgg_member(_variant, library=True))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -169,16 +170,27 @@ def _static(name: str) -> str:
     return resources.files("satadvisor.report").joinpath("static").joinpath(name).read_text("utf-8")
 
 
-def render_page(template: str, context: Mapping[str, Any]) -> str:
-    """Render a page template; the shared CSS and JS are inlined (no network, one file)."""
+def render_page(template: str, context: Mapping[str, Any], *, single_file: bool = False) -> str:
+    """Render a page template; the shared CSS and JS are inlined (no network).
+
+    ``single_file``: plotly.js is inlined too (about 5 MB), so the page is the whole report and
+    opens without its folder; otherwise it loads ``plotly.min.js`` from beside it.
+    """
     page = environment().get_template(template)
-    # Our own static files, not user input: safe to insert verbatim.
+    # Our own static files and the installed plotly bundle, not user input: inserted verbatim.
     return page.render(
         **context,
         css=Markup(_static("report.css")),
         js=Markup(_static("report.js")),
         plotly_js=PLOTLY_JS,
+        plotly_inline=Markup(_inline_script(plotly_js())) if single_file else None,
     )
+
+
+def _inline_script(code: str) -> str:
+    """JavaScript made safe between ``<script>`` tags: ``</script`` (in a string or regular
+    expression: the only places minified code can hold it) becomes ``<\\/script``."""
+    return re.sub(r"</(script)", r"<\\/\1", code, flags=re.IGNORECASE)
 
 
 def plotly_js() -> str:
@@ -188,8 +200,11 @@ def plotly_js() -> str:
     return str(get_plotlyjs())
 
 
-def write_bundle(out_dir: str | os.PathLike[str], files: Mapping[str, str]) -> Path:
-    """Write ``files`` (name → text) and ``plotly.min.js`` into ``out_dir`` as one atomic swap.
+def write_bundle(
+    out_dir: str | os.PathLike[str], files: Mapping[str, str], *, single_file: bool = False
+) -> Path:
+    """Write ``files`` (name → text) and ``plotly.min.js`` into ``out_dir`` as one atomic swap
+    (``single_file``: without ``plotly.min.js``, which the page then holds itself).
 
     Returns ``out_dir/index.html``. Raises :class:`~satadvisor.errors.OutputError` when the
     directory cannot be written; the previous contents then stay as they were.
@@ -197,5 +212,6 @@ def write_bundle(out_dir: str | os.PathLike[str], files: Mapping[str, str]) -> P
     with staged_dir(out_dir) as stage:
         for name, text in files.items():
             (stage / name).write_text(text, encoding="utf-8")
-        (stage / PLOTLY_JS).write_text(plotly_js(), encoding="utf-8")
+        if not single_file:
+            (stage / PLOTLY_JS).write_text(plotly_js(), encoding="utf-8")
     return Path(out_dir) / "index.html"

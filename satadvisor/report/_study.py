@@ -45,11 +45,14 @@ DEFAULT_VALIDATE_SEEDS = 3
 VERDICT_BADGE = {"confirmed": "good", "not confirmed": "unconfirmed", "tie": "tie"}
 
 
-def write_study(summary: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
+def write_study(
+    summary: Mapping[str, Any], out_dir: str | os.PathLike[str], *, single_file: bool = False
+) -> Path:
     """Write the report of one study into ``out_dir``; return ``out_dir/index.html``.
 
     Writes ``index.html``, ``study.json`` (the summary, indent 2, NaN/inf as null),
-    ``trials.csv`` (see :func:`trials_csv`) and ``plotly.min.js``, rendered in memory and swapped
+    ``trials.csv`` (see :func:`trials_csv`) and ``plotly.min.js`` (``single_file``: plotly is
+    inlined into ``index.html`` instead, which then opens on its own), rendered in memory and swapped
     in atomically (a failure leaves the previous report as it was). Raises
     :class:`~satadvisor.errors.UsageError` for a dict of another schema and
     :class:`~satadvisor.errors.OutputError` when ``out_dir`` cannot be written.
@@ -61,16 +64,17 @@ def write_study(summary: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
             "re-render it with `satadvisor report STUDY` of this version"
         )
     files = {
-        "index.html": render_study(summary),
+        "index.html": render_study(summary, single_file=single_file),
         "study.json": to_json(summary, indent=2) + "\n",
         "trials.csv": trials_csv(summary),
     }
-    return write_bundle(out_dir, files)
+    return write_bundle(out_dir, files, single_file=single_file)
 
 
-def render_study(summary: Mapping[str, Any]) -> str:
-    """The HTML of the study page (references ``plotly.min.js`` next to it)."""
-    return render_page("study.html", study_context(summary))
+def render_study(summary: Mapping[str, Any], *, single_file: bool = False) -> str:
+    """The HTML of the study page (references ``plotly.min.js`` next to it, or holds it:
+    ``single_file``)."""
+    return render_page("study.html", study_context(summary), single_file=single_file)
 
 
 # ---------------------------------------------------------------------------------------------
