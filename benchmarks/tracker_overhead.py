@@ -606,9 +606,8 @@ def error_table(results: list[dict[str, Any]]) -> str:
 
 
 def memory_probe(label: str, variant: str, batch: int) -> int:
-    """Peak resident memory (KiB) of a process that runs 3 training steps of one variant."""
-    import resource
-
+    """Peak resident memory (KiB) while a process runs 3 training steps of one variant, after
+    one warm-up step: Linux's high-water mark, reset just before (``/proc/self/clear_refs``)."""
     model = build_models()[label][0]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, RESOLUTION, RESOLUTION, generator=g)
@@ -617,11 +616,16 @@ def memory_probe(label: str, variant: str, batch: int) -> int:
     if variant != "plain":
         tracker = SaturationTracker(model, rows="auto" if variant == "ours" else "all")
     step = make_step(model, x, y)
+    step()
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     for _ in range(3):
         step()
     if tracker is not None:
         tracker.compute()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def memory(labels: list[str], batches: tuple[int, ...] = (128, 256)) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from torch import nn
 from satadvisor import receptive, rules, trust
 from satadvisor import spec as spec_mod
 from satadvisor._env import environment, resolve_device
+from satadvisor._recommend import short_names
 from satadvisor.config import TrainConfig
 from satadvisor.cost import count_macs, count_parameters
 from satadvisor.errors import ModelBuildError, SatAdvisorError, UsageError
@@ -100,6 +101,9 @@ class Analysis:
         # measured layers in forward order, then any the tracker did not see (e.g. never called)
         order = list(sat) + [name for name in rf if name not in sat]
         tail = set(self.tail)
+        types = {name: r.module_type for name, r in rf.items()}
+        types.update({name: s.module_type for name, s in sat.items()})
+        labels = short_names(order, types)  # as the verdict names them
         rows = []
         for name in order:
             s = sat.get(name)
@@ -107,9 +111,11 @@ class Analysis:
             rows.append(
                 {
                     "name": name,
+                    "label": labels[name],
                     "type": s.module_type if s else (r.module_type if r else ""),
                     "width": s.width if s else None,
                     "saturation": s.saturation if s else None,
+                    "saturation_se": s.saturation_se if s else None,
                     "intrinsic_dimension": s.intrinsic_dimension if s else None,
                     "samples": s.samples if s else None,
                     "r_min": r.r_min if r else None,
@@ -185,6 +191,29 @@ def _training_summary(
         "device": result.device,
         "history": [dataclasses.asdict(e) for e in result.epochs],
         "saturation_history": history,
+        "tracking": tracking_summary(result.config.get("positions", "auto")),
+    }
+
+
+def tracking_summary(positions: Any) -> dict[str, Any]:
+    """How the saturation was read (``analysis.json``'s ``training.tracking``): the rows per
+    batch and layer, the batch groups behind each standard error, the rules' z, and the error
+    against every position that the default sample was measured to stay within."""
+    from satadvisor.saturation import _tracker as tracking
+
+    rows = (
+        f"max({tracking.ROWS_PER_FEATURE} × width, {tracking.MIN_ROWS}) positions, drawn per example"
+        if positions == "auto"
+        else "every position"
+        if positions == "all"
+        else f"at most {positions}"
+    )
+    return {
+        "positions": positions,
+        "rows_per_batch": rows,
+        "groups": tracking.GROUPS,
+        "z": rules.Z,
+        "stated_error": dict(tracking.STATED_ERROR) if positions == "auto" else None,
     }
 
 
@@ -341,6 +370,12 @@ def analyze(
                 raise
             except Exception as exc:  # the user's forward pass failed mid-training
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                at = first.find("can't allocate memory")
+                if at >= 0:  # the host's memory ran out, not the model's code
+                    raise ModelBuildError(
+                        f"{spec.source}: out of memory while training ({first[at:]}); "
+                        "pass a smaller --batch-size or --resolution, or smaller knob values"
+                    ) from exc
                 raise ModelBuildError(
                     f"{spec.source}: training failed with {type(exc).__name__}: {first}; "
                     "fix the model's forward pass (rerun with --debug for the traceback)"

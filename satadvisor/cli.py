@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import click
 
 from satadvisor._io import plain_folder_name
 from satadvisor.config import RESOLUTION_RANGE
-from satadvisor.errors import SatAdvisorError, UsageError
+from satadvisor.errors import OutputError, SatAdvisorError, UsageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 BAR_WIDTH = 30
@@ -33,24 +33,54 @@ class _Fail(click.ClickException):
         click.echo(f"satadvisor: error: {self.format_message()}", err=True)
 
 
+#: Other libraries' warnings (torch, PIL, the model file…) during a command, one line each:
+#: shown when it succeeds, dropped when it ends in an error line (which then stands alone).
+_held_warnings: list[str] = []
+
+
+def _show_held_warnings() -> None:
+    for line in dict.fromkeys(_held_warnings):  # once each, in order
+        click.echo(line, err=True)
+    _held_warnings.clear()
+
+
 @contextmanager
 def _errors(debug: bool) -> Iterator[None]:
     """Turn library errors into one line and exit code 2 (the traceback only with --debug)."""
+    _held_warnings.clear()
     try:
         yield
     except SatAdvisorError as exc:
         if debug:
+            _show_held_warnings()
             raise
+        _held_warnings.clear()
         raise _Fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
     except KeyboardInterrupt:
+        _held_warnings.clear()
         click.echo("satadvisor: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
         if debug or not _out_of_memory(exc):
+            _show_held_warnings()
             raise
+        _held_warnings.clear()
         raise _Fail(
             "out of device memory; pass a smaller --batch-size or --resolution, or --device cpu"
         ) from exc
+    _show_held_warnings()
+
+
+@contextmanager
+def _stdout_kept_for(as_json: bool) -> Iterator[Any]:
+    """With ``--json``, what the model file prints goes to stderr while the command runs, so
+    stdout holds the JSON alone; yields the real stdout to print it to."""
+    stdout = sys.stdout
+    if not as_json:
+        yield stdout
+        return
+    with redirect_stdout(sys.stderr):
+        yield stdout
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -154,6 +184,15 @@ def _folder_name(param: click.Parameter, value: str | None) -> str | None:
             param=param,
         )
     return value
+
+
+def _single_file_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--single-file",
+        is_flag=True,
+        help="Inline plotly.js into index.html (about 5 MB) instead of writing plotly.min.js "
+        "beside it: that one file is the whole report, to share or open anywhere.",
+    )(f)
 
 
 def _debug_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -326,14 +365,16 @@ def _one_line_warning(
     file: Any = None,
     line: str | None = None,
 ) -> None:
-    """satadvisor's own warnings as one line on stderr (others as Python prints them)."""
-    import warnings
-
-    if "satadvisor" in filename.replace("\\", "/").split("/"):
+    """satadvisor's own warnings as one line on stderr at once; other libraries' as one line
+    too, held until the command succeeds (see :data:`_held_warnings`)."""
+    parts = filename.replace("\\", "/").split("/")
+    if "satadvisor" in parts:
         click.echo(f"satadvisor: warning: {message}", err=True)
     else:
-        click.echo(
-            warnings.formatwarning(message, category, filename, lineno, line), err=True, nl=False
+        text = str(message).strip().splitlines()
+        where = "/".join(parts[-2:])
+        _held_warnings.append(
+            f"satadvisor: warning: {text[0] if text else ''} ({category.__name__}, {where}:{lineno})"
         )
 
 
@@ -395,6 +436,7 @@ def _in_memory_storage(url: str | None) -> bool:
     "--no-train", is_flag=True, help="Receptive-field analysis only (no training; seconds)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print analysis.json to stdout.")
+@_single_file_option
 @click.option(
     "--quiet",
     "-q",
@@ -421,6 +463,7 @@ def analyze(
     name: str | None,
     no_train: bool,
     as_json: bool,
+    single_file: bool,
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -430,7 +473,7 @@ def analyze(
     plain, vgg16, resnet18, ...), or omitted: ./model.py when present, else the embedded
     default (a VGG-style network on scikit-learn's digits).
     """
-    with _errors(debug), _deferred_interrupts() as interrupts:
+    with _errors(debug), _deferred_interrupts() as interrupts, _stdout_kept_for(as_json) as stdout:
         from satadvisor import spec as spec_mod
         from satadvisor._io import check_output_dir
         from satadvisor.advisor import analyze as run_analysis
@@ -482,7 +525,7 @@ def analyze(
         interrupts.checkpoint()
         payload = with_commands(analysis.to_dict())  # each recommendation's "try it" command
         earlier = _earlier_report(out / folder)
-        index = write_analysis(payload, out / folder)
+        index = write_analysis(payload, out / folder, single_file=single_file)
         if earlier is not None and earlier != _report_identity(payload):
             src, data, res = earlier
             _stderr_line(
@@ -491,7 +534,7 @@ def analyze(
             )
         interrupts.checkpoint()
         if as_json:
-            click.echo(json.dumps(payload, indent=2))
+            click.echo(json.dumps(payload, indent=2), file=stdout)
         else:
             click.echo(format_summary(payload, index))
 
@@ -617,7 +660,7 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
     lead = list(analysis.get("lead") or [])
     verdict = analysis["verdict"]
     if training:
-        head += f", {training['eval_name']} accuracy {training['accuracy']:.3f}"
+        head += f", {training['eval_name']} accuracy {_accuracy(training['accuracy'])}"
         head += f" after {training['epochs']} epoch{'s' if training['epochs'] != 1 else ''}"
         if training["status"] not in ("completed", "not_learned"):
             head += f" ({training['status']}: {training['reason']})"
@@ -628,7 +671,7 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
         # A proxy that learned nothing: say so before any number that could be read as advice.
         lines.append("DID NOT LEARN: " + " ".join(lead))
         verdict = verdict[len(" ".join(lead)) :].strip()
-    width = max((len(row["name"]) for row in analysis["layers"]), default=4)
+    width = max((len(row.get("label") or row["name"]) for row in analysis["layers"]), default=4)
     for row in analysis["layers"]:
         sat = row["saturation"]
         marks = []
@@ -641,7 +684,8 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
         value = f"{sat:5.2f}" if sat is not None else "  -  "
         r_min = f"r={row['r_min']}" if row["r_min"] is not None else ""
         lines.append(
-            f"  {row['name']:<{width}}  {_bar(sat)} {value}  {r_min:<7} {' '.join(marks)}".rstrip()
+            f"  {row.get('label') or row['name']:<{width}}  {_bar(sat)} {value}  {r_min:<7} "
+            f"{' '.join(marks)}".rstrip()
         )
     lines.append("")
     lines.append(verdict)
@@ -740,6 +784,14 @@ def format_summary(analysis: dict[str, Any], index: Path) -> str:
     default=None,
     help="Stop drawing new trials after this many seconds.",
 )
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress on stderr (by default one line per trial and per full run, with one ETA "
+    "over the search and the validation runs).",
+)
+@_single_file_option
 @_training_options
 @_debug_option
 def optimize(
@@ -769,6 +821,8 @@ def optimize(
     positions: int | str,
     set_items: tuple[str, ...],
     out: Path,
+    single_file: bool,
+    quiet: bool,
     debug: bool,
 ) -> None:
     """Search depth, kernel size, resolution and width of MODEL; validate the best in full.
@@ -815,7 +869,6 @@ def optimize(
             seed=seed,
             positions=positions,  # type: ignore[arg-type]  # _Positions gives auto, all or int
         )
-        verbose = sys.stderr.isatty()
         with interrupts.paused():  # the search defers Ctrl-C itself (search/_signals.py)
             summary = run_search(
                 model,
@@ -837,29 +890,55 @@ def optimize(
                 timeout=timeout,
                 subset=subset,
                 full_subset=full_subset,
-                on_trial=_TrialPrinter() if verbose else None,
-                on_validation=_print_validation if verbose else None,
+                on_progress=None if quiet else _print_progress,
             )
-        index = write_study(summary, out / study_name)
+        try:
+            index = write_study(summary, out / study_name, single_file=single_file)
+        except OutputError as exc:  # a full disk after hours of search: the study is kept
+            raise OutputError(_study_kept(str(exc), study_name, storage, out)) from exc
         interrupts.checkpoint()
         click.echo(format_study(summary, index))
+
+
+def _study_kept(message: str, study_name: str, storage: str | None, out: Path) -> str:
+    """A report write that failed after the search: its problem, and that the study is saved
+    (rerunning ``optimize`` would refuse, the budget being spent; ``report`` writes it)."""
+    from satadvisor.search.storage import redact
+
+    where = f" --storage {redact(storage)}" if storage else ""
+    where += f" --out {out}" if out != Path("reports") else ""
+    return (
+        f"{message.split('; ')[0]}; the study is saved: make room (or pass --out with a "
+        f"writable directory) and run `satadvisor report {study_name}{where}` to write its "
+        "report"
+    )
 
 
 def _knobs_text(knobs: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in knobs.items())
 
 
-class _TrialPrinter:
-    """One line per finished trial on a terminal: i/N, the result, and the ETA of the search."""
+def _eta_text(progress: Any) -> str:
+    """``ETA 4.1 min (search 1.5 min + validation ≥ 2.6 min)``; the parts only while both go on."""
+    at_least = "≥ " if progress.at_least else ""
+    if progress.eta is None:
+        if progress.search_left is None:
+            return "ETA: timing the first trials"
+        return f"search ETA {_minutes(progress.search_left)}; validation not timed yet"
+    text = f"ETA {at_least}{_minutes(progress.eta)}"
+    if progress.search_left and progress.validation_left:
+        text += (
+            f" (search {_minutes(progress.search_left)} + validation {at_least}"
+            f"{_minutes(progress.validation_left)}, {progress.runs_left} full runs)"
+        )
+    return text
 
-    def __init__(self) -> None:
-        import time
 
-        self._clock = time.monotonic
-        self._start = self._clock()
-        self._first_done: int | None = None
-
-    def __call__(self, event: Any) -> None:
+def _print_progress(progress: Any) -> None:
+    """One line per finished trial and per full run on stderr (above nothing: no bar), with
+    the ETA over the search and the validation runs; plain when piped."""
+    if progress.trial is not None:
+        event = progress.trial
         result = ""
         if event.accuracy is not None:
             result = f"acc {event.accuracy:.3f}, {_human(event.macs or 0)} MACs"
@@ -867,32 +946,31 @@ class _TrialPrinter:
                 result += f" after {event.epochs} epoch(s): {event.reason}"
         elif event.reason:
             result = event.reason
-        if self._first_done is None:
-            self._first_done = event.done - 1  # trials already in the study when we started
-        ran = event.done - self._first_done
-        left = max(0, event.budget - event.done)
-        eta = (self._clock() - self._start) / max(1, ran) * left
-        click.echo(
+        _stderr_line(
             f"trial {event.done}/{event.budget} #{event.number} [{event.source}] "
-            f"{_knobs_text(event.knobs)}: {event.state} {result} (ETA {eta / 60:.1f} min)",
-            err=True,
+            f"{_knobs_text(event.knobs)}: {event.state} {result} ({_eta_text(progress)})"
+        )
+    elif progress.run is not None:
+        record = progress.run
+        label = "baseline" if record["baseline"] else f"trial #{record['trial']}"
+        status = record.get("status", "completed")
+        status = "" if status == "completed" else f" ({status})"
+        _stderr_line(
+            f"full run {progress.done}/{progress.total} {label} seed {record.get('seed')} "
+            f"{_knobs_text(record['knobs'])}: val acc {_accuracy(record.get('val_accuracy'))}, "
+            f"test acc {_accuracy(record['test_accuracy'])} (reported only){status} "
+            f"({_eta_text(progress)})"
+        )
+    elif progress.total:
+        _stderr_line(
+            f"search done; validation: {progress.total} full run"
+            f"{'' if progress.total == 1 else 's'} ({_eta_text(progress)})"
         )
 
 
 def _accuracy(value: float | None) -> str:
     """An accuracy, or '—' for a full run that has none (it diverged)."""
     return "—" if value is None else f"{value:.3f}"
-
-
-def _print_validation(record: dict[str, Any]) -> None:
-    label = "baseline" if record["baseline"] else f"trial #{record['trial']}"
-    status = "" if record.get("status", "completed") == "completed" else f" ({record['status']})"
-    click.echo(
-        f"full run {label} seed {record.get('seed')} {_knobs_text(record['knobs'])}: val acc "
-        f"{_accuracy(record.get('val_accuracy'))}, test acc "
-        f"{_accuracy(record['test_accuracy'])} (reported only){status}",
-        err=True,
-    )
 
 
 def _spread(record: dict[str, Any]) -> str:
@@ -999,8 +1077,16 @@ def format_study(summary: dict[str, Any], index: Path) -> str:
     callback=lambda ctx, param, value: _folder_name(param, value),
     help="Report folder name. Default: STUDY.",
 )
+@_single_file_option
 @_debug_option
-def report(study: str, storage: str | None, out: Path, name: str | None, debug: bool) -> None:
+def report(
+    study: str,
+    storage: str | None,
+    out: Path,
+    name: str | None,
+    single_file: bool,
+    debug: bool,
+) -> None:
     """Re-render the report of STUDY from its storage.
 
     STUDY names the report folder unless --name is given; a study name that is not a plain
@@ -1034,6 +1120,6 @@ def report(study: str, storage: str | None, out: Path, name: str | None, debug: 
 
         summary = load_summary(study, storage=storage)
         interrupts.checkpoint()
-        index = write_study(summary, out / folder)
+        index = write_study(summary, out / folder, single_file=single_file)
         interrupts.checkpoint()
         click.echo(format_study(summary, index))

@@ -14,6 +14,12 @@ receptive-field analysis of the same model) and names what it sees as :class:`Fi
 - ``too_narrow`` / ``too_wide`` — layers outside tail and early run saturated near 1 / near 0.
 - ``even`` — none of the above: "no change needed" is a verdict too.
 
+Every saturation carries a standard error (``LayerSaturation.saturation_se``, from the spread
+between batch groups). A rule calls a difference only when it exceeds :data:`Z` standard errors
+of the values it compares: a tail only when its layers lie below ``tail_ratio`` × the median
+before them by more than that, a layer too narrow / too wide only when it lies beyond the limit
+by more than that. A value without a standard error counts as exact.
+
 :func:`recommend` (in :mod:`satadvisor._recommend`) turns findings into concrete knob changes
 with their measured cost; :func:`verdict` sums both up in one or two sentences.
 """
@@ -21,6 +27,7 @@ with their measured cost; :func:`verdict` sums both up in one or two sentences.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +59,9 @@ __all__ = [
 ]
 
 FindingKind = Literal["tail", "early_underuse", "too_narrow", "too_wide", "even"]
+
+#: A difference is called only when it exceeds this many standard errors (about 95 %).
+Z = 2.0
 
 
 @dataclass(frozen=True)
@@ -162,27 +172,54 @@ def _feature_layers(
     return list(profile[:-1])
 
 
-def _tail_start(values: Sequence[float], th: RuleThresholds) -> int | None:
-    """Index of the first layer of the longest trailing tail (see RuleThresholds.tail_ratio)."""
+def _errors(layers: Sequence[LayerSaturation]) -> list[float]:
+    """Each layer's standard error (0.0 where none was measured)."""
+    return [layer.saturation_se or 0.0 for layer in layers]
+
+
+def _margin(*errors: float) -> float:
+    """:data:`Z` standard errors of a difference of independent values."""
+    return Z * math.sqrt(sum(e * e for e in errors))
+
+
+def _tail_start(
+    values: Sequence[float], th: RuleThresholds, errors: Sequence[float] | None = None
+) -> int | None:
+    """Index of the first layer of the longest trailing tail (see RuleThresholds.tail_ratio).
+
+    With ``errors`` (standard errors of ``values``), the first layer and the mean of the run
+    must lie below ``tail_ratio`` × the reference median by more than :data:`Z` standard
+    errors of that difference (the median's taken as its middle layer's).
+    """
+    err = list(errors) if errors is not None else [0.0] * len(values)
     for start in range(th.min_prefix, len(values) - th.min_tail + 1):
         reference = statistics.median(values[:start])
-        run = values[start:]
+        ref_err = th.tail_ratio * statistics.median(err[:start])
+        run, run_err = values[start:], err[start:]
+        limit = th.tail_ratio * reference
+        mean_err = math.sqrt(sum(e * e for e in run_err)) / len(run)
         if (
             reference > 0
-            and run[0] < th.tail_ratio * reference
-            and statistics.fmean(run) < th.tail_ratio * reference
+            and run[0] + _margin(run_err[0], ref_err) < limit
+            and statistics.fmean(run) + _margin(mean_err, ref_err) < limit
             and max(run) < reference
         ):
             return start  # the smallest start gives the longest tail
     return None
 
 
-def _early_end(values: Sequence[float], stop: int, th: RuleThresholds) -> int:
-    """Length of the longest leading run below early_ratio × the median of values[end:stop]."""
+def _early_end(
+    values: Sequence[float], stop: int, th: RuleThresholds, errors: Sequence[float] | None = None
+) -> int:
+    """Length of the longest leading run below early_ratio × the median of values[end:stop]
+    (by more than :data:`Z` standard errors, given ``errors``)."""
+    err = list(errors) if errors is not None else [0.0] * len(values)
     best = 0
     for end in range(1, stop - th.min_prefix + 1):
         reference = statistics.median(values[end:stop])
-        if reference > 0 and max(values[:end]) < th.early_ratio * reference:
+        ref_err = th.early_ratio * statistics.median(err[end:stop])
+        top = max(range(end), key=lambda i: values[i])
+        if reference > 0 and values[top] + _margin(err[top], ref_err) < th.early_ratio * reference:
             best = end
     return best
 
@@ -196,7 +233,7 @@ def tail_layers(
     """Qualified names of the measured tail (conv layers only when the net has convs and no
     attention, see ``rf``), or []."""
     layers = _feature_layers(profile, rf)
-    start = _tail_start([layer.saturation for layer in layers], thresholds)
+    start = _tail_start([layer.saturation for layer in layers], thresholds, _errors(layers))
     return [] if start is None else [layer.name for layer in layers[start:]]
 
 
@@ -213,10 +250,10 @@ def pattern(
     has attention, whose Linear blocks then count as feature layers.
     """
     layers = _feature_layers(profile, rf)
-    values = [layer.saturation for layer in layers]
-    start = _tail_start(values, thresholds)
+    values, errors = [layer.saturation for layer in layers], _errors(layers)
+    start = _tail_start(values, thresholds, errors)
     stop = len(values) if start is None else start
-    end = _early_end(values, stop, thresholds) if values else 0
+    end = _early_end(values, stop, thresholds, errors) if values else 0
     tail = () if start is None else tuple(layer.name for layer in layers[start:])
     return tail, tuple(layer.name for layer in layers[:end])
 
@@ -381,7 +418,12 @@ def _capacity_finding(
         f"{'it uses' if one else 'they use'} almost {'all' if narrow else 'none'} of "
         f"{'its' if one else 'their'} channels and may be too {'narrow' if narrow else 'wide'}."
     )
-    evidence = {"values": dict(zip(names, values, strict=True)), "threshold": limit}
+    evidence = {
+        "values": dict(zip(names, values, strict=True)),
+        "standard_errors": dict(zip(names, [x.saturation_se for x in hit], strict=True)),
+        "z": Z,
+        "threshold": limit,
+    }
     return Finding(kind, tuple(names), message, evidence)
 
 
@@ -394,8 +436,8 @@ def _capacity(
 ) -> list[Finding]:
     """Layers outside tail and early run saturated near 1 (too narrow) or near 0 (too wide)."""
     free = [layer for layer in layers if layer.name not in excluded]
-    narrow = [layer for layer in free if layer.saturation >= th.narrow]
-    wide = [layer for layer in free if layer.saturation <= th.wide]
+    narrow = [x for x in free if x.saturation - _margin(x.saturation_se or 0.0) >= th.narrow]
+    wide = [x for x in free if x.saturation + _margin(x.saturation_se or 0.0) <= th.wide]
     findings = []
     if narrow:
         findings.append(_capacity_finding("too_narrow", narrow, order, labels, th.narrow))
@@ -415,13 +457,15 @@ def _measured(
         return []
     # Labels unique over every layer that either measurement names.
     names = [layer.name for layer in profile] + ([x.name for x in rf.layers] if rf else [])
-    labels = short_names(list(dict.fromkeys(names)))
+    types = {x.name: x.module_type for x in (rf.layers if rf else ())}
+    types.update({layer.name: layer.module_type for layer in profile})
+    labels = short_names(list(dict.fromkeys(names)), types)
     order = [layer.name for layer in layers]
-    values = [layer.saturation for layer in layers]
+    values, errors = [layer.saturation for layer in layers], _errors(layers)
     noun = "conv " if all(is_conv(layer.module_type) for layer in layers) else ""
     findings: list[Finding] = []
 
-    start = _tail_start(values, th)
+    start = _tail_start(values, th, errors)
     stop = len(values) if start is None else start
     if start is not None:
         tail = order[start:]
@@ -437,6 +481,8 @@ def _measured(
             "length": len(tail),
             "layers_total": len(order),
             "values": values[start:],
+            "standard_errors": errors[start:],
+            "z": Z,
             "reference_median": reference,
             "tail_ratio": th.tail_ratio,
             "resolution": rf.resolution if rf is not None else None,
@@ -447,7 +493,7 @@ def _measured(
         predicted = _predicted_tail(usable, measured=True, labels=labels)
         findings += [predicted] if predicted is not None else []
 
-    end = _early_end(values, stop, th)
+    end = _early_end(values, stop, th, errors)
     if end:
         early = order[:end]
         reference = statistics.median(values[end:stop])
@@ -471,12 +517,23 @@ def _measured(
     if capacity:
         findings += _capacity(layers, excluded, order, labels, th)
     if not findings:
-        findings.append(_even(order, values, noun, rf))
+        uncertain = _tail_start(values, th) if start is None else None
+        within = (
+            f" ({span_label(order[uncertain:], labels)} sit lower, but by less than {Z:g} "
+            "standard errors: not called a tail)"
+            if uncertain is not None
+            else ""
+        )
+        findings.append(_even(order, values, noun, rf, within))
     return findings
 
 
 def _even(
-    order: Sequence[str], values: Sequence[float], noun: str, rf: ReceptiveFieldAnalysis | None
+    order: Sequence[str],
+    values: Sequence[float],
+    noun: str,
+    rf: ReceptiveFieldAnalysis | None,
+    within: str = "",
 ) -> Finding:
     usable = _rf_usable(rf)
     at = f", and no layer is unproductive at {usable.resolution} px" if usable is not None else ""
@@ -496,8 +553,8 @@ def _even(
         )
     message = (
         f"Saturation is even over the {len(order)} {noun}layers ({_values_range(values)}, "
-        f"median {statistics.median(values):.2f}) with no tail, no under-used early layer and no "
-        f"layer near 0 or 1{at}: no change needed."
+        f"median {statistics.median(values):.2f}) with no tail{within}, no under-used early layer "
+        f"and no layer near 0 or 1{at}: no change needed."
     )
     evidence = {
         "values": list(values),
@@ -534,7 +591,9 @@ def evaluate(
     usable = _rf_usable(rf)
     if usable is None or not usable.layers:
         return []
-    labels = short_names([layer.name for layer in usable.layers])
+    labels = short_names(
+        [layer.name for layer in usable.layers], [layer.module_type for layer in usable.layers]
+    )
     predicted = _predicted_tail(usable, measured=False, labels=labels)
     if predicted is not None:
         return [predicted]
@@ -583,7 +642,7 @@ def verdict(
     if top.cost is not None:
         second += f" ({top.cost.macs_ratio:.2f}× MACs)"
     if top.set_args:
-        second += f" — {top.set_args}"
+        second += f" — {top.model + ' ' if top.model else ''}{top.set_args}"
     if len(moves) > 1:
         second += f"; {len(moves) - 1} more below"
     return f"{head} {first} {second}.".strip()

@@ -91,6 +91,7 @@ RECOMMENDATION_KEYS = {
     "cost",
     "unproductive_after",
     "set_args",
+    "model",
 }
 COST_KEYS = {"macs", "params", "macs_ratio", "params_ratio"}
 ENVIRONMENT_KEYS = {"versions", "device", "device_name", "platform", "time"}
@@ -219,9 +220,21 @@ def test_vgg16_at_32px_flags_conv8_to_conv13() -> None:
     assert unproductive == [f"features.conv{i}" for i in range(8, 14)]
     tail = [f for f in analysis.findings if f.kind == "tail"]
     assert len(tail) == 1 and tail[0].predicted and list(tail[0].layers) == unproductive
-    # vgg16 is a preset without a depth knob: the efficiency move is a change by hand.
+    # vgg16 is a preset without a depth knob, and its code is not the user's: the efficiency
+    # move is the vgg family's depth knob (the family builds VGG16's conv stack), not an edit.
     efficiency = [r for r in analysis.recommendations if r.kind == "efficiency"]
-    assert efficiency and "conv8–conv13" in efficiency[0].title
+    assert len(efficiency) == 1 and efficiency[0].model == "vgg"
+    move = efficiency[0]
+    assert move.changes == {"depth": 7}
+    assert move.set_args == "--set depth=7 --set width=64 --set downsamplings=5 --set stages=5"
+    assert not any("in its code" in r.rationale for r in analysis.recommendations)
+    # its cost: the changed family model, built and counted here, against the preset's MACs
+    changed = spec_mod.load("vgg").create(num_classes=10, in_channels=3, **move.knobs)
+    convs = [m for m in changed.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 13 - len(unproductive)
+    assert move.cost is not None
+    assert move.cost.macs == count_macs(changed, in_channels=3, resolution=32)
+    assert move.cost.macs_ratio == pytest.approx(move.cost.macs / analysis.macs)
     check_schema(analysis.to_dict(), trained=False)
 
 

@@ -478,6 +478,7 @@ def test_optimize_report_and_refused_rerun(work: Path) -> None:
     assert summary["validation"][0]["baseline"] is True
     assert {(v["train_images"], v["test_images"]) for v in summary["validation"]} == {(60, 60)}
     assert (work / "studies" / "tiny-digits.db").is_file()
+    _check_progress_lines(first.stderr, budget=3, planned=(1 + 1) * 3)
     page = index.read_bytes()
     again = invoke(args)
     record("bad input", "optimize rerun at budget", args, again.exit_code, again.stderr.strip())
@@ -495,6 +496,26 @@ def test_optimize_report_and_refused_rerun(work: Path) -> None:
     assert again_summary["trials"] == summary["trials"]
     assert again_summary["validation"] == summary["validation"]
     assert again_summary["budget"] == 3
+
+
+def _check_progress_lines(stderr: str, *, budget: int, planned: int) -> None:
+    """optimize's progress, piped (CliRunner is no terminal): one plain line per trial and per
+    full run, each with one ETA over the search and the validation runs."""
+    trials = [line for line in stderr.splitlines() if line.startswith("trial ")]
+    assert [line.split()[1] for line in trials] == [f"{i}/{budget}" for i in range(1, budget + 1)]
+    # while both phases lie ahead, the ETA says so: the validation's runs are counted in it
+    # (baseline and --validate-top picks, times the seeds)
+    assert re.search(rf"\(search .+ \+ validation .+, {planned} full runs\)\)$", trials[0])
+    eta = re.search(r"\(ETA (≥ )?([0-9.]+) (s|min)", trials[-1])
+    assert eta is not None and float(eta[2]) > 0, trials[-1]  # the search is done, not the call
+    start = [line for line in stderr.splitlines() if line.startswith("search done; validation:")]
+    assert len(start) == 1 and "(ETA" in start[0]
+    runs = int(re.search(r"validation: (\d+) full run", start[0])[1])  # type: ignore[index]
+    assert 1 <= runs <= planned
+    done = [line for line in stderr.splitlines() if line.startswith("full run ")]
+    assert [line.split()[2] for line in done] == [f"{k}/{runs}" for k in range(1, runs + 1)]
+    assert all("(ETA" in line for line in done)
+    assert done[-1].endswith("(ETA 0 s)")
 
 
 def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -26,7 +26,9 @@ from satadvisor.report import (
     _plots_analysis,
     render_analysis,
     write_analysis,
+    write_report,
 )
+from satadvisor.report._page import plotly_js
 
 EVIL = "<script>alert(1)</script>"
 
@@ -263,8 +265,8 @@ def test_layers_csv_has_the_exact_columns_and_values(
     write_analysis(analysis, tmp_path)
     rows = list(csv.reader(io.StringIO((tmp_path / "layers.csv").read_text("utf-8"))))
     assert tuple(rows[0]) == LAYER_COLUMNS == (
-        "name", "type", "width", "saturation", "intrinsic_dimension", "samples",
-        "r_min", "r_max", "unproductive", "critical", "tail",
+        "name", "type", "width", "saturation", "saturation_se", "intrinsic_dimension", "samples",
+        "r_min", "r_max", "unproductive", "critical", "tail", "label",
     )  # fmt: skip
     assert len(rows) == 1 + 14
     conv8 = dict(zip(rows[0], rows[8], strict=True))
@@ -273,6 +275,7 @@ def test_layers_csv_has_the_exact_columns_and_values(
         "type": "Conv2d",
         "width": "512",
         "saturation": "0.17",
+        "saturation_se": "",  # a hand-made analysis without standard errors
         "intrinsic_dimension": "87",
         "samples": str(50_000 * 4**2),
         "r_min": "60",
@@ -280,6 +283,7 @@ def test_layers_csv_has_the_exact_columns_and_values(
         "unproductive": "true",
         "critical": "false",
         "tail": "true",
+        "label": "conv8",  # a dict without labels (an older analysis.json): the name
     }
     classifier = dict(zip(rows[0], rows[-1], strict=True))
     assert classifier["r_min"] == "" and classifier["tail"] == "false"
@@ -752,3 +756,41 @@ def test_page_without_plotly_bundle_says_where_the_charts_went(
     dom = _headless(browser, index, "--dump-dom").stdout
     assert dom.count('class="plot plot-missing"') == 5
     assert "plotly.min.js was not found next to this page" in dom
+
+
+def test_single_file_report_holds_plotly_and_writes_no_bundle(
+    tmp_path: Path, analysis: dict[str, Any]
+) -> None:
+    index = write_report(analysis, tmp_path / "report", single_file=True)
+    assert sorted(
+        p.name for p in (tmp_path / "report").iterdir() if not p.name.startswith(".")
+    ) == [
+        "analysis.json",
+        "index.html",
+        "layers.csv",
+    ]
+    page = index.read_text("utf-8")
+    assert 'src="plotly.min.js"' not in page
+    assert plotly_js() in page  # the installed bundle, inlined verbatim (it holds no </script)
+    # nothing of ours loads over the network (plotly's own strings hold links it never loads
+    # offline, as in the folder's plotly.min.js)
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.replace(plotly_js(), ""))
+
+
+@pytest.mark.integration
+def test_single_file_report_opens_alone_in_a_real_browser(
+    tmp_path: Path, analysis: dict[str, Any]
+) -> None:
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium, chromium-browser or google-chrome on PATH")
+    index = write_report(analysis, tmp_path / "report", single_file=True)
+    alone = tmp_path / "shared" / "sent.html"  # the file on its own, as someone received it
+    alone.parent.mkdir()
+    shutil.copy(index, alone)
+    dom = _headless(browser, alone, "--dump-dom").stdout
+    drawn = re.findall(
+        r'<div class="plot[^"]*" id="(fig-[a-z]+)"[^>]*>\s*<div[^>]*plot-container', dom
+    )
+    assert len(drawn) == 5, drawn
+    assert 'class="plot plot-missing"' not in dom

@@ -218,7 +218,7 @@ def test_findings_serialise_and_thresholds_validate() -> None:
         RuleThresholds(wide=0.9, narrow=0.8)
 
 
-def test_layer_labels_fall_back_to_qualified_names_when_ambiguous() -> None:
+def test_unnamed_layers_are_labelled_by_type_and_number() -> None:
     layers = [
         LayerSaturation(name, "Conv2d", 64, 100, v, 1)
         for name, v in zip(
@@ -228,7 +228,10 @@ def test_layer_labels_fall_back_to_qualified_names_when_ambiguous() -> None:
         )
     ]
     (tail,) = evaluate(layers, None)
-    assert tail.message.startswith("features.4–features.6 (2 of 4 conv layers)")
+    # a bare index says nothing: the type and its number, with the qualified name
+    assert tail.message.startswith(
+        "Conv2d #3 (features.4)–Conv2d #4 (features.6) (2 of 4 conv layers)"
+    )
 
 
 # --------------------------------------------------------------------------- a local spec
@@ -399,7 +402,9 @@ def test_tail_recommendations_on_the_local_vgg() -> None:
             assert rec.unproductive_after == 0
             assert reference_rf(model, rec.resolution, in_channels=3).unproductive == []
     text = verdict(findings, recs)
-    assert text.startswith("The receptive field predicts a tail: 15–17 (2 of 8 conv layers)")
+    assert text.startswith(
+        "The receptive field predicts a tail: Conv2d #7 (15)–Conv2d #8 (17) (2 of 8 conv layers)"
+    )
     assert text.endswith(
         f"Suggested: remove the tail: depth 8 → 6 ({eff.cost.macs_ratio:.2f}× MACs) — "
         "--set depth=6; 3 more below."

@@ -195,6 +195,4 @@ def test_old_one_state_snapshots_load_into_one_group() -> None:
     got = loaded.state("")
     assert got is not None
     torch.testing.assert_close(got.m2, state.m2)
-    assert (
-        loaded.compute()[0].intrinsic_dimension == ref.compute()[0].intrinsic_dimension
-    )
+    assert loaded.compute()[0].intrinsic_dimension == ref.compute()[0].intrinsic_dimension

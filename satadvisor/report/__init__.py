@@ -5,14 +5,16 @@ report folder::
 
     out_dir/index.html      the page (CSS and JS inline; charts drawn by plotly.min.js)
     out_dir/analysis.json   the dict itself, indent 2 (NaN/inf written as null)
-    out_dir/layers.csv      name,type,width,saturation,intrinsic_dimension,samples,r_min,
-                            r_max,unproductive,critical,tail   (booleans true/false, missing =
-                            empty)
+    out_dir/layers.csv      name,type,width,saturation,saturation_se,intrinsic_dimension,samples,r_min,
+                            r_max,unproductive,critical,tail,label   (booleans true/false,
+                            missing = empty)
     out_dir/plotly.min.js   plotly.js of the installed plotly package
 
 The page loads ``plotly.min.js`` by relative path rather than inlining its 5 MB, so the folder
 opens from ``file://`` with no network; copied without that file, the page still reads (tables,
-text) and says where the charts went. The folder is replaced atomically (see
+text) and says where the charts went. Each folder carries its own copy (4.8 MB), so a folder
+moved or sent on its own still draws its charts; ``single_file=True`` (``--single-file``)
+inlines plotly into ``index.html`` instead, and that one file is the report to share. The folder is replaced atomically (see
 :func:`satadvisor._io.staged_dir`); an existing ``out_dir`` must be empty or an earlier report.
 
 Schema ``satadvisor.analysis/2`` (``advisor.Analysis.to_dict()``; units in brackets)::
@@ -52,10 +54,23 @@ Schema ``satadvisor.analysis/2`` (``advisor.Analysis.to_dict()``; units in brack
          "history": [{"epoch": int, "train_loss": float, "train_accuracy": float [0, 1],
                       "eval_loss": float, "eval_accuracy": float [0, 1], "lr": float,
                       "seconds": float}, …],
-         "saturation_history": [{"epoch": int, "layers": {layer_name: float [0, 1]}}, …]},
+         "saturation_history": [{"epoch": int, "layers": {layer_name: float [0, 1]}}, …],
+         "tracking": {                    # how the saturation was read
+             "positions": "auto" | "all" | int,   # --positions
+             "rows_per_batch": str,       # e.g. "max(8 × width, 4096) positions, drawn per example"
+             "groups": int,               # batch groups behind each saturation_se
+             "z": float,                  # the rules call no difference under z standard errors
+             "stated_error": null | {     # "auto" only: measured error against every position
+                 "saturation": float, "k": int, "measured_on": str, "see": str}}},
      "cost": {"macs": int [per image], "params": int},
-     "layers": [{"name": str, "type": str, "width": int,       # forward order
+     "layers": [{"name": str,                 # qualified module name, e.g. "features.17"
+                 "label": str,                # what verdicts, terminal and page call it:
+                                              # "conv8", or "Conv2d #5 (features.17)" for
+                                              # an unnamed nn.Sequential child
+                 "type": str, "width": int,       # forward order
                  "saturation": float [0, 1] | null, "intrinsic_dimension": int | null,
+                 "saturation_se": float | null,  # standard error (batch-group jackknife);
+                                              # the rules call no difference under 2 SE
                  "samples": int | null,      # rows behind the saturation (profiled epoch)
                  "r_min": int [px] | null, "r_max": int [px] | null,
                  "unproductive": bool, "critical": bool, "tail": bool}, …],
@@ -109,13 +124,17 @@ from satadvisor.report._plots_study import param_importances
 from satadvisor.report._study import STUDY_SCHEMA, render_study, trials_csv, write_study
 
 
-def write_report(result: Any, out_dir: str | os.PathLike[str]) -> Path:
+def write_report(
+    result: Any, out_dir: str | os.PathLike[str], *, single_file: bool = False
+) -> Path:
     """Write the report of ``result`` into ``out_dir`` and return its ``index.html``.
 
     ``result``: an :class:`~satadvisor.advisor.Analysis` (what ``satadvisor.analyze`` returns),
     its ``to_dict()``, or a study summary (what ``satadvisor.optimize`` returns). The folder is
     written as ``satadvisor analyze`` / ``optimize`` write theirs: staged, then swapped into place,
-    so a failed write leaves the previous report as it was.
+    so a failed write leaves the previous report as it was. ``single_file``: plotly.js is
+    inlined into ``index.html`` (no ``plotly.min.js`` beside it), so that one file is the whole
+    report to share: it opens anywhere, offline, without the folder.
     """
     data = result.to_dict() if hasattr(result, "to_dict") else result
     if not isinstance(data, Mapping):
@@ -124,8 +143,8 @@ def write_report(result: Any, out_dir: str | os.PathLike[str]) -> Path:
             "or satadvisor.optimize returned"
         )
     if str(data.get("schema", "")).startswith("satadvisor.study/"):
-        return write_study(data, out_dir)
-    return write_analysis(data, out_dir)
+        return write_study(data, out_dir, single_file=single_file)
+    return write_analysis(data, out_dir, single_file=single_file)
 
 
 __all__ = [

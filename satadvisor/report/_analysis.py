@@ -21,6 +21,7 @@ LAYER_COLUMNS = (
     "type",
     "width",
     "saturation",
+    "saturation_se",
     "intrinsic_dimension",
     "samples",
     "r_min",
@@ -28,15 +29,19 @@ LAYER_COLUMNS = (
     "unproductive",
     "critical",
     "tail",
+    "label",
 )
-"""Columns of ``layers.csv``, in order."""
+"""Columns of ``layers.csv``, in order (``label``, the readable name, last)."""
 
 
-def write_analysis(analysis: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
+def write_analysis(
+    analysis: Mapping[str, Any], out_dir: str | os.PathLike[str], *, single_file: bool = False
+) -> Path:
     """Write the report of one analysis into ``out_dir``; return ``out_dir/index.html``.
 
     Writes ``index.html``, ``analysis.json`` (the dict, indent 2, NaN/inf as null),
-    ``layers.csv`` (:data:`LAYER_COLUMNS`) and ``plotly.min.js``. The page is rendered in
+    ``layers.csv`` (:data:`LAYER_COLUMNS`) and ``plotly.min.js`` (``single_file``: plotly is
+    inlined into ``index.html`` instead, which then opens on its own). The page is rendered in
     memory first and the directory is replaced in one atomic swap, so a failure leaves the
     previous report as it was. Raises :class:`~satadvisor.errors.UsageError` for a dict of
     another schema and :class:`~satadvisor.errors.OutputError` when ``out_dir`` cannot be
@@ -50,16 +55,17 @@ def write_analysis(analysis: Mapping[str, Any], out_dir: str | os.PathLike[str])
         )
     analysis = with_commands(analysis)
     files = {
-        "index.html": render_analysis(analysis),
+        "index.html": render_analysis(analysis, single_file=single_file),
         "analysis.json": to_json(analysis, indent=2) + "\n",
         "layers.csv": layers_csv(analysis["layers"]),
     }
-    return write_bundle(out_dir, files)
+    return write_bundle(out_dir, files, single_file=single_file)
 
 
-def render_analysis(analysis: Mapping[str, Any]) -> str:
-    """The HTML of the analysis page (references ``plotly.min.js`` next to it)."""
-    return render_page("analysis.html", analysis_context(analysis))
+def render_analysis(analysis: Mapping[str, Any], *, single_file: bool = False) -> str:
+    """The HTML of the analysis page (references ``plotly.min.js`` next to it, or holds it:
+    ``single_file``)."""
+    return render_page("analysis.html", analysis_context(analysis), single_file=single_file)
 
 
 def layers_csv(layers: Sequence[Mapping[str, Any]]) -> str:
@@ -68,8 +74,14 @@ def layers_csv(layers: Sequence[Mapping[str, Any]]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(LAYER_COLUMNS)
     for layer in layers:
-        writer.writerow([_csv_cell(layer.get(column)) for column in LAYER_COLUMNS])
+        row = {**layer, "label": layer_label(layer)}
+        writer.writerow([_csv_cell(row.get(column)) for column in LAYER_COLUMNS])
     return buf.getvalue()
+
+
+def layer_label(layer: Mapping[str, Any]) -> str:
+    """The readable name of a layer row (its ``label``; the name in dicts made before labels)."""
+    return str(layer.get("label") or layer.get("name") or "")
 
 
 def _csv_cell(value: Any) -> str:
@@ -116,17 +128,27 @@ def analysis_context(analysis: Mapping[str, Any]) -> dict[str, Any]:
         "training": training,
         "training_note": _training_note(training),
         "stats": _stats(a),
-        "findings": [_finding(f) for f in a.get("findings") or []],
+        "findings": [_finding(f, verdict) for f in a.get("findings") or []],
         "recommendations": [
             _recommendation(r, a, i) for i, r in enumerate(a.get("recommendations") or [], 1)
         ],
         "layers": _layer_rows(a),
         "has_tail": any(layer.get("tail") for layer in a["layers"]),
         "rf": a.get("receptive_field") or {"supported": False, "reason": None},
+        "repeats_run": str(a.get("command") or "").split()[:2] == ["satadvisor", "analyze"],
+        "border_label": _label_of(a, (a.get("receptive_field") or {}).get("border_layer")),
         "figures": _figures(a),
         "versions": list(((a.get("environment") or {}).get("versions") or {}).items()),
         "environment": a.get("environment") or {},
     }
+
+
+def _label_of(a: Mapping[str, Any], name: str | None) -> str | None:
+    """The label of the layer ``name`` (the name itself when no row has it)."""
+    if name is None:
+        return None
+    row = next((layer for layer in a["layers"] if layer.get("name") == name), None)
+    return layer_label(row) if row is not None else name
 
 
 def _training_note(training: Mapping[str, Any] | None) -> str | None:
@@ -187,7 +209,7 @@ def _stats(a: Mapping[str, Any]) -> list[dict[str, Any]]:
             }
         )
     elif training:
-        tail = [layer["name"] for layer in layers if layer.get("tail")]
+        tail = [layer_label(layer) for layer in layers if layer.get("tail")]
         settled = training.get("settled_epoch")
         stats.append(
             {
@@ -198,7 +220,7 @@ def _stats(a: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "warn": bool(tail),
             }
         )
-    unproductive = [layer["name"] for layer in layers if layer.get("unproductive")]
+    unproductive = [layer_label(layer) for layer in layers if layer.get("unproductive")]
     stats.append(
         {
             "label": "unproductive (RF)",
@@ -227,10 +249,14 @@ def _stats(a: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"warn": False, "exact": None, **s} for s in stats]
 
 
-def _finding(f: Mapping[str, Any]) -> dict[str, Any]:
+def _finding(f: Mapping[str, Any], verdict: str) -> dict[str, Any]:
+    message = str(f.get("message", ""))
+    # The verdict leads with its main finding (lower-cased after "Provisional: "): the list
+    # below it points at that one instead of saying it again.
     return {
         "kind": f.get("kind", ""),
-        "message": f.get("message", ""),
+        "message": message,
+        "in_verdict": len(message) > 1 and message[1:] in verdict,
         "layers": list(f.get("layers") or []),
         "predicted": bool(f.get("predicted")),
         "provisional": f.get("provisional_reason") if f.get("provisional") else None,
@@ -254,6 +280,7 @@ def _recommendation(r: Mapping[str, Any], a: Mapping[str, Any], number: int) -> 
     set_args = str(r.get("set_args") or "").strip()
     if set_args and not set_args.startswith("-"):
         set_args = f"--set {set_args}"
+    model = r.get("model")
     return {
         "anchor": f"rec-{number}",
         "number": number,
@@ -267,17 +294,40 @@ def _recommendation(r: Mapping[str, Any], a: Mapping[str, Any], number: int) -> 
         "base_cost": base_cost,
         "unproductive_now": sum(1 for layer in a["layers"] if layer.get("unproductive")),
         "unproductive_after": r.get("unproductive_after"),
-        "set_args": set_args,
-        "command": _try_command(a, set_args, number) if set_args else "",
+        "set_args": f"{model} {set_args}" if model and set_args else set_args,
+        "model": model,
+        "command": _try_command(a, set_args, number, model) if set_args else "",
     }
 
+
+#: Options of ``analyze`` that take a value (the word after them is not the MODEL argument).
+_TAKES_VALUE = frozenset(
+    [
+        "--dataset",
+        "--data-dir",
+        "--resolution",
+        "--epochs",
+        "--max-epochs",
+        "--subset",
+        "--batch-size",
+        "--lr",
+        "--device",
+        "--seed",
+        "--positions",
+        "--set",
+        "--out",
+        "--name",
+    ]
+)
 
 #: Options of the analysed run a "try it" command leaves out: the report name (the try gets
 #: its own folder) and what only changes the output's form.
 _NOT_REPEATED = {"--name": 1, "--json": 0, "--quiet": 0, "-q": 0, "--no-train": 0}
 
 
-def _try_command(a: Mapping[str, Any], set_args: str, number: int = 1) -> str:
+def _try_command(
+    a: Mapping[str, Any], set_args: str, number: int = 1, model: str | None = None
+) -> str:
     """``satadvisor analyze …`` for a recommendation: the analysed run's own command (same data
     source, data dir, epochs, subset, batch size, learning rate, seed, device and ``--set``
     pins) with the recommendation's ``--set`` added (a later ``--set`` of a knob wins) and
@@ -285,6 +335,10 @@ def _try_command(a: Mapping[str, Any], set_args: str, number: int = 1) -> str:
 
     When the analysis was not started from the CLI (the Python API), the command is built from
     what the analysis records: model, dataset and resolution.
+
+    ``model``: the recommendation is for another model (the family of a preset): it replaces
+    the MODEL argument, and the run's own ``--set`` pins are dropped (they are the analysed
+    model's knobs; ``set_args`` pins every family knob the change needs).
     """
     recorded = str(a.get("command") or "")
     try:
@@ -294,6 +348,8 @@ def _try_command(a: Mapping[str, Any], set_args: str, number: int = 1) -> str:
     if len(words) >= 2 and words[0] == "satadvisor" and words[1] == "analyze":
         kept: list[str] = []
         skip = 0
+        value = False  # the word is the value of the option before it
+        replaced = model is None
         for word in words[2:]:
             if skip:
                 skip -= 1
@@ -301,15 +357,26 @@ def _try_command(a: Mapping[str, Any], set_args: str, number: int = 1) -> str:
             option = word.split("=", 1)[0]
             if option in _NOT_REPEATED:
                 skip = _NOT_REPEATED[option] if "=" not in word else 0
+                value = False
+                continue
+            if model is not None and option == "--set":
+                skip = 0 if "=" in word else 1  # the analysed model's knobs
+                value = False
                 continue
             if option == "--resolution" and re.search(r"--set[ =]resolution=", set_args):
                 skip = 0 if "=" in word else 1  # the recommendation sets the resolution
+                value = False
                 continue
+            if model is not None and not value and not word.startswith("-"):
+                word, replaced = model, True  # the MODEL argument
+            value = word in _TAKES_VALUE
             kept.append(word)
+        if not replaced:  # the embedded default: no MODEL argument was given
+            kept.insert(0, str(model))
         name = f"{a.get('name') or 'model'}-try{number}"
         parts = ["satadvisor", "analyze", *(shlex.quote(w) for w in kept)]
         return " ".join([*parts, set_args, "--name", shlex.quote(name)])
-    source = str((a.get("model") or {}).get("source") or "MODEL")
+    source = model or str((a.get("model") or {}).get("source") or "MODEL")
     parts = ["satadvisor", "analyze", shlex.quote(source)]
     parts += ["--dataset", shlex.quote(str(a["dataset"]))]
     if not re.search(r"--set[ =]resolution=", set_args):
@@ -326,7 +393,8 @@ def with_commands(analysis: Mapping[str, Any]) -> dict[str, Any]:
         set_args = str(r.get("set_args") or "")
         if set_args and not set_args.startswith("--set"):
             set_args = f"--set {set_args}"
-        recs.append({**r, "command": _try_command(analysis, set_args, number) if set_args else ""})
+        command = _try_command(analysis, set_args, number, r.get("model")) if set_args else ""
+        recs.append({**r, "command": command})
     out["recommendations"] = recs
     return out
 
@@ -360,10 +428,15 @@ def _layer_rows(a: Mapping[str, Any]) -> list[dict[str, Any]]:
     for i, layer in enumerate(layers, 1):
         flags = [flag for flag in ("tail", "unproductive", "critical") if layer.get(flag)]
         saturation = layer.get("saturation")
+        label = layer_label(layer)
         rows.append(
             {
                 "index": i,
                 "layer": layer,
+                "label": label,
+                # the qualified name beside a label that does not show it (conv8 for
+                # features.conv8); "Conv2d #5 (features.17)" already does
+                "qualified": layer.get("name") if layer.get("name") not in label else None,
                 "flags": flags,
                 "border": layer.get("name") == border,
                 "bar": None if saturation is None else round(100.0 * saturation / top, 1),

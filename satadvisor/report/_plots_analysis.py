@@ -23,6 +23,11 @@ from satadvisor.report._plots import (
 # Saturation profile: one bar per layer, forward order.
 
 
+def _label(layer: Mapping[str, Any]) -> str:
+    """A layer row's readable name (its name in dicts made before labels)."""
+    return str(layer.get("label") or layer["name"])
+
+
 def _position(layers: tuple[str, ...], name: str | None) -> int | None:
     """Index of ``name`` in ``layers``, or None when absent."""
     return layers.index(name) if name is not None and name in layers else None
@@ -42,6 +47,10 @@ class ProfileData:
     r_min: tuple[int | None, ...]
     border_layer: str | None
     resolution: int
+    #: What the page calls each layer (``label`` of the rows); empty: the names.
+    labels: tuple[str, ...] = ()
+    #: Standard error of each saturation (None: not measured); drawn as ±2 SE whiskers.
+    errors: tuple[float | None, ...] = ()
 
     @property
     def border_index(self) -> int | None:
@@ -65,6 +74,8 @@ def profile_data(analysis: Mapping[str, Any]) -> ProfileData | None:
         r_min=tuple(layer.get("r_min") for layer in layers),
         border_layer=(analysis.get("receptive_field") or {}).get("border_layer"),
         resolution=int(analysis["resolution"]),
+        labels=tuple(_label(layer) for layer in layers),
+        errors=tuple(layer.get("saturation_se") for layer in layers),
     )
 
 
@@ -77,9 +88,17 @@ _PROFILE_GROUPS = (
 )
 
 
+def _whiskers(data: ProfileData, idx: list[int]) -> dict[str, Any]:
+    """±2 standard errors on the bars that have one (the rules call no smaller difference)."""
+    if not data.errors or all(data.errors[i] is None for i in idx):
+        return {}
+    twice = [None if data.errors[i] is None else 2 * float(data.errors[i] or 0.0) for i in idx]
+    return {"error_y": {"type": "data", "array": twice, "visible": True, "color": "#444"}}
+
+
 def profile_figure(data: ProfileData) -> Figure:
     """Bars of saturation per layer: tail bars coral, unproductive bars hatched, border dashed."""
-    labels = [label(name) for name in data.layers]
+    labels = [label(name) for name in data.labels or data.layers]
     traces = []
     for key, name, color, hatch in _PROFILE_GROUPS:
         idx = [i for i in range(len(labels)) if (data.tail[i], data.unproductive[i]) == key]
@@ -91,6 +110,7 @@ def profile_figure(data: ProfileData) -> Figure:
                 "name": name,
                 "x": [labels[i] for i in idx],
                 "y": [data.saturation[i] for i in idx],
+                **_whiskers(data, idx),
                 "marker": {
                     "color": color,
                     "line": {"color": color, "width": 1},
@@ -147,6 +167,8 @@ class EvolutionData:
     epochs: tuple[int, ...]
     saturation: tuple[tuple[float | None, ...], ...]
     tail: tuple[bool, ...]
+    #: What the page calls each layer; empty: the names.
+    labels: tuple[str, ...] = ()
 
 
 def evolution_data(analysis: Mapping[str, Any]) -> EvolutionData | None:
@@ -166,12 +188,16 @@ def evolution_data(analysis: Mapping[str, Any]) -> EvolutionData | None:
             tuple(entry.get("layers", {}).get(name) for entry in history) for name in names
         ),
         tail=tuple(tail.get(name, False) for name in names),
+        labels=tuple(
+            next((_label(row) for row in analysis["layers"] if row.get("name") == name), name)
+            for name in names
+        ),
     )
 
 
 def evolution_figure(data: EvolutionData) -> Figure:
     """Heatmap of saturation (colour) per layer (rows, first layer on top) and epoch (columns)."""
-    labels = [label(name) for name in data.layers]
+    labels = [label(name) for name in data.labels or data.layers]
     # Tail rows get their name in the tail colour, so the pattern reads without a legend.
     ticks = [
         f'<span style="color:{COLOR_TAIL}">{text}</span>' if tail else text
@@ -296,6 +322,8 @@ class ReceptiveFieldData:
     unproductive: tuple[bool, ...]
     border_layer: str | None
     resolution: int
+    #: What the page calls each layer; empty: the names.
+    labels: tuple[str, ...] = ()
 
     @property
     def border_index(self) -> int | None:
@@ -315,12 +343,13 @@ def receptive_field_data(analysis: Mapping[str, Any]) -> ReceptiveFieldData | No
         unproductive=tuple(bool(layer.get("unproductive")) for layer in layers),
         border_layer=rf.get("border_layer"),
         resolution=int(analysis["resolution"]),
+        labels=tuple(_label(layer) for layer in layers),
     )
 
 
 def receptive_field_figure(data: ReceptiveFieldData) -> Figure:
     """r_min (and r_max where it differs) per layer on a log axis, with the input size as a line."""
-    labels = [label(name) for name in data.layers]
+    labels = [label(name) for name in data.labels or data.layers]
     colors = [COLOR_TAIL if u else COLOR_LAYER for u in data.unproductive]
     traces: list[dict[str, Any]] = []
     if data.r_max != data.r_min:

@@ -1,5 +1,6 @@
 """Rule-guided + Optuna architecture search with full-run validation."""
 
+from satadvisor.search.progress import SearchClock, SearchProgress
 from satadvisor.search.pruner import SaturationPruner
 from satadvisor.search.record import TrialRecord
 from satadvisor.search.sampler import StudySampler
@@ -11,6 +12,8 @@ from satadvisor.search.worker import SearchSettings, TrialEvent
 
 __all__ = [
     "SaturationPruner",
+    "SearchClock",
+    "SearchProgress",
     "SearchSettings",
     "SearchSpace",
     "StudySampler",

@@ -22,6 +22,7 @@ from satadvisor.config import TrainConfig
 from satadvisor.errors import StorageError, StudyError, UsageError
 from satadvisor.search import record as tr
 from satadvisor.search._signals import checkpoint, deferred_interrupts
+from satadvisor.search.progress import SearchClock, SearchProgress
 from satadvisor.search.space import SearchSpace, derive_space
 from satadvisor.search.storage import (
     default_url,
@@ -31,7 +32,15 @@ from satadvisor.search.storage import (
     storage_file,
 )
 from satadvisor.search.summary import study_summary
-from satadvisor.search.validate import DEFAULT_SEEDS, select, validate, validated
+from satadvisor.search.validate import (
+    DEFAULT_SEEDS,
+    seeds_for,
+    select,
+    todo,
+    validate,
+    validated,
+    validation_key,
+)
 from satadvisor.search.worker import (
     OBJECTIVES,
     STRATEGIES,
@@ -39,6 +48,8 @@ from satadvisor.search.worker import (
     TrialEvent,
     Worker,
     quiet_optuna,
+    reap_dead,
+    storage_writes,
     worker_main,
 )
 
@@ -224,6 +235,7 @@ def optimize(
     tolerance: float = 0.005,
     on_trial: Callable[[TrialEvent], None] | None = None,
     on_validation: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[SearchProgress], None] | None = None,
 ) -> dict[str, Any]:
     """Search, validate, and return the study summary (``study.json``'s content).
 
@@ -240,6 +252,12 @@ def optimize(
     only the new seeds.
     ``subset`` caps each split of the proxy trials, ``full_subset`` each split of the
     validation runs (images, stratified; None: all).
+
+    ``on_trial`` gets each finished trial, ``on_validation`` each finished full run;
+    ``on_progress`` gets a :class:`~satadvisor.search.progress.SearchProgress` after each
+    trial, when the validation starts and after each full run, with one ETA over the search
+    and the validation runs (see :mod:`satadvisor.search.progress`). With ``workers`` > 1 the
+    trials run in other processes and report nothing here; the validation still does.
 
     See :mod:`satadvisor.search.sampler`, :mod:`~satadvisor.search.pruner` and
     :mod:`~satadvisor.search.policy` for what ``guided`` does.
@@ -294,8 +312,10 @@ def optimize(
         subset=subset,
         full_subset=full_subset,
     )
-    with deferred_interrupts():  # Ctrl-C stops at the next training step (see _signals)
+    # Ctrl-C stops at the next training step (see _signals); a full disk ends in one line
+    with deferred_interrupts(), storage_writes():
         study = create_or_load(settings)
+        reap_dead(study)  # a killed run's trials count no more, before the budget is judged
         counted = len(tr.counted(study.get_trials(deepcopy=False)))
         baseline, picks = select(study, k=validate_top, tolerance=tolerance)
         done = validated(study, settings, trials=picks, baseline=baseline, seeds=validate_seeds)
@@ -310,23 +330,64 @@ def optimize(
         study.set_user_attr("command", redact_command(command_line()))
         if validate_top > 0:  # a search-only rerun leaves the validation's seeds as they were
             study.set_user_attr("validate_seeds", validate_seeds)
-        run_workers(settings, workers=workers, on_trial=on_trial)
+        full = full_epochs or 4 * config.epochs
+        clock = None
+        if on_progress is not None:
+            clock = SearchClock(
+                budget=budget,
+                validate_top=validate_top,
+                seeds=validate_seeds,
+                full_epochs=full,
+                subset=subset,
+                full_subset=full_subset,
+            )
+            clock.known_trials(study.get_trials(deepcopy=False))
+        trial_callback = _fan_out(on_trial, clock.trial if clock else None, on_progress)
+        run_workers(settings, workers=workers, on_trial=trial_callback)
         baseline, picks = select(study, k=validate_top, tolerance=tolerance)
         if validate_top > 0:
+            if clock is not None and on_progress is not None:
+                planned = [
+                    t.number
+                    for seed in seeds_for(config, validate_seeds)
+                    for t in todo(baseline, picks)
+                    if validation_key(settings.space.configuration(t.params), seed)
+                    not in study.user_attrs
+                ]
+                on_progress(clock.start_validation(planned))
             validate(
                 study,
                 settings,
                 trials=picks,
                 baseline=baseline,
-                full_epochs=full_epochs or 4 * config.epochs,
+                full_epochs=full,
                 seeds=validate_seeds,
-                on_run=on_validation,
+                on_run=_fan_out(on_validation, clock.run if clock else None, on_progress),
             )
     return study_summary(
         study,
         tolerance=tolerance,
         extra={"storage": redact(url), "settings_used": _plain(settings)},
     )
+
+
+def _fan_out(
+    callback: Callable[[Any], None] | None,
+    clock: Callable[[Any], SearchProgress] | None,
+    on_progress: Callable[[SearchProgress], None] | None,
+) -> Callable[[Any], None] | None:
+    """One callback that calls ``callback`` and hands ``on_progress`` what ``clock`` makes of
+    the same event; None when there is nobody to call."""
+    if callback is None and (clock is None or on_progress is None):
+        return None
+
+    def call(event: Any) -> None:
+        if callback is not None:
+            callback(event)
+        if clock is not None and on_progress is not None:
+            on_progress(clock(event))
+
+    return call
 
 
 def _check_baseline(

@@ -71,7 +71,8 @@ OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize"}
 #: multi-objective TPE; ``random``: Optuna's RandomSampler (both without pruning).
 STRATEGIES = ("guided", "tpe", "random")
 #: Seconds a trial may run without a record before its worker is taken for dead (a record is
-#: written within a second of the draw).
+#: written within a second of the draw on an idle machine, but seen after more than 10 s with
+#: several workers starting at once on two loaded cores); until then other workers wait for it.
 DRAW_GRACE = 60.0
 
 
@@ -103,7 +104,11 @@ class TrialEvent:
 
     ``state``: "complete", "pruned", "failed", or "did not learn" (the proxy ran but its
     accuracy is not significantly above the majority-class rate, or its loss did not fall;
-    ``reason`` says which, and ``accuracy`` / ``macs`` are what it measured).
+    ``reason`` says which, and ``accuracy`` / ``macs`` are what it measured). ``seconds``: the
+    trial's wall time; ``epoch_seconds``: the mean seconds of one of its proxy epochs (training
+    and scoring; None when no epoch ran); ``train_images`` / ``eval_images``: the sizes of its
+    proxy's training and validation splits (None when its data were never loaded) — what the
+    ETA of :mod:`satadvisor.search.progress` is estimated from.
     """
 
     number: int
@@ -116,14 +121,50 @@ class TrialEvent:
     source: str
     reason: str | None = None
     epochs: int = 0
+    seconds: float | None = None
+    epoch_seconds: float | None = None
+    train_images: int | None = None
+    eval_images: int | None = None
 
 
 def _storage_error(exc: BaseException) -> bool:
     """An error of the storage itself: SQLAlchemy's (wrapped or not by Optuna), or a disk that
-    is full or read-only (a journal file's append)."""
-    if isinstance(exc, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)):
-        return True
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+    is full or read-only (a journal file's append) — also as the cause or context of what
+    escaped (Optuna's own "Should not reach" after a failed journal write)."""
+    return _storage_cause(exc) is not None
+
+
+def _storage_cause(exc: BaseException) -> BaseException | None:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(
+            seen, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
+        ):
+            return seen
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def storage_writes() -> Iterator[None]:
+    """A storage that stops taking writes (a full disk, a lost server) ends the command with
+    one StorageError: what is stored stays, and the rerun resumes from it."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:
+        cause = _storage_cause(exc)
+        if cause is None:
+            raise
+        raise StorageError(
+            f"the study's storage stopped taking writes ({_reason(cause)}); free disk space or "
+            "check the database server, then rerun the same command to resume"
+        ) from exc
 
 
 class TrialFailed(Exception):
@@ -202,6 +243,7 @@ class Worker:
         )
         self.on_trial = on_trial
         self._data: dict[int, Any] = {}
+        self._epoch_time: dict[int, float] = {}  # trial number -> mean seconds of its epochs
         self._live = TrialRecord(knobs={})  # the running trial's record, epoch by epoch
         self._host = socket.gethostname()
         self._pid = os.getpid()
@@ -255,11 +297,19 @@ class Worker:
                     rec.source,
                     rec.reason if rec.status != "completed" else None,
                     rec.epochs,
+                    rec.wall_time,
+                    self._epoch_time.pop(trial.number, None),
+                    *self._sizes(rec.knobs),
                 )
             )
         if self._spent(trials):
             study.stop()
         checkpoint()
+
+    def _sizes(self, knobs: dict[str, Any]) -> tuple[int | None, int | None]:
+        """Training and validation images of the proxy data at the trial's resolution."""
+        data = self._data.get(int(knobs.get("resolution") or 0))
+        return (len(data.train), len(data.eval)) if data is not None else (None, None)
 
     # ---------------------------------------------------------------- one trial
     def _objective(self, trial: optuna.Trial) -> list[float]:
@@ -285,6 +335,11 @@ class Worker:
         try:
             analysis = self._analyze_with_retry(trial, knobs, rec)
             rec = self._live  # with the epochs recorded meanwhile
+            # for the ETA only: never a reason for a trial to fail
+            epochs = analysis.run.epochs if analysis.run is not None else []
+            seconds = [s for e in epochs if isinstance(s := getattr(e, "seconds", None), float)]
+            if seconds:
+                self._epoch_time[trial.number] = sum(seconds) / len(seconds)
         except KeyboardInterrupt:
             _write(trial, self._live.with_(status="interrupted", reason="Ctrl-C", owner=None))
             raise
@@ -438,7 +493,7 @@ class Worker:
         names = list(self.space.choices)
         seen = {searched_key(self.space.snap(knobs), names)}
         for rec in analysis.recommendations:
-            if not rec.changes:
+            if not rec.changes or getattr(rec, "model", None) is not None:  # another model's knobs
                 continue
             params = self.space.snap({**knobs, **rec.changes})
             key = searched_key(params, names)
@@ -488,7 +543,7 @@ def settle(study: optuna.Study, number: int) -> list[FrozenTrial]:
             and t.state == TrialState.RUNNING
             and KEY not in t.user_attrs
             and t.datetime_start is not None
-            and now - t.datetime_start.timestamp() < 10.0
+            and now - t.datetime_start.timestamp() < DRAW_GRACE  # alive, see reap_dead
         ]
         if not drawing:
             return trials
@@ -509,8 +564,11 @@ def reap_dead(study: optuna.Study, *, now: float | None = None) -> list[int]:
         started = t.datetime_start.timestamp() if t.datetime_start is not None else now
         stored = t.user_attrs.get(KEY)
         if isinstance(stored, Mapping):
-            owner = TrialRecord.of(t).owner
-            dead = owner is not None and owner.host == host and not pid_alive(owner.pid)
+            rec = TrialRecord.of(t)
+            if rec.owner is not None:
+                dead = rec.owner.host == host and not pid_alive(rec.owner.pid)
+            else:  # its final record written, then its worker died before Optuna's tell
+                dead = now - (started + (rec.wall_time or 0.0)) > DRAW_GRACE
         else:
             dead = now - started > DRAW_GRACE
         if not dead:
