@@ -101,12 +101,15 @@ def staged_dir(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
     added; only those files (and the marker) let a later run replace the directory.
 
     Between the two renames of the swap there is a moment without ``final_dir``; a crash exactly
-    there leaves the previous report in a hidden ``.NAME.old-*`` sibling.
+    there leaves the previous report in a hidden ``.NAME.old-*`` sibling, which the next call
+    puts back. Hidden siblings a killed writer left behind (``.NAME.tmp-*`` stages and
+    ``.NAME.old-*`` reports, older than :data:`_STALE_SECONDS`) are removed then too.
     """
     final = Path(final_dir)
     if final.is_symlink():  # replace what the link points to, not the link itself
         final = final.resolve()
     final = final.absolute()
+    _tidy_leftovers(final)
     _check_replaceable(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +127,38 @@ def staged_dir(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         # After a successful swap the stage path no longer exists; otherwise drop the half-write.
         shutil.rmtree(stage, ignore_errors=True)
+
+
+#: A hidden stage or set-aside report this old belongs to no writer still running (a report
+#: is written in seconds).
+_STALE_SECONDS = 600.0
+
+
+def _tidy_leftovers(final: Path) -> None:
+    """Put back a report that a crash between the swap's renames left aside, and remove the
+    stages and set-aside reports killed writers left (only our own names and, for set-aside
+    reports, only folders with our marker)."""
+    import time
+
+    try:
+        siblings = list(final.parent.iterdir()) if final.parent.is_dir() else []
+    except OSError:
+        return
+    aside = sorted(
+        (p for p in siblings if p.name.startswith(f".{final.name}.old-") and p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    aside = [p for p in aside if _marker_listing(p) is not None]
+    with contextlib.suppress(OSError):
+        if aside and not final.exists():
+            os.rename(aside.pop(0), final)  # the newest report set aside: the one to keep
+    now = time.time()
+    for path in siblings:
+        stale = path.name.startswith(f".{final.name}.tmp-") or path in aside
+        with contextlib.suppress(OSError):
+            if stale and path.is_dir() and now - path.stat().st_mtime > _STALE_SECONDS:
+                shutil.rmtree(path)
 
 
 def check_output_dir(final_dir: str | os.PathLike[str]) -> None:

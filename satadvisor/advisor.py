@@ -478,6 +478,12 @@ def _lead(
     data: DataBundle | None,
 ) -> list[str]:
     """The sentences that say what the advice rests on, before the main finding."""
+    if result is not None and result.status == "diverged":
+        return [
+            f"The proxy diverged ({result.reason}): its saturation says nothing about the "
+            f"architecture, so no advice rests on it; likely fix: a lower learning rate (--lr, "
+            f"now {config.lr:g}). Only the training-free receptive-field analysis below stands."
+        ]
     if result is None or data is None or not result.epochs:
         return []
     if not result.learned:

@@ -598,7 +598,14 @@ def evaluate(
     if predicted is not None:
         return [predicted]
     feasible = usable.feasible_range
-    span = f" (feasible input range {feasible[0]}–{feasible[1]} px)" if feasible else ""
+    span = (
+        ""
+        if not feasible
+        else f" (feasible input range {feasible[0]}–{feasible[1]} px)"
+        if feasible[0] <= feasible[1]
+        else f" (no input size is both fully used and fully seen: the last layers see at most "
+        f"{feasible[1]} px, the first productive size is {feasible[0]} px)"
+    )
     message = (
         f"No layer is unproductive at {usable.resolution} px{span}: the receptive field "
         "predicts no tail, no change needed."

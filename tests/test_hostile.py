@@ -88,6 +88,10 @@ def test_activations_the_eigen_solver_fails_on_are_a_diverged_run(work: Path) ->
     assert "forward pass" not in result.stdout + result.stderr
     payload = json.loads((work / "reports" / "huge" / "analysis.json").read_text())
     assert payload["training"]["status"] == "diverged"
+    # before: the verdict went on to "Keep the architecture" as if the run had said so
+    assert payload["lead"][0].startswith("The proxy diverged (layer activations diverged")
+    assert payload["verdict"].startswith("The proxy diverged")
+    assert payload["advice_basis"] in ("receptive_field", "none")
 
 
 NAN = textwrap.dedent(
@@ -413,8 +417,35 @@ def test_a_trial_whose_worker_died_after_its_final_record_is_reaped(tmp_path: Pa
     assert reap_dead(study, now=start + 5.0 + DRAW_GRACE - 1) == []  # its tell may be coming
     assert reap_dead(study, now=start + 5.0 + DRAW_GRACE + 1) == [trial.number]
     (reaped,) = study.get_trials()
-    assert reaped.state == optuna.trial.TrialState.FAIL
+    assert reaped.state == optuna.trial.TrialState.PRUNED  # as its record says
     assert TrialRecord.of(reaped).status == "not_learned" and TrialRecord.of(reaped).counts
+
+
+def test_a_completed_trial_whose_worker_died_before_the_tell_keeps_its_values(
+    tmp_path: Path,
+) -> None:
+    """Its final record holds the measurement: told COMPLETE with it, it stays on the front
+    (told FAIL, a finished measurement would be lost and rerun)."""
+    from satadvisor.search.record import KEY, TrialRecord
+    from satadvisor.search.worker import DRAW_GRACE, reap_dead
+
+    study = optuna.create_study(
+        storage=open_storage(f"sqlite:///{tmp_path / 'c.db'}"),
+        directions=["maximize", "minimize"],
+    )
+    study.set_user_attr("objectives", ["accuracy", "macs"])
+    trial = study.ask()
+    rec = TrialRecord(knobs={"depth": 2}, status="completed", wall_time=5.0)
+    rec = rec.with_(accuracy=0.81, macs=123_456)
+    trial.set_user_attr(KEY, rec.to_dict())
+    (frozen,) = study.get_trials()
+    assert frozen.datetime_start is not None
+    now = frozen.datetime_start.timestamp() + 5.0 + DRAW_GRACE + 1
+    assert reap_dead(study, now=now) == [trial.number]
+    (told,) = study.get_trials()
+    assert told.state == optuna.trial.TrialState.COMPLETE
+    assert told.values == [0.81, 123_456.0]
+    assert [t.number for t in study.best_trials] == [trial.number]
 
 
 def test_a_storage_error_behind_another_exception_is_one_storage_error() -> None:

@@ -318,3 +318,40 @@ def test_no_report_inside_another_report_folder(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=expected), staged_dir(inner):
         pytest.fail("the block must not run")
     assert _names(outer) == [MARKER, "index.html"]
+
+
+def _report(folder: Path, text: str) -> None:
+    with staged_dir(folder) as stage:
+        (stage / "index.html").write_text(text, "utf-8")
+
+
+def test_a_report_left_aside_by_a_crash_between_the_renames_is_put_back(tmp_path: Path) -> None:
+    final = tmp_path / "rep"
+    _report(final, "first")
+    os.rename(final, tmp_path / ".rep.old-1a2b3c4d")  # killed between the swap's two renames
+    _report(final, "second")
+    assert (final / "index.html").read_text("utf-8") == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # nothing aside any more
+
+
+def test_stages_and_set_aside_reports_of_killed_writers_are_removed_once_stale(
+    tmp_path: Path,
+) -> None:
+    final = tmp_path / "rep"
+    _report(final, "kept")
+    stale_stage = tmp_path / ".rep.tmp-deadbeef"
+    stale_stage.mkdir()
+    (stale_stage / "index.html").write_text("half", "utf-8")
+    fresh_stage = tmp_path / ".rep.tmp-cafebabe"  # another writer, still running
+    fresh_stage.mkdir()
+    aside = tmp_path / ".rep.old-0badf00d"
+    _report(aside, "an older report")
+    foreign = tmp_path / ".rep.old-mine"  # no marker: not ours
+    foreign.mkdir()
+    old = os.stat(final).st_mtime - 3600
+    for path in (stale_stage, aside, foreign):
+        os.utime(path, (old, old))
+    _report(final, "new")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".rep.old-mine", ".rep.tmp-cafebabe", "rep"]
+    assert (final / "index.html").read_text("utf-8") == "new"

@@ -326,6 +326,29 @@ def test_a_rerun_with_other_settings_is_refused_with_the_setting(tmp_path: Path)
         optimize(str(model), budget=2, pinned={"width": 8}, **pinned)
 
 
+def test_two_workers_creating_a_study_at_once_with_other_settings_do_not_mix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both find no settings and both write theirs; the one whose write did not stand stops."""
+    from satadvisor.search import study as study_module
+
+    model = tmp_path / "tiny.py"
+    model.write_text(TINY_MODEL_SOURCE)
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+
+    def other_worker_writes() -> None:  # lands while this one waits
+        late = optuna.load_study(study_name="r", storage=open_storage(url))
+        settings = dict(late.user_attrs["settings"])
+        settings["train"] = {**settings["train"], "lr": 0.5}
+        late.set_user_attr("settings", settings)
+
+    monkeypatch.setattr(study_module, "_settle", other_worker_writes)
+    with pytest.raises(StudyError, match="at the same moment by another worker") as info:
+        optimize(str(model), budget=1, config=FAST, storage=url, study_name="r", validate_top=0)
+    assert "lr 0.5 (now 0.05)" in str(info.value)
+    assert optuna.load_study(study_name="r", storage=open_storage(url)).trials == []
+
+
 def test_a_study_of_the_older_search_is_refused(tmp_path: Path) -> None:
     model = tmp_path / "tiny.py"
     model.write_text(TINY_MODEL_SOURCE)

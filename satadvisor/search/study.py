@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
@@ -165,7 +166,27 @@ def create_or_load(settings: SearchSettings) -> optuna.Study:
         study.set_user_attr("settings", now)
         with quiet_optuna():
             study.set_metric_names(list(settings.objectives))  # optuna-dashboard's labels
+        # Workers that start a fresh study at the same moment all find no settings and all
+        # write theirs; the last write stands. Read back once the others' writes are in: a
+        # worker whose settings are not the ones that stood stops here instead of mixing.
+        _settle()
+        differs = _mismatch(study.user_attrs.get("settings") or {}, now)
+        if differs is not None or study.user_attrs.get("space") != space:
+            raise StudyError(
+                f"study {name!r} was created at the same moment by another worker with another "
+                f"{differs or 'search space'}: its trials would not compare with this run's; "
+                "pass the same settings to join it, or another --study-name"
+            )
     return study
+
+
+#: How long a worker that created a study's settings waits before reading them back (the
+#: moment in which concurrent first writers' writes land).
+_SETTLE_SECONDS = 0.5
+
+
+def _settle() -> None:
+    time.sleep(_SETTLE_SECONDS)
 
 
 def _devices(workers: int, device: str) -> list[str | None]:

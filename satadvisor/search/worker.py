@@ -563,20 +563,36 @@ def reap_dead(study: optuna.Study, *, now: float | None = None) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         started = t.datetime_start.timestamp() if t.datetime_start is not None else now
         stored = t.user_attrs.get(KEY)
-        if isinstance(stored, Mapping):
-            rec = TrialRecord.of(t)
-            if rec.owner is not None:
-                dead = rec.owner.host == host and not pid_alive(rec.owner.pid)
-            else:  # its final record written, then its worker died before Optuna's tell
-                dead = now - (started + (rec.wall_time or 0.0)) > DRAW_GRACE
+        rec = TrialRecord.of(t) if isinstance(stored, Mapping) else None
+        if rec is not None and rec.owner is not None:
+            dead = rec.owner.host == host and not pid_alive(rec.owner.pid)
+        elif rec is not None:  # its final record written, then its worker died before the tell
+            dead = now - (started + (rec.wall_time or 0.0)) > DRAW_GRACE
         else:
             dead = now - started > DRAW_GRACE
         if not dead:
             continue
         with contextlib.suppress(Exception):  # another worker reaped it first
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            _tell_finished(study, t.number, rec)
             reaped.append(t.number)
     return reaped
+
+
+def _tell_finished(study: optuna.Study, number: int, rec: TrialRecord | None) -> None:
+    """Tell a dead worker's trial as its final record says: a completed one with its measured
+    values (it stays on the front), a pruned one as pruned; anything else failed (it runs
+    again)."""
+    if rec is not None and rec.owner is None and rec.status == "completed":
+        names = study.user_attrs.get("objectives") or ()
+        values = [getattr(rec, str(name), None) for name in names]
+        floats = [float(v) for v in values if isinstance(v, int | float) and v == v]
+        if names and len(floats) == len(values):
+            study.tell(number, floats, skip_if_finished=True)
+            return
+    if rec is not None and rec.owner is None and rec.status in ("pruned", "not_learned"):
+        study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+        return
+    study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def _step_checkpoint(progress: Any) -> None:
