@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(Path(__file__).resolve().parent / ".deps"))  # after the venv: no shadowing
 
-from satadvisor.saturation import SaturationTracker, auto_rows  # noqa: E402
+from satadvisor.saturation import SaturationTracker, auto_rows, sample_size  # noqa: E402
 from satadvisor.saturation import functional as SF  # noqa: E402
 
 BATCH = 128
@@ -283,12 +283,9 @@ def flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int,
     def record(module: nn.Module, args: Any, out: torch.Tensor) -> None:
         width = out.shape[1] if isinstance(module, nn.Conv2d) else out.shape[-1]
         rows = out.numel() // width
-        target = auto_rows(width)
-        sampled = rows
-        if rows > target:  # the tracker's own choice (SaturationTracker._batch_moments)
-            per_example = -(-target // out.shape[0])
-            if 2 * per_example <= rows // out.shape[0] or not isinstance(module, nn.Conv2d):
-                sampled = out.shape[0] * per_example if isinstance(module, nn.Conv2d) else target
+        conv = isinstance(module, nn.Conv2d)
+        drawn = sample_size(auto_rows(width), rows, out.shape[0] if conv else None)
+        sampled = rows if drawn is None else drawn * out.shape[0] if conv else drawn
         rows_width.append((rows, sampled, width))
 
     handles = [
@@ -711,9 +708,9 @@ def _conv_shapes(model: nn.Module) -> dict[tuple[int, ...], int]:
 def _path_times(shape: tuple[int, ...], gen: torch.Generator, repeats: int) -> dict[str, Any]:
     y = torch.randn(*shape, generator=gen)
     b, c, p = shape[0], shape[1], shape[2] * shape[3]
-    per_ex = -(-auto_rows(c) // b)
-    sampled = 2 * per_ex <= p
-    rows = torch.randn(c, b * per_ex if sampled else b * p, generator=gen)
+    per_ex = sample_size(auto_rows(c), b * p, b)
+    sampled = per_ex is not None
+    rows = torch.randn(c, b * per_ex if per_ex is not None else b * p, generator=gen)
     row = {
         "shape": list(shape),
         "sampled": sampled,
@@ -724,7 +721,7 @@ def _path_times(shape: tuple[int, ...], gen: torch.Generator, repeats: int) -> d
     }
     row["auto_ms"] = (
         _median_ms(lambda: SF.sampled_map_moments(y, per_ex, generator=gen), repeats)
-        if sampled
+        if per_ex is not None
         else row["all_chunked_ms"]
     )
     return row
@@ -751,7 +748,7 @@ def paths_table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         b, c, h, w = r["shape"]
-        n = b * -(-auto_rows(c) // b) if r["sampled"] else b * h * w
+        n = b * (sample_size(auto_rows(c), b * h * w, b) or h * w)
         lines.append(
             f"| {r['model']} | {c}×{h}×{w} (×{r['layers']}) | {n} | {r['matmul_ms']:.2f} | "
             f"{r['blocked_ms']:.2f} | {r['all_chunked_ms']:.2f} | {r['all_per_example_ms']:.2f} | "

@@ -199,7 +199,7 @@ def tracking_summary(positions: Any) -> dict[str, Any]:
     """How the saturation was read (``analysis.json``'s ``training.tracking``): the rows per
     batch and layer, the batch groups behind each standard error, the rules' z, and the error
     against every position that the default sample was measured to stay within."""
-    from satadvisor.saturation import _tracker as tracking
+    from satadvisor import saturation as tracking
 
     rows = (
         f"max({tracking.ROWS_PER_FEATURE} × width, {tracking.MIN_ROWS}) positions, drawn per example"

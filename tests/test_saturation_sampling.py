@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from satadvisor.saturation import SaturationTracker, auto_rows
+from satadvisor.saturation import SaturationTracker, auto_rows, sample_size
 from satadvisor.saturation import functional as F
 
 
@@ -196,3 +196,21 @@ def test_old_one_state_snapshots_load_into_one_group() -> None:
     assert got is not None
     torch.testing.assert_close(got.m2, state.m2)
     assert loaded.compute()[0].intrinsic_dimension == ref.compute()[0].intrinsic_dimension
+
+
+@pytest.mark.parametrize(
+    "target,rows,examples,want",
+    [
+        (None, 10_000, None, None),  # rows="all"
+        (100, 90, None, None),  # under the cap
+        (100, 150, None, None),  # under twice the cap: read in full
+        (100, 250, None, 100),
+        (100, 4 * 64, 4, 25),  # 25 of 64 positions per example
+        (100, 4 * 40, 4, None),  # 25 of 40: read in full
+        (100, 3 * 80, 3, 34),  # ceil(100 / 3)
+    ],
+)
+def test_sample_size_draws_only_well_below_every_row(
+    target: int | None, rows: int, examples: int | None, want: int | None
+) -> None:
+    assert sample_size(target, rows, examples) == want

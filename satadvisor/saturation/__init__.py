@@ -6,6 +6,24 @@ maths (streaming ``(n, mean, M2)`` states, reductions, k rules) it is built from
 
 from satadvisor.saturation import functional
 from satadvisor.saturation._result import LayerSaturation
-from satadvisor.saturation._tracker import SaturationTracker, auto_rows
+from satadvisor.saturation._tracker import (
+    GROUPS,
+    MIN_ROWS,
+    ROWS_PER_FEATURE,
+    STATED_ERROR,
+    SaturationTracker,
+    auto_rows,
+    sample_size,
+)
 
-__all__ = ["LayerSaturation", "SaturationTracker", "auto_rows", "functional"]
+__all__ = [
+    "GROUPS",
+    "MIN_ROWS",
+    "ROWS_PER_FEATURE",
+    "STATED_ERROR",
+    "LayerSaturation",
+    "SaturationTracker",
+    "auto_rows",
+    "functional",
+    "sample_size",
+]

@@ -52,6 +52,19 @@ def auto_rows(width: int) -> int:
     return max(ROWS_PER_FEATURE * width, MIN_ROWS)
 
 
+def sample_size(target: int | None, rows: int, examples: int | None = None) -> int | None:
+    """What a batch of ``rows`` rows gives to the statistics under a cap of ``target`` rows:
+    positions drawn per example for a conv map of ``examples`` examples, rows drawn otherwise,
+    or None when every row is read (no cap, or fewer rows than twice what a sample would keep:
+    sampling would save little)."""
+    if target is None or rows <= target:
+        return None
+    if examples:
+        per_example = -(-target // examples)
+        return per_example if 2 * per_example <= rows // examples else None
+    return target if 2 * target <= rows else None
+
+
 class SaturationTracker:
     """Measures the saturation of a model's layers from their raw outputs during forward passes.
 
@@ -210,19 +223,13 @@ class SaturationTracker:
             y = y.unsqueeze(0)  # unbatched input
         width = y.shape[1] if is_conv else y.shape[-1]
         rows = y.numel() // width if width else 0
-        target = self._target_rows(width)
-        if target is not None and rows > target:
-            # Sampling pays only well below every row; up to twice the target, read them all.
+        drawn = sample_size(self._target_rows(width), rows, y.shape[0] if is_conv else None)
+        if drawn is not None:
+            gen = self._generator(y.device)
             if is_conv:
-                examples = y.shape[0]
-                per_example = -(-target // examples)
-                if 2 * per_example <= rows // examples:
-                    gen = self._generator(y.device)
-                    return F.sampled_map_moments(y, per_example, generator=gen)
-            elif 2 * target <= rows:
-                gen = self._generator(y.device)
-                index = torch.randint(rows, (target,), generator=gen, device=y.device)
-                return F.batch_moments(F.flatten_output(module, y)[index])
+                return F.sampled_map_moments(y, drawn, generator=gen)
+            index = torch.randint(rows, (drawn,), generator=gen, device=y.device)
+            return F.batch_moments(F.flatten_output(module, y)[index])
         if is_conv and not y.movedim(1, -1).is_contiguous():  # NCHW: centered as it is read
             examples = y.shape[0]
             scratch = self._scratch(y, F.scratch_numel(examples, rows // max(examples, 1), width))
