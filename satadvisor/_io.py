@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -154,8 +155,9 @@ def _tidy_leftovers(final: Path) -> None:
         if aside and not final.exists():
             os.rename(aside.pop(0), final)  # the newest report set aside: the one to keep
     now = time.time()
+    ours = re.compile(rf"\.{re.escape(final.name)}\.tmp-[a-z0-9_]{{8}}")  # mkdtemp's names
     for path in siblings:
-        stale = path.name.startswith(f".{final.name}.tmp-") or path in aside
+        stale = bool(ours.fullmatch(path.name)) or path in aside
         with contextlib.suppress(OSError):
             if stale and path.is_dir() and now - path.stat().st_mtime > _STALE_SECONDS:
                 shutil.rmtree(path)

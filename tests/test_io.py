@@ -348,10 +348,12 @@ def test_stages_and_set_aside_reports_of_killed_writers_are_removed_once_stale(
     _report(aside, "an older report")
     foreign = tmp_path / ".rep.old-mine"  # no marker: not ours
     foreign.mkdir()
+    lookalike = tmp_path / ".rep.tmp-my-own-notes"  # not a name mkdtemp makes
+    lookalike.mkdir()
     old = os.stat(final).st_mtime - 3600
-    for path in (stale_stage, aside, foreign):
+    for path in (stale_stage, aside, foreign, lookalike):
         os.utime(path, (old, old))
     _report(final, "new")
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == [".rep.old-mine", ".rep.tmp-cafebabe", "rep"]
+    assert left == [".rep.old-mine", ".rep.tmp-cafebabe", ".rep.tmp-my-own-notes", "rep"]
     assert (final / "index.html").read_text("utf-8") == "new"
