@@ -2,7 +2,7 @@
 
 - :func:`fashion_root`: a torchvision root holding Fashion-MNIST, decompressed once from
   ``../shared/data/FashionMNIST/raw/*.gz`` into the git-ignored ``benchmarks/data/`` and
-  checked against the published md5 sums.
+  checked against the published md5 sums (:func:`prepare_shared_fashion_mnist` decompresses).
 - :func:`add_run_options`: the options every script has (``--device``, ``--subset``,
   ``--epochs``, ``--full-epochs``, ``--seeds``, ``--date``, ``--out``, ``--threads``).
 - :func:`record`: what a result records about itself (date, device, versions, options).
@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
 import hashlib
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,8 +49,6 @@ def fashion_root(root: Path | None = None, *, shared: Path = SHARED_FASHION) -> 
     check the sums. Raises SystemExit with a one-line message when the files are missing or
     differ from the published release.
     """
-    from satadvisor.data import prepare_shared_fashion_mnist
-
     root = DATA_ROOT if root is None else root
     raw = root / "FashionMNIST" / "raw"
     if not all((raw / name).is_file() for name in FASHION_MD5):
@@ -64,6 +65,43 @@ def fashion_root(root: Path | None = None, *, shared: Path = SHARED_FASHION) -> 
                 f"{raw / name}: md5 {digest}, expected {expected}; delete it and rerun"
             )
     return root
+
+
+def prepare_shared_fashion_mnist(
+    src_dir: str | os.PathLike[str], root: str | os.PathLike[str]
+) -> Path:
+    """Decompress Fashion-MNIST ``*.gz`` files into a torchvision root; returns ``root``.
+
+    ``src_dir`` is the folder holding ``train-images-idx3-ubyte.gz`` and its three siblings,
+    or a parent of it (``FashionMNIST/raw`` or ``raw`` below it). Files already present in
+    ``root/FashionMNIST/raw`` are kept; new ones are written atomically. (``satadvisor.data``
+    reads the ``.gz`` files directly; the benchmarks that compare with torchvision's own
+    datasets need them unpacked.)
+    """
+    src = Path(src_dir).expanduser()
+    first = f"{next(iter(FASHION_MD5))}.gz"
+    candidates = [src, src / "raw", src / "FashionMNIST" / "raw"]
+    found = next((c for c in candidates if (c / first).is_file()), None)
+    if found is None:
+        raise SystemExit(
+            f"fashion-mnist: no {first} in {src}; pass the folder holding the .gz files"
+        )
+    raw_dir = Path(root).expanduser() / "FashionMNIST" / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    for name in FASHION_MD5:
+        target = raw_dir / name
+        if target.is_file():
+            continue
+        with tempfile.NamedTemporaryFile(dir=raw_dir, delete=False) as tmp:
+            try:
+                with gzip.open(found / f"{name}.gz", "rb") as gz:
+                    shutil.copyfileobj(gz, tmp)
+            except (OSError, EOFError) as exc:
+                tmp.close()
+                os.unlink(tmp.name)
+                raise SystemExit(f"{found / name}.gz: unreadable ({exc}); copy it again") from exc
+        os.replace(tmp.name, target)
+    return Path(root).expanduser()
 
 
 def add_run_options(

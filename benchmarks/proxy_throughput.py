@@ -32,13 +32,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _common import prepare_shared_fashion_mnist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from satadvisor import data
-from satadvisor._data_sources import make_synthetic
 from satadvisor._env import device_name, resolve_device, versions
 from satadvisor.config import TrainConfig
+from satadvisor.data.sources import make_synthetic
 from satadvisor.models import create_model
 from satadvisor.saturation import SaturationTracker
 from satadvisor.train import run
@@ -152,7 +153,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     name = "synthetic"
     tmp = tempfile.TemporaryDirectory()
     if SHARED_FASHION.is_dir() and not args.synthetic:
-        name, root = "fashion-mnist", data.prepare_shared_fashion_mnist(SHARED_FASHION, tmp.name)
+        name, root = "fashion-mnist", prepare_shared_fashion_mnist(SHARED_FASHION, tmp.name)
     bundle = data.load(
         name, resolution=args.resolution, data_dir=root, subset=args.subset, device=device, seed=0
     )

@@ -31,10 +31,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from satadvisor._flags import flag
 from satadvisor.errors import OutputError
 
 MARKER = ".satadvisor-output"
 """File name that marks a directory as written (and so replaceable) by :func:`staged_dir`."""
+
+_OUT = flag("out")
 
 _MARKER_TEXT = "This directory was written by satadvisor and is replaced on the next run.\n"
 """The marker's first line. Markers written before the listing below hold only this line."""
@@ -183,12 +186,12 @@ def check_output_dir(final_dir: str | os.PathLike[str]) -> None:
     if not ancestor.is_dir():
         raise OutputError(
             f"cannot write report to {final}: {ancestor} is not a directory; "
-            "pass --out with a writable directory"
+            f"pass {_OUT} with a writable directory"
         )
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputError(
             f"cannot write report to {final}: {ancestor} is not writable; "
-            "pass --out with a writable directory"
+            f"pass {_OUT} with a writable directory"
         )
 
 
@@ -198,7 +201,7 @@ def _check_replaceable(final: Path) -> None:
     if not plain_folder_name(final.name):
         raise OutputError(
             f"cannot write report to {final}: {final.name!r} is not a plain folder name; "
-            "pass --name (or --study-name) with letters, digits, '-', '_' or '.'"
+            f"pass {flag('name')} (or {flag('study_name')}) with letters, digits, '-', '_' or '.'"
         )
     try:
         parent = final.parent.resolve()
@@ -206,20 +209,20 @@ def _check_replaceable(final: Path) -> None:
         raise OutputError(
             f"cannot write report to {final}: {final.parent} cannot be resolved "
             f"({exc.strerror if isinstance(exc, OSError) else 'symlink loop'}); "
-            "pass --out with a writable directory"
+            f"pass {_OUT} with a writable directory"
         ) from exc
     for folder in (parent, *parent.parents):
         if _marker_listing(folder) is not None:
             raise OutputError(
                 f"cannot write report to {final}: {folder} is a report folder, which its next "
-                "run replaces; pass --out with a directory outside it"
+                f"run replaces; pass {_OUT} with a directory outside it"
             )
     if not final.exists():
         return
     if not final.is_dir():
         raise OutputError(
             f"cannot write report to {final}: it exists and is not a directory; "
-            "pass --out with a directory path"
+            f"pass {_OUT} with a directory path"
         )
     try:
         entries = os.listdir(final)
@@ -236,7 +239,7 @@ def _check_replaceable(final: Path) -> None:
         shown = ", ".join(repr(e) for e in foreign[:3]) + (", …" if len(foreign) > 3 else "")
         raise OutputError(
             f"cannot write report to {final}: it holds files satadvisor did not write "
-            f"({shown}); pass --out with a new or empty directory, or move them out"
+            f"({shown}); pass {_OUT} with a new or empty directory, or move them out"
         )
 
 
@@ -331,7 +334,7 @@ def _swap_into_place(stage: Path, final: Path) -> None:
 
 def _output_error(final: Path, exc: OSError) -> OutputError:
     return OutputError(
-        f"cannot write report to {final}: {_reason(exc)}; pass --out with a writable directory"
+        f"cannot write report to {final}: {_reason(exc)}; pass {_OUT} with a writable directory"
     )
 
 

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from satadvisor._flags import flag
 from satadvisor.errors import UsageError
 
 #: Input resolutions (px) accepted everywhere: --resolution, --set resolution=, RESOLUTION and
@@ -54,22 +55,24 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise UsageError(
-                f"epochs must be at least 1, got {self.epochs}: pass --epochs 1 or more"
+                f"epochs must be at least 1, got {self.epochs}: pass {flag('epochs')} 1 or more"
             )
         if self.batch_size < 1:
             raise UsageError(
-                f"batch size must be at least 1, got {self.batch_size}: pass --batch-size 1 or more"
+                f"batch size must be at least 1, got {self.batch_size}: pass {flag('batch_size')} 1 or more"
             )
         if not self.lr > 0:
-            raise UsageError(f"learning rate must be positive, got {self.lr}: pass --lr > 0")
+            raise UsageError(
+                f"learning rate must be positive, got {self.lr}: pass {flag('lr')} > 0"
+            )
         if self.optimizer not in ("sgd", "adam"):
             raise UsageError(f"unknown optimizer {self.optimizer!r}: use 'sgd' or 'adam'")
         if not 0.0 < self.val_fraction < 1.0:
             raise UsageError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.auto_epochs and self.epochs < 2:
             raise UsageError(
-                f"--epochs auto needs a cap of at least 2 epochs (a settled profile compares "
-                f"two), got {self.epochs}: pass --max-epochs 2 or more"
+                f"{flag('epochs')} auto needs a cap of at least 2 epochs (a settled profile "
+                f"compares two), got {self.epochs}: pass {flag('max_epochs')} 2 or more"
             )
         if self.positions not in ("auto", "all") and not (
             isinstance(self.positions, int)
@@ -78,7 +81,7 @@ class TrainConfig:
         ):
             raise UsageError(
                 f"positions must be 'auto', 'all' or a positive number of rows, got "
-                f"{self.positions!r}: pass --positions auto"
+                f"{self.positions!r}: pass {flag('positions')} auto"
             )
         if not 0.0 < self.threshold < 1.0:
             raise UsageError(f"threshold must be in (0, 1), got {self.threshold}: 0.99 is usual")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from satadvisor import data
-from satadvisor._data_split import augment_batch
+from satadvisor.data.split import augment_batch, crop_padding
 from satadvisor.errors import DatasetError, UsageError
 
 SHARED_FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "FashionMNIST"
@@ -301,7 +301,7 @@ def test_flip_only_where_allowed() -> None:
 
 
 def test_padding_is_one_eighth_of_the_resolution() -> None:
-    assert [data.crop_padding(r) for r in (4, 8, 16, 32, 224)] == [1, 1, 2, 4, 28]
+    assert [crop_padding(r) for r in (4, 8, 16, 32, 224)] == [1, 1, 2, 4, 28]
     assert data.load("synthetic", resolution=32).train.pad == 4
 
 
@@ -517,25 +517,25 @@ def test_corrupt_image_met_mid_epoch_is_a_one_line_dataset_error(
     # first read during training, or (test split) when the test split is evaluated at the end
     # of a full run: the error must still name the file, on one line, also when a DataLoader
     # worker process raised it.
-    from satadvisor import _data_imagefolder
+    from satadvisor.data import imagefolder as folders
 
     write_folder(tmp_path / "train", per_class=6)
     write_folder(tmp_path / "test", per_class=2)
-    monkeypatch.setattr(_data_imagefolder, "STATS_SAMPLE", 1)
+    monkeypatch.setattr(folders, "STATS_SAMPLE", 1)
     decoded: list[list[int]] = []
-    real_decode = _data_imagefolder.decode
+    real_decode = folders.decode
 
     def spy(folder: object, indices: torch.Tensor, **kw: int) -> torch.Tensor:
         decoded.append(indices.tolist())
         return real_decode(folder, indices, **kw)
 
-    monkeypatch.setattr(_data_imagefolder, "decode", spy)
+    monkeypatch.setattr(folders, "decode", spy)
     name = f"imagefolder:{tmp_path}"
     clean = data.load(name, resolution=8, full=True, num_workers=0, max_device_bytes=0)
     assert clean.test is not None and len(decoded) == 1  # only the statistics sample, read now
     split = clean.train if where == "train" else clean.test
     unread = [i for i in split.indices.tolist() if where == "test" or i not in decoded[0]]
-    bad = Path(_data_imagefolder.list_folder(tmp_path / where).samples[unread[-1]][0])
+    bad = Path(folders.list_folder(tmp_path / where).samples[unread[-1]][0])
     bad.write_bytes(b"not a png")
 
     bundle = data.load(name, resolution=8, full=True, num_workers=workers, max_device_bytes=0)
@@ -589,8 +589,11 @@ def test_imagefolder_missing_or_empty(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_FASHION.is_dir(), reason="no ../shared/data/FashionMNIST")
 def test_real_fashion_mnist(tmp_path: Path) -> None:
-    root = data.prepare_shared_fashion_mnist(SHARED_FASHION, tmp_path)
+    root = tmp_path
     raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for packed in (SHARED_FASHION / "raw").glob("*.gz"):  # a torchvision root, unpacked
+        (raw / packed.stem).write_bytes(gzip.decompress(packed.read_bytes()))
     md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in raw.iterdir()}
     assert md5["train-images-idx3-ubyte"] == "f4a8712d7a061bf5bd6d2ca38dc4d50a"
     assert md5["t10k-labels-idx1-ubyte"] == "15d484375f8d13e6eb1aabb0c3f46965"

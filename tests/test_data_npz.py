@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from satadvisor import data
-from satadvisor._data_split import augment_batch
+from satadvisor.data.split import augment_batch
 from satadvisor.errors import DatasetError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -97,7 +97,7 @@ def test_synthetic_1d_constants_are_its_training_statistics() -> None:
     bundle = data.load("synthetic-1d", full=True)
     info = bundle.info
     assert (info.num_classes, info.in_channels, info.native_resolution) == (10, 2, 64)
-    from satadvisor._data_sources import make_synthetic_1d
+    from satadvisor.data.sources import make_synthetic_1d
 
     raw = make_synthetic_1d()
     assert raw.images.shape == (1200, 2, 64)

@@ -223,7 +223,8 @@ def test_a_huge_search_space_list_is_checked_in_linear_time(work: Path) -> None:
 
 
 def test_values_one_by_one_still_find_unhashable_and_equal_numbers() -> None:
-    from satadvisor.spec import ModelFileError, _search_space
+    from satadvisor.spec import ModelFileError
+    from satadvisor.spec._contract import search_space as _search_space
 
     with pytest.raises(ModelFileError, match=r"lists 2\.0 twice"):
         _search_space({"width": [2, 2.0]}, {"width": 4.0}, "m.py")

@@ -16,10 +16,10 @@ from torch import nn
 
 from satadvisor import data as data_mod
 from satadvisor import rules
-from satadvisor._data_split import TensorSplit
 from satadvisor.advisor import Analysis, analyze
 from satadvisor.cli import format_summary
 from satadvisor.config import TrainConfig
+from satadvisor.data.split import TensorSplit
 from satadvisor.receptive import LayerReceptiveField, ReceptiveFieldAnalysis
 from satadvisor.report import write_analysis
 from satadvisor.saturation._result import LayerSaturation

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from satadvisor._flags import flag
 from satadvisor.errors import DatasetError
 
 TEST_FRACTION = 0.2
@@ -29,7 +27,7 @@ TEST_FRACTION = 0.2
 SYNTHETIC_SIZE = 1200
 SYNTHETIC_SEED = 20261121
 
-_MNIST_FILES = (
+MNIST_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte",
@@ -160,7 +158,7 @@ def _mnist_raw_dir(root: Path, class_name: str) -> Path:
 
 def _read_mnist_gz(raw_dir: Path) -> tuple[RawSet, RawSet] | None:
     """Read the four ``.gz`` idx files of an MNIST-style raw dir directly; None if any is missing."""
-    paths = [raw_dir / f"{name}.gz" for name in _MNIST_FILES]
+    paths = [raw_dir / f"{name}.gz" for name in MNIST_FILES]
     if not all(p.is_file() for p in paths):
         return None
     try:
@@ -216,11 +214,11 @@ def read_torchvision(name: str, *, root: Path, download: bool) -> tuple[RawSet, 
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DatasetError(
                 f"{name}: download to {root} failed ({reason}); check the network or pass "
-                "--data-dir with an existing torchvision root"
+                f"{flag('data_dir')} with an existing torchvision root"
             ) from exc
         raise DatasetError(
-            f"{name}: no data in {root} (expected {root / marker}); pass --data-dir with a "
-            "torchvision root or --download"
+            f"{name}: no data in {root} (expected {root / marker}); pass {flag('data_dir')} "
+            f"with a torchvision root or {flag('download')}"
         ) from exc
     return _to_raw(train), _to_raw(test)
 
@@ -236,7 +234,7 @@ def released_files(name: str) -> tuple[str, tuple[str, ...]]:
         return cls.filename, tuple(f"{cls.base_folder}/{f}" for f in files)
     if class_name == "SVHN":
         return "train_32x32.mat and test_32x32.mat", ("train_32x32.mat", "test_32x32.mat")
-    return f"the four {class_name} .gz files", tuple(f"{class_name}/raw/{f}" for f in _MNIST_FILES)
+    return f"the four {class_name} .gz files", tuple(f"{class_name}/raw/{f}" for f in MNIST_FILES)
 
 
 def failed_integrity(name: str, root: Path) -> list[str]:
@@ -255,37 +253,3 @@ def failed_integrity(name: str, root: Path) -> list[str]:
     else:
         return []
     return [f for f, md5 in checks if not check_integrity(str(root / f), md5)]
-
-
-def prepare_shared_fashion_mnist(
-    src_dir: str | os.PathLike[str], root: str | os.PathLike[str]
-) -> Path:
-    """Decompress Fashion-MNIST ``*.gz`` files into a torchvision root; returns ``root``.
-
-    ``src_dir`` is the folder holding ``train-images-idx3-ubyte.gz`` and its three siblings,
-    or a parent of it (``FashionMNIST/raw`` or ``raw`` below it). Files already present in
-    ``root/FashionMNIST/raw`` are kept; new ones are written atomically.
-    """
-    src = Path(src_dir).expanduser()
-    candidates = [src, src / "raw", src / "FashionMNIST" / "raw"]
-    found = next((c for c in candidates if (c / f"{_MNIST_FILES[0]}.gz").is_file()), None)
-    if found is None:
-        raise DatasetError(
-            f"fashion-mnist: no {_MNIST_FILES[0]}.gz in {src}; pass the folder holding the .gz files"
-        )
-    raw_dir = _mnist_raw_dir(Path(root).expanduser(), "FashionMNIST")
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    for name in _MNIST_FILES:
-        target = raw_dir / name
-        if target.is_file():
-            continue
-        with tempfile.NamedTemporaryFile(dir=raw_dir, delete=False) as tmp:
-            try:
-                with gzip.open(found / f"{name}.gz", "rb") as gz:
-                    shutil.copyfileobj(gz, tmp)
-            except (OSError, EOFError) as exc:
-                tmp.close()
-                os.unlink(tmp.name)
-                raise DatasetError(f"{found / name}.gz: unreadable ({exc}); copy it again") from exc
-        os.replace(tmp.name, target)
-    return Path(root).expanduser()

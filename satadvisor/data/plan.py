@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from satadvisor._data_sources import TEST_FRACTION, RawSet, take_stratified
-from satadvisor._data_split import (
+from satadvisor.data.sources import TEST_FRACTION, RawSet, take_stratified
+from satadvisor.data.split import (
     LoaderSplit,
     RawImageDataset,
     Split,

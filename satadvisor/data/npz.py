@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from satadvisor._data_sources import RawSet
+from satadvisor.data.sources import RawSet
 from satadvisor.errors import DatasetError
 
 PREFIX = "npz:"

@@ -1,33 +1,4 @@
-"""Datasets at any input resolution, batched on the training device.
-
-``load(name, resolution=…)`` reads a dataset once, splits it (proxy: train / seeded stratified
-validation split of the training set; full: training set / test set), resizes it once to the
-target resolution and normalises it per channel. A dataset whose float32 copy fits
-``max_device_bytes`` lives on the device and is batched by index permutation there; random
-crop and flip run on the device over the whole batch (see :mod:`satadvisor._data_split`).
-
-Datasets (``DATASETS``, plus ``imagefolder:PATH`` and ``npz:PATH``):
-
-- ``digits``: scikit-learn's bundled 8×8 digits, the offline default. It has no test split:
-  a stratified 20 % of it (seed 0, whatever the run seed) is its test set.
-- ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``svhn``: torchvision roots under
-  ``data_dir`` (default :func:`default_data_dir`), downloaded by torchvision when
-  ``download=True``. MNIST-style roots holding only the released ``.gz`` files are read too.
-- ``synthetic``: 1,200 seeded learnable 16×16 RGB images of 10 classes for tests (test split
-  carved like digits).
-- ``imagefolder:PATH``: one sub-directory of images per class (see
-  :mod:`satadvisor._data_imagefolder`).
-- ``npz:PATH``: NumPy arrays ``x`` — images (N, C, H, W) or signals (N, C, T) — and ``y``,
-  optionally ``x_test`` / ``y_test`` as the test split (see :mod:`satadvisor._data_npz`).
-- ``synthetic-1d``: 1,200 seeded learnable 2-channel signals of 64 samples in 10 classes,
-  for Conv1d tests.
-
-For signals the *resolution* is the length T: every signal is resized to it (linear
-interpolation) and the random crop is a random shift along T.
-
-Normalisation constants are the usual published ones for the torchvision sets and are
-computed from the training set (everything but the test split) for the others.
-"""
+"""Loading a dataset: :func:`load` -> :class:`DataBundle`, the splits of one run on a device."""
 
 from __future__ import annotations
 
@@ -41,203 +12,34 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from satadvisor import _data_imagefolder as folders
-from satadvisor import _data_npz as npz
-from satadvisor._data_plan import SplitOptions, carve_test, choose, make_split, storage_for
-from satadvisor._data_sources import (
-    _MNIST_FILES,
+from satadvisor._env import resolve_device
+from satadvisor._flags import flag
+from satadvisor.data import imagefolder as folders
+from satadvisor.data import npz
+from satadvisor.data.info import (
+    IMAGEFOLDER,
+    NPZ,
+    DatasetInfo,
+    canonical_name,
+    check_resolution,
+    dataset_info,
+    default_data_dir,
+    npz_pool,
+    unreadable_image,
+)
+from satadvisor.data.plan import SplitOptions, carve_test, choose, make_split, storage_for
+from satadvisor.data.sources import (
     TORCHVISION_SETS,
     RawSet,
     failed_integrity,
     make_synthetic,
     make_synthetic_1d,
-    prepare_shared_fashion_mnist,
     read_digits,
     read_torchvision,
     released_files,
 )
-from satadvisor._data_split import LoaderSplit, Split, augment_batch, crop_padding
-from satadvisor._env import resolve_device
-from satadvisor.config import RESOLUTION_RANGE
-from satadvisor.errors import DatasetError, UsageError, reraised_line
-
-__all__ = [
-    "DATASETS",
-    "DataBundle",
-    "DatasetInfo",
-    "Split",
-    "augment_batch",
-    "check_available",
-    "crop_padding",
-    "dataset_info",
-    "default_data_dir",
-    "load",
-    "prepare_shared_fashion_mnist",
-]
-
-DATASETS: tuple[str, ...] = (
-    "digits",
-    "mnist",
-    "fashion-mnist",
-    "cifar10",
-    "cifar100",
-    "svhn",
-    "synthetic",
-    "synthetic-1d",
-)
-IMAGEFOLDER = "imagefolder:"
-NPZ = npz.PREFIX
-MIN_RESOLUTION, MAX_RESOLUTION = RESOLUTION_RANGE
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model needs to know about a dataset, without loading it.
-
-    ``native_resolution`` is the side of its images in pixels (the length T of signals);
-    ``flip`` whether a horizontal flip keeps the label (used by augmentation); ``mean``/``std``
-    per channel, for pixel values scaled to [0, 1]; ``spatial_dims`` 2 for images (N, C, H, W),
-    1 for signals (N, C, T).
-    """
-
-    name: str
-    num_classes: int
-    in_channels: int
-    native_resolution: int
-    flip: bool
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    spatial_dims: int = 2
-
-
-_INFO: dict[str, DatasetInfo] = {
-    # digits and synthetic: computed from their training set (tests/test_data.py checks them)
-    "digits": DatasetInfo("digits", 10, 1, 8, False, (0.3059,), (0.3765,)),
-    "synthetic": DatasetInfo(
-        "synthetic", 10, 3, 16, False, (0.5128, 0.5064, 0.4922), (0.2135, 0.2140, 0.2168)
-    ),
-    "synthetic-1d": DatasetInfo(
-        "synthetic-1d", 10, 2, 64, False, (0.4848, 0.5035), (0.2164, 0.2197), spatial_dims=1
-    ),
-    "mnist": DatasetInfo("mnist", 10, 1, 28, False, (0.1307,), (0.3081,)),
-    "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, 28, True, (0.2860,), (0.3530,)),
-    "cifar10": DatasetInfo(
-        "cifar10", 10, 3, 32, True, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-    ),
-    "cifar100": DatasetInfo(
-        "cifar100", 100, 3, 32, True, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-    ),
-    "svhn": DatasetInfo(
-        "svhn", 10, 3, 32, False, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
-    ),
-}
-# Placeholders until load() computes the statistics of an image folder's training split.
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def default_data_dir() -> Path:
-    """``$SATADVISOR_DATA_DIR`` if set, else ``~/.cache/satadvisor/data``."""
-    env = os.environ.get("SATADVISOR_DATA_DIR")
-    return Path(env).expanduser() if env else Path("~/.cache/satadvisor/data").expanduser()
-
-
-def _canonical(name: str) -> str:
-    """The registry key of a dataset name (case and ``_`` tolerant); DatasetError if unknown."""
-    if name.startswith(IMAGEFOLDER):
-        if not name[len(IMAGEFOLDER) :]:
-            raise DatasetError("imagefolder: no path given; use imagefolder:PATH")
-        return name
-    if name.startswith(NPZ):
-        if not name[len(NPZ) :]:
-            raise DatasetError("npz: no path given; use npz:PATH of a .npz file")
-        return name
-    key = name.strip().lower().replace("_", "-")
-    if key not in DATASETS:
-        known = ", ".join((*DATASETS, "imagefolder:PATH", "npz:PATH"))
-        raise DatasetError(f"unknown dataset {name!r}: use one of {known}")
-    return key
-
-
-def dataset_info(name: str, *, data_dir: str | os.PathLike[str] | None = None) -> DatasetInfo:
-    """Classes, channels, native resolution, flip and normalisation of a dataset.
-
-    Loads no data; ``imagefolder:PATH`` lists its directories and opens one image header (its
-    mean/std are ImageNet's until :func:`load` computes them). ``data_dir`` is accepted for
-    symmetry with :func:`load` and not needed by the built-in sets.
-    """
-    key = _canonical(name)
-    if key.startswith(IMAGEFOLDER):
-        try:
-            num_classes, native = folders.describe_folder(key[len(IMAGEFOLDER) :])
-        except OSError as exc:  # PIL's UnidentifiedImageError is one: a corrupt image
-            raise DatasetError(f"{key}: {_unreadable_image(exc)}") from exc
-        return DatasetInfo(key, num_classes, 3, native, True, _IMAGENET_MEAN, _IMAGENET_STD)
-    if key.startswith(NPZ):
-        return _npz_info(key, npz.read(key[len(NPZ) :]))
-    return _INFO[key]
-
-
-def _npz_pool(arrays: npz.NpzSet) -> tuple[Tensor, Tensor]:
-    """(training-set indices into x, test-set indices into x_test, or into x when carved)."""
-    if arrays.test is None:
-        return carve_test(arrays.train.labels)
-    return torch.arange(len(arrays.train)), torch.arange(len(arrays.test))
-
-
-def _npz_info(key: str, arrays: npz.NpzSet) -> DatasetInfo:
-    """Classes, channels and size of an npz set; mean/std of its training set (no test split)."""
-    pool, _ = _npz_pool(arrays)
-    mean, std = folders.channel_stats(arrays.train.images[pool], arrays.train.max_value)
-    images = arrays.train.images
-    native = npz.native_resolution(images)
-    return DatasetInfo(
-        key, arrays.num_classes, int(images.shape[1]), native, False, mean, std,
-        spatial_dims=arrays.spatial_dims,
-    )  # fmt: skip
-
-
-def _unreadable_image(exc: OSError | DatasetError) -> str:
-    text = reraised_line(exc)
-    if isinstance(exc, DatasetError):
-        return text  # FolderItems' own message names the file and the fix
-    return f"cannot read an image ({text}); remove or replace that file"
-
-
-def check_available(
-    name: str,
-    *,
-    resolution: int | None = None,
-    data_dir: str | os.PathLike[str] | None = None,
-    download: bool = False,
-) -> None:
-    """Raise :class:`DatasetError` / :class:`UsageError` now for a dataset :func:`load` could
-    not read, without reading it: unknown names, an image folder without class directories, a
-    torchvision root without the expected files (unless ``download``), a resolution outside
-    4–1024 px. For a search this runs before the study is created, so bad input writes nothing.
-    """
-    key = _canonical(name)
-    _check_resolution(resolution)
-    if key.startswith(IMAGEFOLDER):
-        dataset_info(key)  # lists the class directories, opens one image header
-        return
-    if key.startswith(NPZ):
-        dataset_info(key)  # reads and checks the arrays
-        return
-    if key not in TORCHVISION_SETS or download:
-        return
-    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    class_name, marker = TORCHVISION_SETS[key]
-    if (root / marker).is_file():
-        return
-    raw = root / class_name / "raw"
-    if class_name in ("MNIST", "FashionMNIST") and all(
-        (raw / f"{file}.gz").is_file() for file in _MNIST_FILES
-    ):
-        return
-    raise DatasetError(
-        f"{key}: no data in {root} (expected {root / marker}); pass --data-dir with a "
-        "torchvision root or --download"
-    )
+from satadvisor.data.split import LoaderSplit, Split
+from satadvisor.errors import DatasetError, UsageError
 
 
 @dataclass
@@ -296,26 +98,22 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     except RuntimeError as exc:
         raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} asked for but CUDA is not available: use --device cpu")
-    return dev
-
-
-def _check_resolution(resolution: int | None) -> None:
-    if resolution is not None and not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
         raise UsageError(
-            f"resolution must be {MIN_RESOLUTION} to {MAX_RESOLUTION} pixels, got {resolution}: "
-            "pass a --resolution in that range"
+            f"device {device!r} asked for but CUDA is not available: use {flag('device')} cpu"
         )
+    return dev
 
 
 def _check_options(
     resolution: int | None, val_fraction: float, subset: int | None, max_device_bytes: int
 ) -> None:
-    _check_resolution(resolution)
+    check_resolution(resolution)
     if not 0.0 < val_fraction < 1.0:
         raise UsageError(f"val_fraction must be in (0, 1), got {val_fraction}: 0.1 is usual")
     if subset is not None and subset < 1:
-        raise UsageError(f"subset must be at least 1 image, got {subset}: pass --subset 1 or more")
+        raise UsageError(
+            f"subset must be at least 1 image, got {subset}: pass {flag('subset')} 1 or more"
+        )
     if max_device_bytes < 0:
         raise UsageError(f"max_device_bytes must be >= 0, got {max_device_bytes}")
 
@@ -344,7 +142,7 @@ def load(
     ones keep raw uint8 there, or else go through a DataLoader with ``num_workers`` processes
     (default: up to 4). ``device="auto"`` picks cuda, then mps, then cpu.
     """
-    key = _canonical(name)
+    key = canonical_name(name)
     _check_options(resolution, val_fraction, subset, max_device_bytes)
     dev = _resolve_device(device)
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
@@ -363,7 +161,7 @@ def load(
                 options=options,
             )
         except (OSError, DatasetError) as exc:  # decoded up front: a corrupt image is met here
-            raise DatasetError(f"{key}: {_unreadable_image(exc)}") from exc
+            raise DatasetError(f"{key}: {unreadable_image(exc)}") from exc
     if key in TORCHVISION_SETS:
         root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         try:
@@ -379,7 +177,7 @@ def load(
         arrays = npz.read(key[len(NPZ) :])
         train_src = arrays.train
         test_src = arrays.test if arrays.test is not None else arrays.train
-        pool, test = _npz_pool(arrays)
+        pool, test = npz_pool(arrays)
     else:
         readers = {"digits": read_digits, "synthetic-1d": make_synthetic_1d}
         train_src = test_src = readers.get(key, make_synthetic)()
@@ -407,8 +205,9 @@ def _refused(key: str, root: Path) -> str:
     return (
         f"{key}: the files under {root} are not the released ones ({which}); torchvision reads "
         f"only the files of {archive} unchanged, so put those there, or pass the images as "
-        "--dataset npz:FILE.npz (arrays x (N, C, H, W) uint8 and y, optional x_test, y_test) "
-        "or --dataset imagefolder:DIR; online, --download fetches them again"
+        f"{flag('dataset')} npz:FILE.npz (arrays x (N, C, H, W) uint8 and y, optional x_test, "
+        f"y_test) or {flag('dataset')} imagefolder:DIR; online, {flag('download')} fetches them "
+        "again"
     )
 
 
