@@ -14,7 +14,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -133,10 +133,61 @@ class RunResult:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) so a rerun reproduces the run."""
+    """Seed Python, NumPy and torch (all devices) so a rerun reproduces the run.
+
+    This changes the process's global RNG states on purpose (for scripts and benchmarks);
+    the library itself uses :func:`seeded`, which puts the caller's states back.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def rng_scope(device: torch.device | str = "cpu") -> Iterator[None]:
+    """Draws from the global RNGs inside the block leave the caller's streams undisturbed.
+
+    Python's, NumPy's and torch's CPU generator states, and the generator of ``device`` when
+    it is an accelerator, are saved on entry and restored on exit (``torch.random.fork_rng``
+    for torch), so weight initialisation and dropout of our own runs do not move a user's
+    ``torch.manual_seed`` stream.
+    """
+    device = torch.device(device)
+    py_state, np_state = random.getstate(), np.random.get_state()
+    accelerator = device.type not in ("cpu", "meta")
+    try:
+        with torch.random.fork_rng(
+            devices=[device] if accelerator else [],
+            device_type=device.type if accelerator else None,
+        ):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def _seed_globals(seed: int, device: torch.device) -> None:
+    """Seed Python, NumPy, torch's CPU generator and ``device``'s generator (only those)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+    elif device.type not in ("cpu", "meta"):
+        module = torch.get_device_module(device.type)
+        module.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run the block with the global RNGs seeded with ``seed`` (weight initialisation,
+    dropout: a rerun reproduces it) inside a :func:`rng_scope`: the caller's RNG states are
+    what they were once the block ends."""
+    device = torch.device(device)
+    with rng_scope(device):
+        _seed_globals(seed, device)
+        yield
 
 
 def _make_optimizer(
@@ -277,13 +328,40 @@ def run(
     so far after every epoch (``config.auto_epochs``: ``config.epochs`` is then a cap);
     returning True ends the run early as finished. ``stop`` is called with the result so far
     after every epoch too; a reason (a string) ends the run with status ``"pruned"`` and that
-    reason (the search's pruner reads the saturation history this way). A run that finishes without learning (see
-    :mod:`satadvisor.trust`) ends with status ``"not_learned"``. The global RNGs are seeded
-    with ``config.seed`` first (dropout), so the same seed and model reproduce a run on one
-    device. ``config.full`` must match the data (full runs carry a test split, evaluated once
-    at the end into ``test_accuracy``; every run's ``accuracy`` is validation accuracy).
+    reason (the search's pruner reads the saturation history this way). A run that finishes
+    without learning (see :mod:`satadvisor.trust`) ends with status ``"not_learned"``. The
+    global RNGs are seeded with ``config.seed`` first (dropout), so the same seed and model
+    reproduce a run on one device, and the caller's RNG states are put back afterwards
+    (:func:`rng_scope`). ``config.full`` must match the data (full runs carry a test split,
+    evaluated once at the end into ``test_accuracy``; every run's ``accuracy`` is validation
+    accuracy).
     """
     config = config or TrainConfig()
+    with rng_scope(resolve_device(config.device)):
+        return _train(
+            model,
+            data,
+            config=config,
+            tracker=tracker,
+            on_epoch=on_epoch,
+            progress=progress,
+            until=until,
+            stop=stop,
+        )
+
+
+def _train(
+    model: nn.Module,
+    data: DataBundle,
+    *,
+    config: TrainConfig,
+    tracker: SaturationTracker | None = None,
+    on_epoch: Callable[[EpochRecord], bool | None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    until: Callable[[RunResult], bool] | None = None,
+    stop: Callable[[RunResult], str | None] | None = None,
+) -> RunResult:
+    """The body of :func:`run`, inside its RNG scope."""
     _check_split(data, config)
     device = resolve_device(config.device)
     model.to(device)
@@ -308,7 +386,7 @@ def run(
 
     steps_per_epoch = _train_steps(len(data.train), config.batch_size)
     optimizer, scheduler = _make_optimizer(model, config, max(1, config.epochs * steps_per_epoch))
-    seed_everything(config.seed)  # dropout and other global-RNG draws of the model
+    _seed_globals(config.seed, device)  # dropout and other global-RNG draws of the model
     # The initial loss is the mean over the first 5 % of the first epoch's steps (1 to 20):
     # one batch alone is too noisy to tell a flat loss from a falling one.
     first_steps = max(1, min(20, steps_per_epoch // 20))

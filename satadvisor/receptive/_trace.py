@@ -13,11 +13,11 @@ from torch import nn
 Dims = tuple[int, ...]
 
 
-class _Unsupported(Exception):
+class Unsupported(Exception):
     """The graph holds something whose receptive field cannot be followed."""
 
 
-class _ShapeFailure(Exception):
+class ShapeFailure(Exception):
     """The model does not run on a (1, C, I, I) input ((1, C, I) for signals)."""
 
 
@@ -53,7 +53,7 @@ def _trailing(nd: int) -> Dims:
 
 
 @dataclass
-class _Call:
+class LayerCall:
     """One call of a reported (Conv*/Linear) module."""
 
     name: str
@@ -68,15 +68,19 @@ class _Call:
 
 
 @dataclass
-class _Traced:
+class TracedModel:
+    """A model traced by :func:`trace_model`: its fx graph, the submodules kept opaque, and the
+    spatial dimensions of its input."""
+
     model_name: str
     gm: fx.GraphModule
     opaque: tuple[str, ...]
     nd: int = 2  # spatial dimensions of the input: 1 for (N, C, T) signals, 2 for images
 
 
-_CONV = nn.modules.conv._ConvNd
-_REPORTED = (_CONV, nn.Linear)
+#: The layers the verdicts are about: every Conv1d/2d/3d and transposed conv.
+CONV = nn.modules.conv._ConvNd
+_REPORTED = (CONV, nn.Linear)
 _POOLS = (
     nn.modules.pooling._MaxPoolNd,
     nn.modules.pooling._AvgPoolNd,
@@ -133,7 +137,7 @@ class _Tracer(fx.Tracer):
             raise
 
 
-def _trace(model: nn.Module, nd: int = 2) -> _Traced:
+def trace_model(model: nn.Module, nd: int = 2) -> TracedModel:
     """Symbolically trace ``model`` (fed inputs with ``nd`` spatial dimensions); submodules fx
     cannot trace into become opaque leaves."""
     opaque: set[str] = set()
@@ -146,10 +150,10 @@ def _trace(model: nn.Module, nd: int = 2) -> _Traced:
             if tracer.failed and tracer.failed not in opaque:
                 opaque.add(tracer.failed)
                 continue
-            raise _Unsupported(f"cannot trace {name}: {_first_line(exc)}") from exc
+            raise Unsupported(f"cannot trace {name}: {_first_line(exc)}") from exc
         gm = fx.GraphModule(tracer.root, graph, name)
-        return _Traced(name, gm, tuple(sorted(opaque)), nd)
-    raise _Unsupported(f"cannot trace {name}: too many untraceable submodules")
+        return TracedModel(name, gm, tuple(sorted(opaque)), nd)
+    raise Unsupported(f"cannot trace {name}: too many untraceable submodules")
 
 
 class _ShapeRecorder(fx.Interpreter):
@@ -205,7 +209,7 @@ def _run(gm: fx.GraphModule, x: torch.Tensor) -> dict[str, Any]:
     return recorder.shapes
 
 
-def _record_shapes(traced: _Traced, resolution: int, in_channels: int) -> dict[str, Any]:
+def record_shapes(traced: TracedModel, resolution: int, in_channels: int) -> dict[str, Any]:
     """Node name -> output shape (tuple, nested list for tuples, None for non-tensors).
 
     Runs a copy on the meta device first (shapes without arithmetic, at any resolution; the
@@ -232,7 +236,7 @@ def _record_shapes(traced: _Traced, resolution: int, in_channels: int) -> dict[s
         return _run(gm.eval(), torch.zeros(size, dtype=dtype, device=device))
     except Exception as exc:
         shape = "x".join(str(v) for v in size)
-        raise _ShapeFailure(
+        raise ShapeFailure(
             f"cannot run {traced.model_name} on a {shape} input: {_first_line(exc)}"
         ) from exc
     finally:

@@ -10,18 +10,18 @@ from torch import nn
 
 from satadvisor.receptive._trace import (
     _ADAPTIVE,
-    _CONV,
     _PADS,
     _PERMUTES,
     _POOLS,
     _REDUCTIONS,
     _RESHAPES,
     _RF,
+    CONV,
     Dims,
-    _Call,
+    LayerCall,
+    Unsupported,
     _first_line,
     _trailing,
-    _Unsupported,
 )
 
 # Ops that mix positions by content when both operands are computed from the image (q·kᵀ, attn·v)
@@ -43,7 +43,7 @@ def _ntuple(value: Any, nd: int, what: str) -> Dims:
     if len(dims) == 1:
         return dims * nd
     if len(dims) != nd:
-        raise _Unsupported(f"cannot follow the receptive field through {what}: {dims} for {nd}-d")
+        raise Unsupported(f"cannot follow the receptive field through {what}: {dims} for {nd}-d")
     return dims
 
 
@@ -97,10 +97,10 @@ def _module_nd(m: nn.Module) -> int:
     for cls in type(m).__mro__:
         if cls.__module__.startswith("torch.nn") and cls.__name__[-2:] in ("1d", "2d", "3d"):
             return int(cls.__name__[-2])
-    raise _Unsupported(f"cannot follow the receptive field through {type(m).__name__}")
+    raise Unsupported(f"cannot follow the receptive field through {type(m).__name__}")
 
 
-class _Walker:
+class Walker:
     """Propagates receptive fields through the graph in topological order.
 
     Besides the receptive fields it records the attention ops (``attention``: a
@@ -115,7 +115,7 @@ class _Walker:
         self.shapes = shapes
         self.nd = nd
         self.rfs: dict[str, _RF | None] = {}
-        self.calls: list[_Call] = []
+        self.calls: list[LayerCall] = []
         self.data: set[str] = set()  # tensors computed from the image (not parameters only)
         self.mixed: set[str] = set()
         self.attention: list[str] = []
@@ -165,10 +165,10 @@ class _Walker:
             if node.op == "call_method":
                 return self._generic(node, str(node.target), f"'.{node.target}()'")
             return self._function(node)
-        except _Unsupported:
+        except Unsupported:
             raise
         except Exception as exc:  # an op used in a way not foreseen: report, do not crash
-            raise _Unsupported(
+            raise Unsupported(
                 f"cannot follow the receptive field through node '{node.name}': {_first_line(exc)}"
             ) from exc
 
@@ -185,7 +185,7 @@ class _Walker:
         if rf is None:
             return None
         if len(keff) != len(rf.jump) or not rf.trailing:
-            raise _Unsupported(
+            raise Unsupported(
                 f"cannot follow the receptive field through {what}: a {len(keff)}-d window "
                 f"on a map whose {len(rf.jump)} spatial dimensions are at axes {rf.axes}"
             )
@@ -195,9 +195,9 @@ class _Walker:
         name, (src, rf) = str(node.target), self._src(node)
         what = f"'{name}' ({type(m).__name__})"
         if isinstance(m, nn.Linear):
-            self.calls.append(_Call(name, m, rf, None, None))
+            self.calls.append(LayerCall(name, m, rf, None, None))
             return _linear(rf)
-        if isinstance(m, _CONV):
+        if isinstance(m, CONV):
             nd = len(m.kernel_size)
             kernel, stride = tuple(m.kernel_size), tuple(m.stride)
             keff = _folded(kernel, tuple(m.dilation))
@@ -206,7 +206,7 @@ class _Walker:
             else:
                 out = self._window(rf, keff, stride, what)
             in_spatial = self._sp(src, _trailing(nd))
-            self.calls.append(_Call(name, m, rf, out, in_spatial, kernel, stride, keff))
+            self.calls.append(LayerCall(name, m, rf, out, in_spatial, kernel, stride, keff))
             return out
         if isinstance(m, _ADAPTIVE):
             return self._adaptive(node, src, rf, what)
@@ -226,7 +226,7 @@ class _Walker:
         if rf is None:
             return None
         if any(j % s for j, s in zip(rf.jump, stride, strict=True)) or not rf.trailing:
-            raise _Unsupported(
+            raise Unsupported(
                 f"cannot follow the receptive field through {what}: it upsamples below one "
                 "input pixel per position"
             )
@@ -260,7 +260,7 @@ class _Walker:
             weight = self._src(node, 1)[0]
             wshape = self.shapes.get(weight.name) if weight is not None else None
             if not isinstance(wshape, tuple):
-                raise _Unsupported(f"cannot follow the receptive field through {what}")
+                raise Unsupported(f"cannot follow the receptive field through {what}")
             nd = len(wshape) - 2
             stride = _ntuple(_arg(node, 3, "stride", 1), nd, what)
             dilation = _ntuple(_arg(node, 5, "dilation", 1), nd, what)
@@ -279,7 +279,7 @@ class _Walker:
         if fname == "linear":
             return _linear(rf)
         if fname.startswith("conv_transpose"):
-            raise _Unsupported(f"cannot follow the receptive field through {what}: use the module")
+            raise Unsupported(f"cannot follow the receptive field through {what}: use the module")
         return self._generic(node, fname, what)
 
     def _generic(self, node: fx.Node, name: str, what: str) -> _RF | None:
@@ -291,7 +291,7 @@ class _Walker:
             return self._permute(node, name)
         axes = {rf.axes for _, rf in inputs}
         if len(axes) > 1:
-            raise _Unsupported(
+            raise Unsupported(
                 f"cannot follow the receptive field through {what}: it combines maps laid out "
                 "differently (channels-first and channels-last)"
             )
@@ -306,7 +306,7 @@ class _Walker:
         if name in _REDUCTIONS:
             return self._reduction(node, what)
         shapes = f"{self.shapes.get(inputs[0][0].name)} -> {self.shapes.get(node.name)}"
-        raise _Unsupported(
+        raise Unsupported(
             f"cannot follow the receptive field through {what}: it changes the feature map {shapes}"
         )
 
@@ -338,7 +338,7 @@ class _Walker:
             return None  # the spatial dimensions were reduced away: global
         n, o = _spatial(in_shape, rf.axes), _spatial(out_shape, rf.axes)
         if n is None or o is None or any(b not in (a, 1) for a, b in zip(n, o, strict=True)):
-            raise _Unsupported(f"cannot follow the receptive field through {what}")
+            raise Unsupported(f"cannot follow the receptive field through {what}")
         if all(b == 1 for b in o):
             return None  # a keepdim reduction over the whole map is a global pool: global
         self.resolution_dependent = True

@@ -78,8 +78,9 @@ class SaturationTracker:
     nothing is ever set on the user's modules. The statistics stay on the layer's device (or on
     ``device``) and are never synchronised with the host during a pass (unless ``device`` is
     the CPU for a CUDA model: then every batch is copied over). Observations are the raw
-    outputs, detached and reduced in float32 (float64 for float64 layers) with autocast and
-    TF32 off, so autograd and AMP are unaffected.
+    outputs, detached and reduced in float32 with autocast off (in float64 for float64 layers,
+    and where the process allows TF32 matmuls: see :func:`~satadvisor.saturation.functional.
+    compute_dtype`), so autograd, AMP and the process's precision settings are unaffected.
 
     **Rows.** A conv map has one row per position of every example. By default
     (``rows="auto"``) a layer's batch contributes at most :func:`auto_rows` rows (8 per feature,
@@ -245,7 +246,7 @@ class SaturationTracker:
         """
         if y.device.type != "cpu":
             return None
-        dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
+        dtype = F.compute_dtype(y)
         buf = self._scratch_buffers.get(dtype)
         if buf is None or buf.numel() < size:
             buf = torch.empty(size, dtype=dtype)

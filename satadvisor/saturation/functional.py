@@ -3,16 +3,17 @@
 The running statistics of one layer are a :class:`CovarianceState` ``(n, mean, m2)``: the sample
 count, the mean and the centered second moment ``M2 = Σ (x − mean)(x − mean)ᵀ`` of the rows seen
 so far. Each batch is reduced to its own state by :func:`batch_state` (centered scatter in
-float32, TF32 and autocast off) and folded in with :func:`merge` (Chan et al.'s parallel
-formula, float64). The same :func:`merge` combines batches, torch.distributed ranks and whole
-runs, so there is one code path for all three. Nothing here synchronises with the host.
+float32 with autocast off, or in float64 where the process allows TF32: :func:`compute_dtype`)
+and folded in with :func:`merge` (Chan et al.'s parallel formula, float64). The same
+:func:`merge` combines batches, torch.distributed ranks and whole runs, so there is one code
+path for all three. Nothing here synchronises with the host.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -71,8 +72,8 @@ def batch_state(x: Tensor, *, scratch: Tensor | None = None) -> CovarianceState:
 def batch_moments(x: Tensor, *, scratch: Tensor | None = None) -> BatchMoments:
     """The :class:`BatchMoments` of the rows of ``x`` (shape ``(rows, F)``, not modified).
 
-    Float64 input is reduced in float64, everything else in float32 (autocast and TF32 off).
-    The rows are centered on a rough mean (of a spread-out subset of rows) before the scatter
+    Reduced in :func:`compute_dtype` (float32, or float64 where float32 matmuls may round),
+    autocast off. The rows are centered on a rough mean (of a spread-out subset of rows) before the scatter
     ``xcᵀ xc`` is formed, so large offsets cost no precision; the column sums of ``xc`` correct
     the rough mean exactly in float64 later. On a CPU the rows go through in cache-sized chunks
     (see :func:`scratch_numel`). ``scratch``: optional flat tensor of the compute dtype with at
@@ -84,10 +85,10 @@ def batch_moments(x: Tensor, *, scratch: Tensor | None = None) -> BatchMoments:
             f"batch_state expects a (rows, features) matrix, got shape {tuple(x.shape)}"
         )
     rows, width = x.shape
-    dtype = _compute_dtype(x)
+    dtype = compute_dtype(x)
     if rows == 0:
         return _no_rows(width, dtype, x.device)
-    with _exact_matmul(x.device):
+    with _no_autocast(x.device):
         x = x.detach()
         shift = x[:: max(1, rows // _SHIFT_SAMPLES)].mean(dim=0, dtype=dtype)
 
@@ -118,10 +119,10 @@ def channels_first_batch_moments(y: Tensor, *, scratch: Tensor | None = None) ->
         raise ValueError(f"expected a (B, C, *spatial) tensor, got shape {tuple(y.shape)}")
     channels = y.shape[1]
     rows = y.numel() // channels if channels else 0
-    dtype = _compute_dtype(y)
+    dtype = compute_dtype(y)
     if rows == 0:
         return _no_rows(channels, dtype, y.device)
-    with _exact_matmul(y.device):
+    with _no_autocast(y.device):
         y = y.detach()
         other_dims = [d for d in range(y.dim()) if d != 1]
         examples = y[:: max(1, y.shape[0] // _SHIFT_EXAMPLES)]
@@ -156,13 +157,13 @@ def sampled_map_moments(
     batch, channels = y.shape[:2]
     maps = y.detach().flatten(2)  # (B, C, P): a view of a contiguous NCHW map
     total = maps.shape[2]
-    dtype = _compute_dtype(y)
+    dtype = compute_dtype(y)
     if batch == 0 or channels == 0 or total == 0 or positions < 1:
         return _no_rows(channels, dtype, y.device)
     index = torch.randint(
         total, (batch, 1, positions), generator=generator, device=y.device
     ).expand(batch, channels, positions)
-    with _exact_matmul(y.device):
+    with _no_autocast(y.device):
         picked = torch.gather(maps, 2, index)  # (B, C, p), contiguous
         shift = picked[:: max(1, batch // _SHIFT_EXAMPLES)].mean(dim=(0, 2), dtype=dtype)
         features = torch.empty((channels, batch, positions), dtype=dtype, device=y.device)
@@ -229,10 +230,6 @@ def _gram(a: Tensor) -> Tensor:
     """``a @ a.T``: one matmul. (A blocked symmetric product that skips one triangle was
     measured and dropped: benchmarks/RESULTS.md, "Tracker overhead".)"""
     return a @ a.T
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _buffer(scratch: Tensor | None, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -441,30 +438,41 @@ def saturation_from_eigenvalues(
 
 
 @contextlib.contextmanager
-def _exact_matmul(device: torch.device) -> Iterator[None]:
-    """Full-precision float32 matmuls here: autocast off, and on CUDA TF32 off (restored after)."""
+def _no_autocast(device: torch.device) -> Iterator[None]:
+    """Autocast off for the block (thread-local state). Precision settings that are global to
+    the process (TF32) are only read, never set: see :func:`compute_dtype`."""
     kind = device.type
-    autocast = (
-        torch.autocast(kind, enabled=False)
-        if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
-        else contextlib.nullcontext()
-    )
-    with autocast:
-        if kind != "cuda":
+    if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+        with torch.autocast(kind, enabled=False):
             yield
-            return
-        backend = torch.backends.cuda.matmul
-        if hasattr(backend, "fp32_precision"):  # torch >= 2.9
-            saved = backend.fp32_precision
-            backend.fp32_precision = "ieee"
-            try:
-                yield
-            finally:
-                backend.fp32_precision = saved
-        else:
-            saved_tf32 = backend.allow_tf32
-            backend.allow_tf32 = False
-            try:
-                yield
-            finally:
-                backend.allow_tf32 = saved_tf32
+    else:
+        yield
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the statistics of ``x`` are reduced in.
+
+    Float64 for float64 input, and for float32 input on a device whose float32 matmuls the
+    process lets round their inputs (TF32 or bfloat16, e.g. after
+    ``torch.set_float32_matmul_precision("high")``): the statistics are then exact whatever
+    that global setting is, without changing it. Float32 otherwise.
+    """
+    if x.dtype == torch.float64 or _reduced_float32_matmul(x.device):
+        return torch.float64
+    return torch.float32
+
+
+def _reduced_float32_matmul(device: torch.device) -> bool:
+    """Whether the process's settings let float32 matmuls on ``device`` round their inputs."""
+    if device.type == "cuda":
+        backend: Any = torch.backends.cuda.matmul
+    elif device.type == "cpu":
+        backend = getattr(torch.backends.mkldnn, "matmul", None)  # set at import, not typed
+    else:
+        return False
+    precision = getattr(backend, "fp32_precision", None)
+    if precision is None:  # torch < 2.9: one process-wide setting
+        return torch.get_float32_matmul_precision() != "highest"
+    if precision == "none":  # inherited from the generic setting
+        precision = getattr(torch.backends, "fp32_precision", "ieee")
+    return precision not in ("ieee", "none")

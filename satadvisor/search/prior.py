@@ -2,12 +2,13 @@
 
 Every configuration the sampler considers is built on PyTorch's meta device (no weights are
 allocated, nothing is computed): its MACs and parameters are counted and its receptive fields
-analysed at its resolution, in tens of milliseconds. A configuration that cannot be built
-(knob values the model refuses, maps that shrink to nothing) is known before a trial is
-spent on it, and so are its *unproductive* layers — layers whose inputs already see the whole
-image, or whose map is too small for their kernel (see :mod:`satadvisor.receptive`). Such
-layers add MACs and cannot add accuracy, so a configuration with them is dominated by the one
-without them; :mod:`.sampler` steers away from it.
+analysed at its resolution, at a small fraction of a trial's cost (benchmarks/RESULTS.md,
+"Search workers"). A configuration that cannot be built (knob values the model refuses, maps
+that shrink to nothing) is known before a trial is spent on it, and so are its *unproductive*
+layers — layers whose inputs already see the whole image, or whose map is too small for their
+kernel (see :mod:`satadvisor.receptive`). Such layers add MACs and cannot add accuracy, so a
+configuration with them is dominated by the one without them; :mod:`.sampler` steers away
+from it.
 """
 
 from __future__ import annotations
