@@ -54,6 +54,7 @@ import torch
 from satadvisor import data as data_mod
 from satadvisor import spec as spec_mod
 from satadvisor._env import resolve_device
+from satadvisor._flags import set_args
 from satadvisor.advisor import Analysis, analyze, build_model
 from satadvisor.config import TrainConfig
 from satadvisor.rules import Recommendation, tail_layers
@@ -83,17 +84,17 @@ def profile_rows(analysis: Analysis) -> list[dict[str, Any]]:
     eval_sat = {s.name: s.saturation for s in analysis.run.profile("eval")}
     return [
         {
-            "layer": row["name"].rsplit(".", 1)[-1],
-            "width": row["width"],
-            "saturation_train": row["saturation"],
-            "saturation_eval": eval_sat.get(row["name"]),
-            "r_min": row["r_min"],
-            "unproductive": row["unproductive"],
-            "critical": row["critical"],
-            "tail": row["tail"],
+            "layer": row.name.rsplit(".", 1)[-1],
+            "width": row.width,
+            "saturation_train": row.saturation,
+            "saturation_eval": eval_sat.get(row.name),
+            "r_min": row.r_min,
+            "unproductive": row.unproductive,
+            "critical": row.critical,
+            "tail": row.tail,
         }
         for row in analysis.layers()
-        if "conv" in row["type"].lower()
+        if "conv" in row.type.lower()
     ]
 
 
@@ -393,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, rec in [] if args.analyze_only else to_train(analysis.recommendations, args):
         row = full_runs(name, dict(rec.knobs), rec.resolution, args, device)
         row.update(
-            change=rec.set_args or rec.title,
+            change=set_args(rec.settings) or rec.title,
             title=rec.title,
             predicted_cost=rec.cost.to_dict() if rec.cost else None,
         )

@@ -13,7 +13,14 @@ from torchvision.models.vgg import make_layers as tv_vgg_layers
 
 from satadvisor import receptive
 from satadvisor.errors import ModelFileError, UsageError
-from satadvisor.models import create_model, get_model_fn, list_models, model_knobs, register_model
+from satadvisor.models import (
+    create_model,
+    get_model_fn,
+    knob_roles,
+    list_models,
+    model_knobs,
+    register_model,
+)
 from satadvisor.models._registry import split_evenly
 from satadvisor.models.vgg import vgg_stages
 
@@ -369,3 +376,76 @@ def test_resnet_fewer_downsamplings_keep_every_conv_channel() -> None:
     assert _state_shapes(fewer) == _state_shapes(base)  # the 1x1 projections stay
     strides = [getattr(fewer, f"layer{i}")[0].conv1.stride[0] for i in range(1, 5)]
     assert strides == [1, 1, 2, 2]
+
+
+# ----------------------------------------------------------------------------- knob descriptors
+
+
+def _convs(model: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_declared_role_is_a_knob_the_family_has_or_a_shared_one(name: str) -> None:
+    roles = knob_roles(name)
+    family = name if name in FAMILIES else next(f for f in FAMILIES if name.startswith(f))
+    # A preset shares its family's declaration and lacks some of its knobs (no depth).
+    assert set(model_knobs(name)) <= set(model_knobs(family))
+    assert roles is knob_roles(family) and roles.names() <= set(model_knobs(family))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_declared_depth_knob_removes_convs_and_the_width_knob_scales_them(family: str) -> None:
+    roles = knob_roles(family)
+    assert roles.depth is not None and roles.width is not None
+    depths = roles.choices.get(roles.depth) or range(3, 9)
+    counts = [len(_convs(create_model(family, **SMALL, **{roles.depth: d}))) for d in depths]
+    assert counts == sorted(counts) and counts[0] < counts[-1]
+    narrow = _convs(create_model(family, **{roles.width: 8}))
+    wide = _convs(create_model(family, **{roles.width: 16}))
+    assert [2 * c.out_channels for c in narrow] == [c.out_channels for c in wide]
+
+
+def test_resnets_declared_depths_are_the_ones_it_builds() -> None:
+    roles = knob_roles("resnet")
+    builds = []
+    for depth in range(8, 36):
+        try:
+            create_model("resnet", depth=depth, width=4)
+        except ValueError:
+            continue
+        builds.append(depth)
+    assert tuple(builds) == roles.choices["depth"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_declared_receptive_knob_slows_the_receptive_field_growth(family: str) -> None:
+    # At 32 px, moving each receptive-field knob one step in its declared direction gives the
+    # last conv a smaller receptive field along its widest path (r_max, from receptive.analyze;
+    # a ResNet's shortest path skips the block convs, so r_min need not move).
+    base_knobs = {**model_knobs(family), **SMALL}
+    if family == "resnet":
+        base_knobs.update(depth=10, stem_kernel=7, stem_stride=2, stem_pool=True)
+
+    def last_r_max(**knobs: Any) -> int:
+        rf = receptive.analyze(create_model(family, **{**base_knobs, **knobs}), 32, in_channels=3)
+        convs = [x for x in rf.layers if "conv" in x.module_type.lower()]
+        value = convs[-1].r_max
+        assert value is not None
+        return value
+
+    step = {
+        "kernel": lambda v: v - 2,
+        "stride": lambda v: 1,
+        "switch": lambda v: False,
+        "downsampling_count": lambda v: v - 1,
+        "downsampling_spacing": lambda v: v + 1,
+    }
+    before = last_r_max()
+    roles = knob_roles(family).receptive
+    assert roles
+    for role in roles:
+        changed = {role.name: step[role.kind](base_knobs[role.name])}
+        if role.layout is not None:  # one stage per downsampling: pin the stages
+            changed[role.layout] = base_knobs["downsamplings"] + (family == "plain")
+        assert last_r_max(**changed) < before, (role, changed)

@@ -14,12 +14,13 @@ import pytest
 from torch import nn
 
 from satadvisor import models
-from satadvisor._recommend import short_names
+from satadvisor._flags import set_args
 from satadvisor.advisor import Analysis, analyze
 from satadvisor.cli import format_summary
 from satadvisor.config import TrainConfig
 from satadvisor.report import render_analysis
 from satadvisor.report._analysis import with_commands
+from satadvisor.rules import short_names
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -145,7 +146,7 @@ def test_torchvision_resnet18_advice_is_the_resnet_familys_depth() -> None:
     assert depth.model == "resnet" and depth.changes["depth"] < 18
     # the command analyses the family with every knob that makes it torchvision's resnet18
     for pin in ("stem_kernel=7", "stem_stride=2", "stem_pool=true"):
-        assert f"--set {pin}" in depth.set_args
+        assert f"--set {pin}" in set_args(depth.settings)
     tv = models.family_member("torchvision:resnet18", {})
     assert tv is not None
     import torchvision

@@ -16,10 +16,20 @@ from hypothesis import strategies as st
 from torch import nn
 
 from satadvisor import receptive
+from satadvisor._flags import set_args
 from satadvisor.cost import count_macs, count_parameters
 from satadvisor.errors import ModelBuildError, UsageError
 from satadvisor.receptive import LayerReceptiveField, ReceptiveFieldAnalysis
-from satadvisor.rules import Finding, RuleThresholds, evaluate, recommend, tail_layers, verdict
+from satadvisor.rules import (
+    Cost,
+    Finding,
+    Recommendation,
+    RuleThresholds,
+    evaluate,
+    recommend,
+    tail_layers,
+    verdict,
+)
 from satadvisor.saturation._result import LayerSaturation
 
 # Richter et al. (BMVC 2021), VGG16 on CIFAR-10 at 32 px, conv1..conv13.
@@ -381,7 +391,7 @@ def test_tail_recommendations_on_the_local_vgg() -> None:
         build_vgg(**eff.knobs, num_classes=10, in_channels=3), in_channels=3, resolution=32
     )
     assert eff.cost.macs < base_macs and eff.cost.macs_ratio < 1.0
-    assert eff.set_args == "--set depth=6"
+    assert set_args(eff.settings) == "--set depth=6"
 
     # Performance: downsamplings 3 -> 2 leaves conv8 unproductive (1 of 2: offered first as the
     # one-step move), 1 is the mildest fix; the baseline's conv8 reads r_min 52, so 52 px is
@@ -394,7 +404,7 @@ def test_tail_recommendations_on_the_local_vgg() -> None:
     assert recs[1].unproductive_after == 1 and "1 of the 2 unproductive" in recs[1].rationale
     for rec in recs:
         assert set(rec.changes) <= set(VGG_KNOBS) | {"resolution"}
-        assert parse_set_args(rec.set_args) == rec.changes
+        assert parse_set_args(set_args(rec.settings)) == rec.changes
         model = build_vgg(**rec.knobs, num_classes=10, in_channels=3)
         assert rec.cost.macs == count_macs(model, in_channels=3, resolution=rec.resolution)
         assert rec.cost.params == count_parameters(model)
@@ -416,6 +426,37 @@ def test_tail_recommendations_on_the_local_vgg() -> None:
 
 
 @pytest.mark.usefixtures("reference_receptive")
+def test_findings_and_recommendations_read_back_from_their_json_form() -> None:
+    spec = FakeSpec(build_vgg, VGG_KNOBS)
+    rf = reference_rf(build_vgg(num_classes=10, in_channels=3), 32, in_channels=3)
+    measured = evaluate(profile([0.3, 0.4, 0.45, 0.5, 0.4, 0.35, 0.05, 0.03]), rf)
+    provisional = evaluate(profile([0.3, 0.4, 0.45, 0.5, 0.4, 0.35, 0.05, 0.03]), rf,
+                           unsettled="still moving")  # fmt: skip
+    findings = [*evaluate(None, rf), *measured, *provisional]
+    assert {f.basis for f in findings} == {"measured", "receptive_field"}
+    assert any(f.provisional == "still moving" for f in findings)
+    for f in findings:
+        assert Finding.from_dict(json.loads(json.dumps(f.to_dict()))) == f
+    recs = advise(spec, measured)
+    assert len(recs) >= 3
+    for rec in recs:
+        d = json.loads(json.dumps(rec.to_dict()))
+        assert parse_set_args(d["set_args"]) == rec.changes  # for readers of analysis.json
+        assert Recommendation.from_dict(d) == rec
+    # A move on another model: the command line applies its pins there, not its changes.
+    cost = Cost(macs=10, params=2, macs_ratio=0.5, params_ratio=0.25)
+    move = Recommendation(
+        "efficiency", "Remove the tail in the vgg family", {"depth": 7},
+        {"depth": 7, "width": 64}, 32, "why", cost, 0, "vgg", {"depth": 7, "width": 64},
+    )  # fmt: skip
+    d = json.loads(json.dumps(move.to_dict()))
+    assert parse_set_args(d["set_args"]) == {"depth": 7, "width": 64} == move.settings
+    assert Recommendation.from_dict(d) == move and Cost.from_dict(d["cost"]) == cost
+    hand = Recommendation("performance", "by hand", {}, dict(VGG_KNOBS), 32, "edit the code")
+    assert hand.to_dict()["set_args"] == "" and Recommendation.from_dict(hand.to_dict()) == hand
+
+
+@pytest.mark.usefixtures("reference_receptive")
 def test_search_space_values_are_preferred_and_only_exposed_knobs_change() -> None:
     def fixed_pools(depth: int = 8, kernel_size: int = 5, **kw: Any) -> nn.Module:
         return build_vgg(depth, kernel_size, 8, 3, **kw)
@@ -430,7 +471,7 @@ def test_search_space_values_are_preferred_and_only_exposed_knobs_change() -> No
         assert set(rec.changes) <= {"depth", "kernel_size", "resolution"}
     resolution = [r for r in recs if "resolution" in r.changes]
     assert [r.changes for r in resolution] == [{"resolution": 128}]  # from the search space
-    assert resolution[0].set_args == "--set resolution=128"
+    assert set_args(resolution[0].settings) == "--set resolution=128"
 
 
 def build_stem(
@@ -464,7 +505,7 @@ def test_stem_stride_and_stem_pool_are_receptive_field_moves() -> None:
     assert performance[:2] == [{"stem_stride": 1}, {"stem_pool": False}]
     assert parse_set_args("--set stem_pool=false") == {"stem_pool": False}
     for rec in recs:
-        assert parse_set_args(rec.set_args) == rec.changes
+        assert parse_set_args(set_args(rec.settings)) == rec.changes
         if rec.kind == "performance":
             built = spec.create(num_classes=10, in_channels=3, **rec.knobs)
             assert reference_rf(built, rec.resolution, in_channels=3).unproductive == []
@@ -507,7 +548,7 @@ def test_even_findings_recommend_keeping_the_model() -> None:
     spec = FakeSpec(build_vgg, VGG_KNOBS)
     findings = evaluate(profile(RESNET18[:8]), None)
     (rec,) = advise(spec, findings)
-    assert rec.kind == "none" and rec.changes == {} and rec.set_args == ""
+    assert rec.kind == "none" and rec.changes == {} and rec.settings == {}
     assert rec.cost.macs_ratio == 1.0
     assert verdict(findings, [rec]).endswith("no change needed.")
 
@@ -552,7 +593,7 @@ def test_a_fixed_model_gets_changes_to_make_by_hand() -> None:
     recs = advise(spec, findings)
     assert [r.kind for r in recs] == ["efficiency", "performance"]
     for rec in recs:
-        assert rec.changes == {} and rec.cost is None and rec.set_args == ""
+        assert rec.changes == {} and rec.cost is None and rec.settings == {}
     assert "by hand" in recs[0].title
 
 
@@ -677,7 +718,7 @@ def test_vgg16_at_32px_performance_move_removes_the_first_pool_and_keeps_the_cha
     step, fix = _vgg16_performance(spec, knobs)
     # One pool fewer (the earliest), the 5 channel stages pinned: conv10-conv13 stay unproductive.
     assert step.changes == {"downsamplings": 4, "stages": 5}
-    assert step.set_args == "--set downsamplings=4 --set stages=5"
+    assert set_args(step.settings) == "--set downsamplings=4 --set stages=5"
     assert step.unproductive_after == 4
     assert step.title == "Slow the receptive-field growth: downsamplings 5 → 4"
     # The verified fix needs three pools fewer: conv1-conv10 at full resolution.

@@ -12,8 +12,8 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from satadvisor import advisor
-from satadvisor._recommend import Recommendation
 from satadvisor.config import TrainConfig
+from satadvisor.rules import Recommendation
 from satadvisor.search import optimize, policy
 from satadvisor.search import record as tr
 from satadvisor.search import sampler as sampler_mod

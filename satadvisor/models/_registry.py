@@ -13,11 +13,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from torch import nn
 
 from satadvisor.errors import ModelFileError, UsageError
+from satadvisor.models.knobs import CONVENTIONAL, KnobRoles
 
 #: Parameters filled in from the dataset, never knobs.
 INJECTED = ("num_classes", "in_channels")
@@ -28,13 +29,48 @@ F = TypeVar("F", bound=ModelFn)
 _MODELS: dict[str, ModelFn] = {}
 
 
-def register_model(fn: F) -> F:
-    """Register ``fn`` under its ``__name__``; a second function of the same name is an error."""
-    name = fn.__name__
-    if name in _MODELS:
-        raise ValueError(f"a model named {name!r} is already registered")
-    _MODELS[name] = fn
-    return fn
+_ROLES: dict[str, KnobRoles] = {}
+
+
+@overload
+def register_model(fn: F, *, knobs: KnobRoles | None = None) -> F: ...
+
+
+@overload
+def register_model(fn: None = None, *, knobs: KnobRoles | None = None) -> Callable[[F], F]: ...
+
+
+def register_model(fn: F | None = None, *, knobs: KnobRoles | None = None) -> F | Callable[[F], F]:
+    """Register ``fn`` under its ``__name__``; a second function of the same name is an error.
+
+    ``knobs`` declares what its knobs do (the rules and the search read it; None: the
+    conventional names, :data:`~satadvisor.models.knobs.CONVENTIONAL`). Usable as
+    ``@register_model`` or ``@register_model(knobs=KnobRoles(...))``.
+    """
+
+    def register(f: F) -> F:
+        name = f.__name__
+        if name in _MODELS:
+            raise ValueError(f"a model named {name!r} is already registered")
+        _MODELS[name] = f
+        _ROLES[name] = knobs if knobs is not None else CONVENTIONAL
+        return f
+
+    return register(fn) if fn is not None else register
+
+
+def unregister_model(name: str) -> None:
+    """Remove the model registered as ``name`` (and its knob declaration); unknown names raise
+    :class:`ModelFileError`. For registrations made at run time (a notebook, a test)."""
+    get_model_fn(name)
+    del _MODELS[name]
+    _ROLES.pop(name, None)
+
+
+def knob_roles(source: str) -> KnobRoles:
+    """What the knobs of ``source`` do: a registered model's declaration (``NAME`` or
+    ``builtin:NAME``); :data:`~satadvisor.models.knobs.CONVENTIONAL` for anything else."""
+    return _ROLES.get(source.removeprefix("builtin:"), CONVENTIONAL)
 
 
 @dataclass(frozen=True)

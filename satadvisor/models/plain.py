@@ -21,6 +21,7 @@ from satadvisor.models._registry import (
     register_model,
     split_evenly,
 )
+from satadvisor.models.knobs import KnobRoles, ReceptiveKnob
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,21 @@ class PlainCNN(nn.Module):
         return self.fc(torch.flatten(self.avgpool(self.convs(x)), 1))
 
 
-@register_model
+#: What the knobs do: ``depth`` convs, ``width`` channels in the first stage, every conv's
+#: ``kernel_size``, and ``downsamplings`` stride-2 convs (fewer, with ``stages`` pinned, remove
+#: the earliest strides and keep the channels).
+PLAIN_KNOBS = KnobRoles(
+    depth="depth",
+    width="width",
+    kernel="kernel_size",
+    receptive=(
+        ReceptiveKnob("kernel_size", "kernel"),
+        ReceptiveKnob("downsamplings", "downsampling_count", layout="stages"),
+    ),
+)
+
+
+@register_model(knobs=PLAIN_KNOBS)
 def plain(
     depth: int = 6,
     kernel_size: int = 3,

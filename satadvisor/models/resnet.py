@@ -27,6 +27,7 @@ from satadvisor.models._registry import (
     register_member,
     register_model,
 )
+from satadvisor.models.knobs import KnobRoles, ReceptiveKnob
 
 #: BasicBlocks per stage for each supported depth.
 RESNET_BLOCKS: dict[int, tuple[int, int, int, int]] = {
@@ -35,6 +36,25 @@ RESNET_BLOCKS: dict[int, tuple[int, int, int, int]] = {
     26: (3, 3, 3, 3),
     34: (3, 4, 6, 3),
 }
+
+
+#: What the knobs do: ``depth`` (one of :data:`RESNET_BLOCKS`), ``width`` channels of the stem
+#: and first stage, the blocks' ``kernel_size``, the stem (``stem_kernel``, ``stem_stride``,
+#: ``stem_pool``) and ``downsamplings`` stride-2 stages, tried mildest first. The presets
+#: share it (they lack some of the knobs).
+RESNET_KNOBS = KnobRoles(
+    depth="depth",
+    width="width",
+    kernel="kernel_size",
+    receptive=(
+        ReceptiveKnob("kernel_size", "kernel"),
+        ReceptiveKnob("stem_kernel", "kernel"),
+        ReceptiveKnob("downsamplings", "downsampling_count"),
+        ReceptiveKnob("stem_stride", "stride"),
+        ReceptiveKnob("stem_pool", "switch"),
+    ),
+    choices={"depth": tuple(sorted(RESNET_BLOCKS))},
+)
 
 
 @dataclass(frozen=True)
@@ -128,7 +148,7 @@ def resnet_stages(depth: int, width: int, downsamplings: int) -> tuple[ResNetSta
     )
 
 
-@register_model
+@register_model(knobs=RESNET_KNOBS)
 def resnet(
     depth: int = 18,
     kernel_size: int = 3,
@@ -168,7 +188,7 @@ def resnet(
     )
 
 
-@register_model
+@register_model(knobs=RESNET_KNOBS)
 def resnet18(
     width: int = 64, kernel_size: int = 3, *, num_classes: int = 10, in_channels: int = 3
 ) -> nn.Module:
@@ -186,7 +206,7 @@ def resnet18(
     )
 
 
-@register_model
+@register_model(knobs=RESNET_KNOBS)
 def resnet18_cifar(
     width: int = 64, kernel_size: int = 3, *, num_classes: int = 10, in_channels: int = 3
 ) -> nn.Module:

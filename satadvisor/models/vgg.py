@@ -41,8 +41,22 @@ from satadvisor.models._registry import (
     register_model,
     split_evenly,
 )
+from satadvisor.models.knobs import KnobRoles, ReceptiveKnob
 
 Head = Literal["linear", "mlp"]
+
+#: What the knobs do: ``depth`` convs, ``width`` channels in the first stage, every conv's
+#: ``kernel_size``, and ``downsamplings`` pools (fewer, with ``stages`` pinned, remove the
+#: earliest pools and keep the channels). The presets share it (they lack some of the knobs).
+VGG_KNOBS = KnobRoles(
+    depth="depth",
+    width="width",
+    kernel="kernel_size",
+    receptive=(
+        ReceptiveKnob("kernel_size", "kernel"),
+        ReceptiveKnob("downsamplings", "downsampling_count", layout="stages"),
+    ),
+)
 
 #: Convs per stage of the published configurations (A, B, D, E); a pool ends every stage.
 VGG_CONFIGS: dict[str, tuple[int, ...]] = {
@@ -147,7 +161,7 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-@register_model
+@register_model(knobs=VGG_KNOBS)
 def vgg(
     depth: int = 8,
     kernel_size: int = 3,
@@ -200,7 +214,7 @@ def _preset(
     )
 
 
-@register_model
+@register_model(knobs=VGG_KNOBS)
 def vgg11(
     width: int = 64,
     kernel_size: int = 3,
@@ -213,7 +227,7 @@ def vgg11(
     return _preset("vgg11", width, kernel_size, batch_norm, num_classes, in_channels)
 
 
-@register_model
+@register_model(knobs=VGG_KNOBS)
 def vgg13(
     width: int = 64,
     kernel_size: int = 3,
@@ -226,7 +240,7 @@ def vgg13(
     return _preset("vgg13", width, kernel_size, batch_norm, num_classes, in_channels)
 
 
-@register_model
+@register_model(knobs=VGG_KNOBS)
 def vgg16(
     width: int = 64,
     kernel_size: int = 3,
@@ -239,7 +253,7 @@ def vgg16(
     return _preset("vgg16", width, kernel_size, batch_norm, num_classes, in_channels)
 
 
-@register_model
+@register_model(knobs=VGG_KNOBS)
 def vgg19(
     width: int = 64,
     kernel_size: int = 3,

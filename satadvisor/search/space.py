@@ -1,7 +1,9 @@
 """The search space: which knob values a study may try.
 
-It comes from the model file's ``SEARCH_SPACE`` or is derived around the model's defaults
-(depth, kernel size, width and input resolution). A knob whose values are evenly spaced
+It comes from the model file's ``SEARCH_SPACE`` or is derived around the model's defaults:
+the knobs its family declares as depth, width and kernel size
+(:func:`satadvisor.models.knob_roles`, with the ranges the declaration gives) and the input
+resolution. A knob whose values are evenly spaced
 integers (``range(2, 6)``, ``[3, 5, 7]``, every derived knob) is *ordinal*: an
 ``IntDistribution`` with that step, so the sampler's model knows 5 lies between 3 and 7. Other
 values (strings, booleans, unevenly spaced numbers) are categorical. A study remembers its
@@ -18,25 +20,23 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
+from satadvisor._flags import flag
 from satadvisor.errors import UsageError
+from satadvisor.models import KnobRoles, knob_roles
+from satadvisor.spec import DATA_KNOB
 
 if TYPE_CHECKING:
     from satadvisor.spec import ModelSpec
 
-#: Knobs derived when the model has no SEARCH_SPACE, with the factors applied to the default.
-#: Each is evenly spaced, so the derived knobs are ordinal (depth: every integer in range).
-DERIVED_FACTORS: dict[str, tuple[float, ...]] = {
-    "depth": (0.5, 1.25),
-    "width": (0.5, 1.0, 1.5, 2.0),
-    "resolution": (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0),
-}
-KERNEL_SIZES = (3, 5, 7)
+#: The factors of the run's resolution (the data knob) a derived space tries; evenly spaced,
+#: so the derived knob is ordinal.
+RESOLUTION_FACTORS: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 MIN_RESOLUTION = 8
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Knob → ordered tuple of allowed values; ``fixed`` knobs are pinned (``--set``)."""
+    """Knob → ordered tuple of allowed values; ``fixed`` knobs are pinned (set by the caller)."""
 
     choices: dict[str, tuple[Any, ...]]
     fixed: dict[str, Any] = field(default_factory=dict)
@@ -111,6 +111,36 @@ def _scaled(default: int, factors: tuple[float, ...], lower: int) -> tuple[int, 
     return tuple(sorted({*below, default, *above}))
 
 
+def _ordinal(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def derived_choices(
+    roles: KnobRoles, knobs: Mapping[str, Any], resolution: int
+) -> dict[str, tuple[Any, ...]]:
+    """The values a search tries without a SEARCH_SPACE, from what the knobs do (``roles``):
+    the depth and width knobs scaled by the declared factors around their defaults, the
+    resolution by :data:`RESOLUTION_FACTORS`, the kernel knob over the declared kernel sizes
+    (plus its default); a knob with declared ``choices`` takes those. Only integer knobs the
+    model has are derived."""
+    choices: dict[str, tuple[Any, ...]] = {}
+    scaled = (
+        (roles.depth, roles.depth_factors, knobs.get(roles.depth or ""), 1),
+        (roles.width, roles.width_factors, knobs.get(roles.width or ""), 1),
+        (DATA_KNOB, RESOLUTION_FACTORS, resolution, MIN_RESOLUTION),
+    )
+    for knob, factors, default, lower in scaled:
+        if knob is not None and isinstance(default, int) and not isinstance(default, bool):
+            choices[knob] = _scaled(default, factors, lower)
+    kernel = knobs.get(roles.kernel or "")
+    if roles.kernel is not None and _ordinal(kernel):
+        choices[roles.kernel] = tuple(sorted({*roles.kernel_sizes, kernel}))
+    for knob, values in roles.choices.items():
+        if knob in choices:
+            choices[knob] = tuple(values)
+    return choices
+
+
 def derive_space(
     spec: ModelSpec, *, resolution: int, pinned: Mapping[str, Any] | None = None
 ) -> SearchSpace:
@@ -124,29 +154,15 @@ def derive_space(
     if spec.search_space:
         choices = {k: tuple(v) for k, v in spec.search_space.items()}
     else:
-        choices = {}
-        for knob, factors in DERIVED_FACTORS.items():
-            default = resolution if knob == "resolution" else spec.knobs.get(knob)
-            if isinstance(default, int) and not isinstance(default, bool):
-                lower = MIN_RESOLUTION if knob == "resolution" else 1
-                choices[knob] = _scaled(default, factors, lower)
-        k = spec.knobs.get("kernel_size")
-        if isinstance(k, int) and not isinstance(k, bool):
-            choices["kernel_size"] = tuple(sorted({*KERNEL_SIZES, k}))
-        if spec.source.startswith("builtin:"):
-            from satadvisor.models import KNOB_CHOICES
-
-            for knob, values in KNOB_CHOICES.get(spec.name, {}).items():
-                if knob in choices:
-                    choices[knob] = values
+        choices = derived_choices(knob_roles(spec.source), spec.knobs, resolution)
     for knob in pinned:
         choices.pop(knob, None)
     choices = {k: v for k, v in choices.items() if len(v) > 1}
     if not choices:
         raise UsageError(
             f"nothing to search for {spec.source}: every knob is pinned or has one value; "
-            "drop a --set or add choices to SEARCH_SPACE"
+            f"drop a {flag('set')} or add choices to SEARCH_SPACE"
         )
-    if "resolution" not in choices:
-        pinned.setdefault("resolution", resolution)
+    if DATA_KNOB not in choices:
+        pinned.setdefault(DATA_KNOB, resolution)
     return SearchSpace(choices=choices, fixed=pinned)
