@@ -1,19 +1,29 @@
-"""The study report: files, page content and order, escaping, importances, plot data, browser."""
+"""The study report: files, page content and order, escaping, importances, plot data, browser.
+
+Every page is rendered from what the library really returns: a real Optuna study (in memory,
+or SQLite where the storage matters) whose trials carry the real trial record and whose
+validation runs are stored as :func:`satadvisor.search.validate.validate` stores them, summed
+up by :func:`satadvisor.search.summary.study_summary`.
+"""
 
 from __future__ import annotations
 
-import copy
 import csv
+import dataclasses
 import html
 import io
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import plotly.graph_objects as go
 import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
 from sklearn.feature_selection import f_classif
 
 from satadvisor.errors import UsageError
@@ -26,10 +36,37 @@ from satadvisor.report import (
     write_study,
 )
 from satadvisor.search import summary as summary_mod
+from satadvisor.search.record import KEY, TrialRecord
+from satadvisor.search.storage import open_storage
+from satadvisor.search.study_record import StudySummary
+from satadvisor.search.validate import validation_key
 
 EVIL = "<script>alert(1)</script>"
 TOLERANCE = 0.005
 KNOBS = ("depth", "kernel_size", "width", "resolution")
+#: Every value a searched knob takes in the fixture (the trials' Optuna distributions).
+CHOICES = {
+    "depth": [4, 6, 8, 10],
+    "kernel_size": [3, 5, 7],
+    "width": [16, 32, 64],
+    "resolution": [12, 16, 24, 32],
+}
+SETTINGS = {
+    "model": "model.py",
+    "dataset": "digits",
+    "strategy": "guided",
+    "train": {
+        "epochs": 5,
+        "batch_size": 64,
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "seed": 0,
+        "device": "auto",
+        "amp": True,
+        "full": False,
+    },
+}
+STORAGE = "sqlite:///studies/vgg-digits.db"
 
 
 def _profile(depth: int, tail: int, top: float) -> tuple[dict[str, float], list[str]]:
@@ -54,34 +91,47 @@ def _trial(
     state: str = "complete",
     parent: int | None = None,
     reason: str | None = None,
-    skipped: str | None = None,
+    status: str | None = None,
 ) -> dict[str, Any]:
-    config = dict(zip(KNOBS, knobs, strict=True))
-    sat, _ = _profile(config["depth"], tail, 0.5) if state == "complete" else ({}, [])
-    status = {"complete": "completed", "fail": "failed", "pruned": "pruned"}[state]
-    if skipped:
-        state, status, reason = "pruned", "duplicate", f"skipped: {skipped}"
+    """What the fixture says of one trial (turned into a real Optuna trial by :func:`study`)."""
+    default = {"complete": "completed", "fail": "failed", "pruned": "pruned"}[state]
     return {
         "number": number,
         "state": state,
-        "status": status,
-        "counted": not skipped,
+        "status": status or default,
         "source": source,
-        "knobs": config,
-        "params_searched": config,
+        "knobs": dict(zip(KNOBS, knobs, strict=True)),
         "accuracy": accuracy,
         "macs": macs,
-        "params": None if macs is None else macs // 50,
-        "tail_length": tail if state == "complete" else None,
+        "tail": tail,
         "evenness": evenness,
-        "saturation": sat,
-        "findings": ["tail"] if tail else [],
-        "reason": reason,
         "parent": parent,
-        "retry_of": None,
-        "wall_time": 31.5 if state == "complete" else None,
-        "values": [accuracy, float(macs)] if state == "complete" and macs else None,
+        "reason": reason,
     }
+
+
+def fixture_trials() -> list[dict[str, Any]]:
+    """12 trials: the baseline, rule moves, sampler and random draws, a failure, a duplicate."""
+    return [
+        _trial(0, "baseline", (8, 3, 32, 16), accuracy=0.962, macs=4_100_000, tail=3, evenness=0.61),
+        _trial(1, "rule:efficiency", (6, 3, 32, 16), accuracy=0.958, macs=3_150_000, tail=1,
+               evenness=0.74, parent=0),
+        _trial(2, "rule:performance", (8, 3, 32, 24), accuracy=0.971, macs=9_220_000, tail=1,
+               evenness=0.70, parent=0),
+        _trial(3, "sampler", (4, 5, 16, 12), accuracy=0.921, macs=880_000, evenness=0.80),
+        _trial(4, "sampler", (10, 7, 64, 32), state="fail",
+               reason="diverged: training loss became nan in epoch 2"),
+        _trial(5, "sampler", (6, 3, 16, 16), accuracy=0.949, macs=1_020_000, tail=1, evenness=0.72),
+        _trial(6, "rule:efficiency", (4, 3, 32, 16), accuracy=0.944, macs=2_210_000,
+               evenness=0.83, parent=1),
+        _trial(7, "sampler", (6, 5, 64, 24), accuracy=0.974, macs=18_400_000, tail=1, evenness=0.69),
+        _trial(8, "sampler", (6, 3, 16, 16), state="pruned", status="duplicate",
+               reason="skipped: duplicate"),
+        _trial(9, "random", (8, 5, 16, 12), accuracy=0.930, macs=1_510_000, tail=2, evenness=0.66),
+        _trial(10, "sampler", (6, 3, 32, 12), accuracy=0.955, macs=1_790_000, evenness=0.78),
+        _trial(11, "rule:performance", (4, 3, 32, 24), accuracy=0.961, macs=4_950_000,
+               evenness=0.82, parent=6),
+    ]  # fmt: skip
 
 
 def _record(
@@ -107,7 +157,7 @@ def _record(
             "test_accuracy": t,
             "status": "completed",
             "macs": trial["macs"],
-            "params": trial["params"],
+            "params": trial["macs"] // 50,
             "epochs": 20,
             "train_images": 1200,
             "val_images": 238,
@@ -136,116 +186,133 @@ def validation_runs(t: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )  # fmt: skip
 
 
-def make_summary() -> dict[str, Any]:
-    """A realistic ``satadvisor.study/2`` summary: 12 trials, 3 full runs, one recommendation."""
-    t = [
-        _trial(0, "baseline", (8, 3, 32, 16), accuracy=0.962, macs=4_100_000, tail=3, evenness=0.61),
-        _trial(1, "rule:efficiency", (6, 3, 32, 16), accuracy=0.958, macs=3_150_000, tail=1,
-               evenness=0.74, parent=0),
-        _trial(2, "rule:performance", (8, 3, 32, 24), accuracy=0.971, macs=9_220_000, tail=1,
-               evenness=0.70, parent=0),
-        _trial(3, "sampler", (4, 5, 16, 12), accuracy=0.921, macs=880_000, evenness=0.80),
-        _trial(4, "sampler", (10, 7, 64, 32), state="fail",
-               reason="diverged: training loss became nan in epoch 2"),
-        _trial(5, "sampler", (6, 3, 16, 16), accuracy=0.949, macs=1_020_000, tail=1, evenness=0.72),
-        _trial(6, "rule:efficiency", (4, 3, 32, 16), accuracy=0.944, macs=2_210_000,
-               evenness=0.83, parent=1),
-        _trial(7, "sampler", (6, 5, 64, 24), accuracy=0.974, macs=18_400_000, tail=1, evenness=0.69),
-        _trial(8, "sampler", (6, 3, 16, 16), state="fail", skipped="duplicate"),
-        _trial(9, "random", (8, 5, 16, 12), accuracy=0.930, macs=1_510_000, tail=2, evenness=0.66),
-        _trial(10, "sampler", (6, 3, 32, 12), accuracy=0.955, macs=1_790_000, evenness=0.78),
-        _trial(11, "rule:performance", (4, 3, 32, 24), accuracy=0.961, macs=4_950_000,
-               evenness=0.82, parent=6),
-    ]  # fmt: skip
-    complete = [x for x in t if x["state"] == "complete"]
-    front = _plots_study.pareto_front(
-        [x["accuracy"] for x in complete], [x["macs"] for x in complete]
+_STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "fail": TrialState.FAIL}
+
+
+def study(
+    trials: Sequence[dict[str, Any]] | None = None,
+    runs: Sequence[dict[str, Any]] | None = None,
+    *,
+    name: str = "vgg-digits",
+    storage: str | None = None,
+    **attrs: Any,
+) -> optuna.Study:
+    """A real Optuna study of ``trials`` (default: the fixture's) with the validation ``runs``
+    (default: the fixture's) stored as :func:`~satadvisor.search.validate.validate` stores
+    them, and the study attributes satadvisor sets (``attrs`` override them)."""
+    trials = fixture_trials() if trials is None else trials
+    runs = validation_runs(list(trials)) if runs is None else runs
+    st = optuna.create_study(
+        study_name=name,
+        storage=None if storage is None else open_storage(storage),
+        directions=["maximize", "minimize"],
     )
-    records = summary_mod.aggregate(validation_runs(t))
-    ranked = [r for r in records if r["val_accuracy"] is not None]
-    return {
-        "schema": summary_mod.SCHEMA,
-        "study_name": "vgg-digits",
-        "settings": {
-            "model": "model.py",
-            "dataset": "digits",
-            "strategy": "guided",
-            "train": {
-                "epochs": 5,
-                "batch_size": 64,
-                "optimizer": "sgd",
-                "lr": 0.05,
-                "seed": 0,
-                "device": "auto",
-                "amp": True,
-                "full": False,
-            },
-        },
-        "space": {
-            "depth": [4, 6, 8, 10],
-            "kernel_size": [3, 5, 7],
-            "width": [16, 32, 64],
-            "resolution": [12, 16, 24, 32],
-        },
+    for t in trials:
+        complete = t["state"] == "complete"
+        depth = t["knobs"]["depth"]
+        rec = TrialRecord(
+            knobs=dict(t["knobs"]),
+            source=t["source"],
+            status=t["status"],
+            parent=t["parent"],
+            reason=t["reason"],
+            accuracy=t["accuracy"],
+            macs=t["macs"],
+            params=None if t["macs"] is None else t["macs"] // 50,
+            epochs=5 if t["accuracy"] is not None else 0,
+            saturation=_profile(depth, t["tail"], 0.5)[0] if complete else {},
+            tail=tuple(_profile(depth, t["tail"], 0.5)[1]) if complete else (),
+            evenness=t["evenness"],
+            findings=("tail",) if t["tail"] else (),
+            wall_time=31.5 if complete else None,
+        )
+        st.add_trial(
+            create_trial(
+                state=_STATES[t["state"]],
+                values=[t["accuracy"], float(t["macs"])] if complete else None,
+                params={k: t["knobs"][k] for k in KNOBS},
+                distributions={k: CategoricalDistribution(CHOICES[k]) for k in KNOBS},
+                user_attrs={KEY: rec.to_dict()},
+            )
+        )
+    for run in runs:
+        st.set_user_attr(validation_key(run["knobs"], run["seed"]), run)
+    # a record of a version that chose on the test set (no seed) is left out
+    st.set_user_attr(f"{summary_mod.VALIDATION_PREFIX}old", {"trial": 5, "test_accuracy": 1})
+    defaults = {
+        "settings": SETTINGS,
+        "space": CHOICES,
         "objectives": ["accuracy", "macs"],
         "budget": 12,
-        "counted_trials": 11,
-        "trials": t,
-        "pareto": [x["number"] for x, f in zip(complete, front, strict=True) if f],
-        "validation": records,
-        "recommended": summary_mod.recommended(records, tolerance=TOLERANCE),
-        "tolerance": TOLERANCE,
         "validate_seeds": 3,
-        "not_learned": 0,
-        "rank_agreement": summary_mod.spearman(
-            [r["proxy_accuracy"] for r in ranked], [r["val_accuracy"] for r in ranked]
-        ),
-        "storage": "sqlite:///studies/vgg-digits.db",
     }
+    for key, value in {**defaults, **attrs}.items():
+        if value is not None:
+            st.set_user_attr(key, value)
+    return st
 
 
-def empty_summary() -> dict[str, Any]:
-    """A study that ran nothing yet: one failed baseline, no validation."""
-    s = make_summary()
-    s.update(
-        trials=[_trial(0, "baseline", (8, 3, 32, 16), state="fail", reason="out of GPU memory")],
-        pareto=[],
-        validation=[],
-        recommended=[],
-        rank_agreement=None,
-        counted_trials=1,
+def make_summary(
+    trials: Sequence[dict[str, Any]] | None = None,
+    runs: Sequence[dict[str, Any]] | None = None,
+    *,
+    storage: str | None = STORAGE,
+    **attrs: Any,
+) -> StudySummary:
+    """The summary the library makes of :func:`study` (storage shown as ``storage``)."""
+    return summary_mod.study_summary(
+        study(trials, runs, **attrs), tolerance=TOLERANCE, storage=storage
     )
-    return s
+
+
+def revalidated(trial: int, val: tuple[float, ...]) -> StudySummary:
+    """The fixture with other validation accuracies (same test ones) for ``trial``."""
+    runs = validation_runs(fixture_trials())
+    for run, v in zip([r for r in runs if r["trial"] == trial], val, strict=True):
+        run["val_accuracy"] = v
+    return make_summary(runs=runs)
+
+
+def empty_summary() -> StudySummary:
+    """A study that ran nothing yet: one failed baseline, no validation."""
+    failed = _trial(0, "baseline", (8, 3, 32, 16), state="fail", reason="out of GPU memory")
+    return make_summary([failed], [])
 
 
 @pytest.fixture()
-def summary() -> dict[str, Any]:
+def summary() -> StudySummary:
     return make_summary()
 
 
-def test_fixture_is_consistent_with_the_search_module(summary: dict[str, Any]) -> None:
-    assert STUDY_SCHEMA == summary_mod.SCHEMA
+def test_summary_of_the_fixture_study(summary: StudySummary) -> None:
+    assert STUDY_SCHEMA == summary_mod.SCHEMA == summary.schema
+    assert summary.counted_trials == 11  # the duplicate does not count
+    assert [t.counted for t in summary.trials].count(False) == 1
     # Trial 1 (depth 6): validation +0.2 pt over the baseline, paired over 3 seeds, with fewer
     # MACs → the only recommendation, although its test accuracy is lower.
-    (rec,) = summary["recommended"]
-    assert rec["trial"] == 1 and rec["accuracy_delta"] == pytest.approx(0.002)
-    assert rec["test_delta"] == pytest.approx(-0.003)
+    (rec,) = summary.recommended
+    assert rec.trial == 1 and rec.accuracy_delta == pytest.approx(0.002)
+    assert rec.test_delta == pytest.approx(-0.003)
     # deltas 0.003, 0.002, 0.001: sd 0.001, t(0.975, 2) = 4.3027 → ±0.00248 around 0.002
-    assert rec["comparison"]["low"] == pytest.approx(0.002 - 4.302653 * 0.001 / 3**0.5)
-    assert rec["comparison"]["accuracy"] == "tie"  # the interval contains 0
-    assert (rec["claim"], rec["verdict"], rec["confirmed"]) == ("cheaper", "confirmed", True)
-    assert rec["macs_ratio"] == pytest.approx(3_150_000 / 4_100_000)
+    assert rec.comparison is not None
+    assert rec.comparison.low == pytest.approx(0.002 - 4.302653 * 0.001 / 3**0.5)
+    assert rec.comparison.accuracy == "tie"  # the interval contains 0
+    assert (rec.claim, rec.verdict, rec.confirmed) == ("cheaper", "confirmed", True)
+    assert rec.macs_ratio == pytest.approx(3_150_000 / 4_100_000)
     # Ranks proxy (3, 2, 1) vs full-run val (2, 3, 1): d² = 1 + 1 + 0 → ρ = 1 − 6·2 / (3·8) = 0.5.
-    assert summary["rank_agreement"] == pytest.approx(0.5)
+    assert summary.rank_agreement == pytest.approx(0.5)
     # Front by hand: 3 (cheapest), 5, 10, 1, 0, 2, 7 (most accurate); 6, 9, 11 dominated.
-    assert summary["pareto"] == [0, 1, 2, 3, 5, 7, 10]
+    assert summary.pareto == (0, 1, 2, 3, 5, 7, 10)
+    # the legacy record without a seed is left out: the baseline and trials 1 and 3
+    assert [r.trial for r in summary.validation] == [0, 1, 3]
+    assert summary.validation[0].seeds == (0, 1, 2)
 
 
 # ---------------------------------------------------------------------------------------------
 # Files
 
 
-def test_write_study_writes_the_four_files(tmp_path: Path, summary: dict[str, Any]) -> None:
+def test_write_study_writes_the_four_files(tmp_path: Path, summary: StudySummary) -> None:
     index = write_study(summary, tmp_path / "report")
     out = tmp_path / "report"
     assert index == out / "index.html"
@@ -256,14 +323,16 @@ def test_write_study_writes_the_four_files(tmp_path: Path, summary: dict[str, An
         "plotly.min.js",
         ".satadvisor-output",
     }
-    assert json.loads((out / "study.json").read_text("utf-8")) == summary
+    written = json.loads((out / "study.json").read_text("utf-8"))
+    assert written == summary.to_dict()
+    assert StudySummary.from_dict(written) == summary
     assert (out / "study.json").read_text("utf-8").startswith('{\n  "schema"')
     page = index.read_text("utf-8")
     assert '<script src="plotly.min.js"></script>' in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
 
 
-def test_trials_csv_has_one_row_per_trial_with_knob_columns(summary: dict[str, Any]) -> None:
+def test_trials_csv_has_one_row_per_trial_with_knob_columns(summary: StudySummary) -> None:
     rows = list(csv.reader(io.StringIO(trials_csv(summary))))
     assert rows[0] == [
         "number", "state", "source", "depth", "kernel_size", "width", "resolution",
@@ -291,9 +360,12 @@ def test_trials_csv_has_one_row_per_trial_with_knob_columns(summary: dict[str, A
     assert by_number[8]["reason"] == "skipped: duplicate"
 
 
-def test_non_finite_values_become_null(tmp_path: Path, summary: dict[str, Any]) -> None:
-    summary["trials"][3]["evenness"] = float("nan")
-    summary["validation"][2]["wall_time"] = float("inf")
+def test_non_finite_values_become_null(tmp_path: Path) -> None:
+    trials = fixture_trials()
+    runs = validation_runs(trials)
+    trials[3]["evenness"] = float("nan")
+    runs[-1]["wall_time"] = float("inf")  # a run of trial 3, the third validated configuration
+    summary = make_summary(trials, runs)
     write_study(summary, tmp_path)
 
     def reject(token: str) -> None:
@@ -306,15 +378,16 @@ def test_non_finite_values_become_null(tmp_path: Path, summary: dict[str, Any]) 
     assert "NaN" not in page and "Infinity" not in page
 
 
-def test_unknown_schema_is_a_usage_error(tmp_path: Path, summary: dict[str, Any]) -> None:
-    summary["schema"] = "satadvisor.study/9"
-    with pytest.raises(UsageError, match=r"study/9.*satadvisor report"):
-        write_study(summary, tmp_path / "r")
+def test_unknown_schema_is_a_usage_error(tmp_path: Path, summary: StudySummary) -> None:
+    loaded = {**summary.to_dict(), "schema": "satadvisor.study/9"}
+    with pytest.raises(UsageError, match=r"study/9.*satadvisor report") as err:
+        write_study(loaded, tmp_path / "r")
+    assert "\n" not in str(err.value)
     assert not (tmp_path / "r").exists()
 
 
 def test_failed_write_keeps_the_previous_report(
-    tmp_path: Path, summary: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, summary: StudySummary, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "report"
     write_study(summary, out)
@@ -341,7 +414,7 @@ def _section(page: str, name: str) -> str:
     return page[start : end if end > 0 else len(page)]
 
 
-def test_sections_in_the_required_order(summary: dict[str, Any]) -> None:
+def test_sections_in_the_required_order(summary: StudySummary) -> None:
     page = render_study(summary)
     assert re.findall(r'<section id="([a-z]+)"', page) == [
         "recommendation", "pareto", "history", "importance", "trials", "validation", "reproduce",
@@ -350,7 +423,7 @@ def test_sections_in_the_required_order(summary: dict[str, Any]) -> None:
         assert f'<script type="application/json" id="{figure}-data">' in page
 
 
-def test_recommendation_shows_set_line_snippet_and_numbers(summary: dict[str, Any]) -> None:
+def test_recommendation_shows_set_line_snippet_and_numbers(summary: StudySummary) -> None:
     rec = _section(render_study(summary), "recommendation")
     assert "Adopt depth=6 kernel_size=3 width=32 resolution=16: its full-run validation " in rec
     assert (
@@ -394,7 +467,7 @@ def test_recommendation_shows_set_line_snippet_and_numbers(summary: dict[str, An
     assert re.findall(r'<span class="kchip changed"[^>]*>([^<]*)</span>', rec) == ["depth=6"]
 
 
-def test_before_after_profiles_mark_the_tails(summary: dict[str, Any]) -> None:
+def test_before_after_profiles_mark_the_tails(summary: StudySummary) -> None:
     page = render_study(summary)
 
     def figure(name: str) -> dict[str, Any]:
@@ -411,18 +484,9 @@ def test_before_after_profiles_mark_the_tails(summary: dict[str, Any]) -> None:
     assert before["layout"]["yaxis"]["range"] == after["layout"]["yaxis"]["range"]
 
 
-def _revalidate(summary: dict[str, Any], trial: int, val: tuple[float, ...]) -> None:
-    """Give ``trial`` other validation accuracies (same test ones) and recompute the summary."""
-    runs = validation_runs(summary["trials"])
-    for run, v in zip([r for r in runs if r["trial"] == trial], val, strict=True):
-        run["val_accuracy"] = v
-    summary["validation"] = summary_mod.aggregate(runs)
-    summary["recommended"] = summary_mod.recommended(summary["validation"], tolerance=TOLERANCE)
-
-
-def test_no_recommendation_says_keep_the_baseline_with_numbers(summary: dict[str, Any]) -> None:
-    _revalidate(summary, 1, (0.941, 0.940, 0.944))
-    assert summary["recommended"] == []
+def test_no_recommendation_says_keep_the_baseline_with_numbers() -> None:
+    summary = revalidated(1, (0.941, 0.940, 0.944))
+    assert summary.recommended == ()
     rec = _section(render_study(summary), "recommendation")
     assert (
         "Keep the baseline (depth=8 kernel_size=3 width=32 resolution=16): 95.8 % ± 0.2 pt "
@@ -433,13 +497,11 @@ def test_no_recommendation_says_keep_the_baseline_with_numbers(summary: dict[str
     assert 'id="fig-baseline-data"' in rec and "fig-after" not in rec
 
 
-def test_one_seed_confirms_nothing_and_says_so(summary: dict[str, Any]) -> None:
-    runs = [r for r in validation_runs(summary["trials"]) if r["seed"] == 0]
-    summary["validation"] = summary_mod.aggregate(runs)
-    summary["recommended"] = summary_mod.recommended(summary["validation"], tolerance=TOLERANCE)
-    summary["validate_seeds"] = 1
-    (rec,) = summary["recommended"]
-    assert not rec["confirmed"] and rec["accuracy_delta"] > 0
+def test_one_seed_confirms_nothing_and_says_so() -> None:
+    runs = [r for r in validation_runs(fixture_trials()) if r["seed"] == 0]
+    summary = make_summary(runs=runs, validate_seeds=1)
+    (rec,) = summary.recommended
+    assert not rec.confirmed and rec.accuracy_delta > 0
     page = render_study(summary)
     section = _section(page, "recommendation")
     assert "Keep the baseline for now: no validated configuration is confirmed." in section
@@ -451,33 +513,33 @@ def test_one_seed_confirms_nothing_and_says_so(summary: dict[str, Any]) -> None:
     assert "--validate-seeds 1" in _section(page, "reproduce")
 
 
-def test_more_accurate_only_with_a_confirmed_interval(summary: dict[str, Any]) -> None:
+def test_more_accurate_only_with_a_confirmed_interval() -> None:
     # Trial 1 is +0.3 pt on average but worse on one seed: a tie, never "more accurate"
-    _revalidate(summary, 1, (0.966, 0.958, 0.962))
-    (rec,) = summary["recommended"]
-    assert rec["comparison"]["accuracy"] == "tie" and rec["accuracy_delta"] > 0
+    summary = revalidated(1, (0.966, 0.958, 0.962))
+    (rec,) = summary.recommended
+    assert rec.comparison is not None
+    assert rec.comparison.accuracy == "tie" and rec.accuracy_delta > 0
     section = _section(render_study(summary), "recommendation")
     assert "more accurate" not in section
     assert "accuracy: tie" in section
     # +0.3 pt on every seed: confirmed, and now badged more accurate
-    _revalidate(summary, 1, (0.959, 0.963, 0.961))
-    (rec,) = summary["recommended"]
-    assert rec["comparison"]["accuracy"] == "more accurate" and rec["confirmed"]
+    summary = revalidated(1, (0.959, 0.963, 0.961))
+    (rec,) = summary.recommended
+    assert rec.comparison is not None
+    assert rec.comparison.accuracy == "more accurate" and rec.confirmed
     section = _section(render_study(summary), "recommendation")
     assert '<span class="badge good">more accurate</span>' in section
     assert "confirmed more accurate" in section
 
 
-def test_a_more_expensive_tie_is_a_tie(summary: dict[str, Any]) -> None:
+def test_a_more_expensive_tie_is_a_tie() -> None:
     # Trial 3 made more expensive than the baseline and a little more accurate on average
-    runs = validation_runs(summary["trials"])
+    runs = validation_runs(fixture_trials())
     for run, v in zip([r for r in runs if r["trial"] == 3], (0.957, 0.963, 0.957), strict=True):
         run.update(val_accuracy=v, macs=9_000_000)
-    runs = [r for r in runs if r["trial"] != 1]
-    summary["validation"] = summary_mod.aggregate(runs)
-    summary["recommended"] = summary_mod.recommended(summary["validation"], tolerance=TOLERANCE)
-    (rec,) = summary["recommended"]
-    assert (rec["claim"], rec["verdict"]) == ("more accurate", "tie")
+    summary = make_summary(runs=[r for r in runs if r["trial"] != 1])
+    (rec,) = summary.recommended
+    assert (rec.claim, rec.verdict) == ("more accurate", "tie")
     page = render_study(summary)
     section = _section(page, "recommendation")
     assert "<h3>Candidate (tie): trial #3</h3>" in section
@@ -488,10 +550,17 @@ def test_a_more_expensive_tie_is_a_tie(summary: dict[str, Any]) -> None:
     ]  # fmt: skip
 
 
-def test_proxies_that_did_not_learn_are_counted(summary: dict[str, Any]) -> None:
-    for n in (9, 10):
-        summary["trials"][n].update(state="pruned", status="not_learned")
-    summary["not_learned"] = 2
+def _not_learning(*numbers: int) -> list[dict[str, Any]]:
+    """The fixture's trials with ``numbers`` pruned as proxies that did not learn."""
+    trials = fixture_trials()
+    for n in numbers:
+        trials[n].update(state="pruned", status="not_learned")
+    return trials
+
+
+def test_proxies_that_did_not_learn_are_counted() -> None:
+    summary = make_summary(_not_learning(9, 10))
+    assert summary.not_learned == 2 and summary.counted_trials == 11
     page = render_study(summary)
     rec = _section(page, "recommendation")
     assert "2 proxies did not learn (validation accuracy not significantly above" in rec
@@ -500,7 +569,7 @@ def test_proxies_that_did_not_learn_are_counted(summary: dict[str, Any]) -> None
     assert table.count('<span class="badge state-not-learned">not learned</span>') == 2
 
 
-def test_trials_table_lists_every_trial_with_state_and_reason(summary: dict[str, Any]) -> None:
+def test_trials_table_lists_every_trial_with_state_and_reason(summary: StudySummary) -> None:
     table = _section(render_study(summary), "trials")
     numbers = re.findall(r'<tr class="[^"]*">\s*<td class="num">(\d+)</td>', table)
     assert numbers == [str(i) for i in range(12)]
@@ -510,11 +579,11 @@ def test_trials_table_lists_every_trial_with_state_and_reason(summary: dict[str,
     assert '<span class="badge state-skipped">skipped</span>' in table
     assert "← #0" in table and "← #6" in table
     front_rows = re.findall(r'<tr class="front[^"]*">\s*<td class="num">(\d+)</td>', table)
-    assert sorted(map(int, front_rows)) == summary["pareto"]
+    assert tuple(sorted(map(int, front_rows))) == summary.pareto
     assert re.search(r'<tr class="front recommended">\s*<td class="num">1</td>', table)
 
 
-def test_validation_section_shows_spearman_and_records(summary: dict[str, Any]) -> None:
+def test_validation_section_shows_spearman_and_records(summary: StudySummary) -> None:
     section = _section(render_study(summary), "validation")
     assert "ρ = 0.50" in section and "over 3 configurations" in section
     assert "carried over only partly" in section
@@ -529,7 +598,7 @@ def test_validation_section_shows_spearman_and_records(summary: dict[str, Any]) 
     assert '<span class="badge good">confirmed</span>' in section
 
 
-def test_reproduce_section_rebuilds_the_commands(summary: dict[str, Any]) -> None:
+def test_reproduce_section_rebuilds_the_commands(summary: StudySummary) -> None:
     section = _section(render_study(summary), "reproduce")
     assert (
         "<code>satadvisor optimize model.py --budget 12 --strategy guided --objectives "
@@ -545,19 +614,21 @@ def test_reproduce_section_rebuilds_the_commands(summary: dict[str, Any]) -> Non
     assert "depth ∈ [4, 6, 8, 10]" in section
 
 
-def test_recorded_command_and_pinned_knobs(summary: dict[str, Any]) -> None:
+def test_recorded_command_and_pinned_knobs() -> None:
     # Resolution pinned (--set resolution=16): outside the space, constant over all trials.
-    del summary["space"]["resolution"]
-    for t in summary["trials"]:
+    trials = fixture_trials()
+    for t in trials:
         t["knobs"]["resolution"] = 16
-    summary["storage"] = "postgresql://me:***@db.example/studies"
+    space = {k: v for k, v in CHOICES.items() if k != "resolution"}
+    storage = "postgresql://me:***@db.example/studies"
+    summary = make_summary(trials, storage=storage, space=space)
     section = _section(render_study(summary), "reproduce")
     assert "--set resolution=16 --full-epochs 20" in section
     assert "<dt>pinned knobs</dt><dd>resolution=16</dd>" in section
     assert "The storage password is shown as ***" in section
-    summary["command"] = "satadvisor optimize --budget 12"
+    summary = make_summary(trials, storage=storage, space=space, command="satadvisor optimize x")
     section = _section(render_study(summary), "reproduce")
-    assert "<code>satadvisor optimize --budget 12</code>" in section
+    assert "<code>satadvisor optimize x</code>" in section
     assert "rebuilt from the stored settings" not in section
 
 
@@ -576,16 +647,21 @@ def test_summary_without_validation_or_complete_trials_renders(tmp_path: Path) -
     assert rows[1][-1] == "out of GPU memory"
 
 
-def test_proxy_only_study_says_nothing_is_validated(summary: dict[str, Any]) -> None:
-    summary.update(validation=[], recommended=[], rank_agreement=None)
+def test_proxy_only_study_says_nothing_is_validated() -> None:
+    summary = make_summary(runs=[])
+    assert summary.validation == summary.recommended == () and summary.rank_agreement is None
     page = render_study(summary)
     assert "No configuration was retrained in full yet, so nothing is recommended" in page
     assert "--full-epochs" not in page
     assert 'id="fig-pareto-data"' in page
 
 
-def test_bare_summary_with_missing_optional_keys_renders() -> None:
-    page = render_study({"schema": STUDY_SCHEMA, "study_name": "x"})
+def test_a_new_study_without_trials_or_settings_renders() -> None:
+    bare = summary_mod.study_summary(optuna.create_study(study_name="x"))
+    assert (bare.trials, bare.budget, bare.settings.model) == ((), None, None)
+    # a loaded study.json with only its schema and name reads the same
+    assert render_study({"schema": STUDY_SCHEMA, "study_name": "x"}) == render_study(bare)
+    page = render_study(bare)
     assert "The study has no trials yet." in page
     assert "The study has no complete trial yet: rerun the same satadvisor optimize" in page
     assert "<code>satadvisor optimize --study-name x</code>" in page
@@ -595,22 +671,21 @@ def test_bare_summary_with_missing_optional_keys_renders() -> None:
 # Escaping
 
 
-def _hostile() -> dict[str, Any]:
-    s = make_summary()
-    s["study_name"] = EVIL
-    s["settings"]["model"] = f"/tmp/{EVIL}.py"
-    s["settings"]["dataset"] = f"imagefolder:{EVIL}"
-    s["storage"] = f"sqlite:///{EVIL}.db"
-    for t in s["trials"]:
+def _hostile() -> StudySummary:
+    trials = fixture_trials()
+    for t in trials:
         t["knobs"]["activation"] = EVIL
-    s["trials"][4]["reason"] = EVIL
-    s["trials"][0]["source"] = EVIL  # an unknown source falls into "other"
-    for r in s["validation"]:
-        r["knobs"]["activation"] = EVIL
+    runs = validation_runs(trials)
+    for r in runs:
         r["saturation"][EVIL] = 0.3
-    s["recommended"] = summary_mod.recommended(s["validation"], tolerance=TOLERANCE)
-    s["space"][EVIL] = [EVIL, "relu"]
-    return s
+    trials[4]["reason"] = EVIL
+    trials[0]["source"] = EVIL  # an unknown source falls into "other"
+    settings = {**SETTINGS, "model": f"/tmp/{EVIL}.py", "dataset": f"imagefolder:{EVIL}"}
+    return summary_mod.study_summary(
+        study(trials, runs, name=EVIL, settings=settings, space={**CHOICES, EVIL: [EVIL, "relu"]}),
+        tolerance=TOLERANCE,
+        storage=f"sqlite:///{EVIL}.db",
+    )
 
 
 def test_user_strings_are_escaped_everywhere_including_plot_json() -> None:
@@ -649,13 +724,13 @@ def test_param_importances_hand_computed() -> None:
     assert param_importances(knobs[:2], [1.0, 2.0]) == {}
 
 
-def test_param_importances_match_scikit_learn_anova(summary: dict[str, Any]) -> None:
+def test_param_importances_match_scikit_learn_anova(summary: StudySummary) -> None:
     # η² from the F statistic of sklearn's one-way ANOVA: η² = F·df_b / (F·df_b + df_w).
-    rows = [t for t in summary["trials"] if t["state"] == "complete"]
-    y = np.array([t["accuracy"] for t in rows])
+    rows = [t for t in summary.trials if t.state == "complete"]
+    y = np.array([t.accuracy for t in rows])
     eta = {}
     for knob in KNOBS:
-        groups = np.array([t["knobs"][knob] for t in rows])
+        groups = np.array([t.knobs[knob] for t in rows])
         k, n = len(set(groups.tolist())), len(y)
         f, _ = f_classif(y[:, None], groups)
         eta[knob] = f[0] * (k - 1) / (f[0] * (k - 1) + (n - k))
@@ -682,7 +757,7 @@ def test_pareto_front_brute_force() -> None:
     assert _plots_study.pareto_front(acc, macs) == [True, False, False, True, True]
 
 
-def test_pareto_data_and_figure(summary: dict[str, Any]) -> None:
+def test_pareto_data_and_figure(summary: StudySummary) -> None:
     data = _plots_study.pareto_data(summary)
     assert data is not None
     assert data.number == (0, 1, 2, 3, 5, 6, 7, 9, 10, 11)  # complete trials only
@@ -707,18 +782,15 @@ def test_pareto_data_and_figure(summary: dict[str, Any]) -> None:
     assert fig["layout"]["annotations"][0]["x"] == pytest.approx(np.log10(4_100_000))
 
 
-def test_pareto_falls_back_to_computed_front(summary: dict[str, Any]) -> None:
-    stored = summary.pop("pareto")
-    data = _plots_study.pareto_data(summary)
+def test_pareto_falls_back_to_computed_front(summary: StudySummary) -> None:
+    data = _plots_study.pareto_data(dataclasses.replace(summary, pareto=()))
     assert data is not None
-    assert sorted(data.front_numbers) == stored
+    assert tuple(sorted(data.front_numbers)) == summary.pareto
 
 
-def test_history_data_has_the_running_best(summary: dict[str, Any]) -> None:
-    summary["trials"].append(
-        {**_trial(12, "sampler", (4, 3, 16, 12)), "state": "pruned", "accuracy": 0.5}
-    )
-    data = _plots_study.history_data(summary)
+def test_history_data_has_the_running_best() -> None:
+    pruned = _trial(12, "sampler", (4, 3, 16, 12), state="pruned", accuracy=0.5)
+    data = _plots_study.history_data(make_summary([*fixture_trials(), pruned]))
     assert data is not None
     assert data.number == (0, 1, 2, 3, 5, 6, 7, 9, 10, 11)
     assert data.best == (0.962, 0.962, 0.971, 0.971, 0.971, 0.971, 0.974, 0.974, 0.974, 0.974)
@@ -780,7 +852,7 @@ def test_page_renders_charts_in_a_real_browser(tmp_path: Path, variant: str) -> 
     if browser is None:
         pytest.skip("no chromium, chromium-browser or google-chrome on PATH")
     s = {"study": make_summary, "hostile": _hostile, "empty": empty_summary}[variant]()
-    index = write_study(copy.deepcopy(s), tmp_path / "report")
+    index = write_study(s, tmp_path / "report")
     expected = render_study(s).count('type="application/json"')
     assert expected == {"study": 5, "hostile": 5, "empty": 0}[variant]
     result = _headless(browser, index, "--dump-dom")
@@ -805,54 +877,11 @@ def test_page_renders_charts_in_a_real_browser(tmp_path: Path, variant: str) -> 
 # The contract with the search module: a real Optuna study → study_summary → page
 
 
-def test_real_optuna_study_summary_renders(tmp_path: Path) -> None:
-    import optuna
-    from optuna.distributions import CategoricalDistribution
-    from optuna.trial import TrialState, create_trial
-
-    from satadvisor.search.record import KEY, TrialRecord
-
-    fixture = make_summary()
-    study = optuna.create_study(study_name="real", directions=["maximize", "minimize"])
-    dists = {k: CategoricalDistribution(v) for k, v in fixture["space"].items()}
-    for t in fixture["trials"]:
-        complete = t["state"] == "complete"
-        rec = TrialRecord(
-            knobs=dict(t["knobs"]),
-            source=t["source"],
-            status=t["status"],
-            parent=t["parent"],
-            reason=t["reason"],
-            accuracy=t["accuracy"],
-            macs=t["macs"],
-            params=t["params"],
-            saturation=t["saturation"],
-            tail=tuple(f"conv{i}" for i in range(t["tail_length"] or 0)),
-            evenness=t["evenness"],
-            findings=tuple(t["findings"]),
-        )
-        attrs = {KEY: rec.to_dict()}
-        states = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
-        study.add_trial(
-            create_trial(
-                state=states.get(t["state"], TrialState.FAIL),
-                values=[t["accuracy"], float(t["macs"])] if complete else None,
-                params=dict(t["knobs"]),
-                distributions=dists,
-                user_attrs=attrs,
-            )
-        )
-    for i, record in enumerate(validation_runs(fixture["trials"])):
-        study.set_user_attr(f"{summary_mod.VALIDATION_PREFIX}{i}", record)
-    # a record of a version that chose on the test set (no seed) is left out
-    study.set_user_attr(f"{summary_mod.VALIDATION_PREFIX}old", {"trial": 5, "test_accuracy": 1})
-    for key in ("settings", "space", "objectives", "budget"):
-        study.set_user_attr(key, fixture[key])
-    s = summary_mod.study_summary(study, tolerance=TOLERANCE, extra={"storage": "sqlite:///x.db"})
-    assert s["pareto"] == fixture["pareto"]
-    assert [r["trial"] for r in s["recommended"]] == [1]
-    assert s["validation"] == fixture["validation"]
-    assert s["rank_agreement"] == pytest.approx(0.5)
+def test_a_sqlite_study_summarises_and_renders_as_in_memory(tmp_path: Path) -> None:
+    # User attributes go through JSON in an RDB storage: the summary is the same record.
+    url = f"sqlite:///{tmp_path / 'real.db'}"
+    s = summary_mod.study_summary(study(storage=url), tolerance=TOLERANCE, storage=STORAGE)
+    assert s == make_summary()
     index = write_study(s, tmp_path / "real")
     page = index.read_text("utf-8")
     assert "Adopt depth=6 kernel_size=3 width=32 resolution=16" in page
@@ -865,11 +894,11 @@ def test_real_optuna_study_summary_renders(tmp_path: Path) -> None:
 # The terminal summary of `satadvisor optimize` / `satadvisor report`
 
 
-def test_terminal_summary_shows_what_chose_and_the_verdict(summary: dict[str, Any]) -> None:
+def test_terminal_summary_shows_what_chose_and_the_verdict() -> None:
     from satadvisor.cli import format_study
 
-    summary["not_learned"] = 2
-    text = format_study(summary, Path("reports/vgg-digits/index.html"))
+    summary = make_summary(_not_learning(9, 10))
+    text = format_study(summary.to_dict(), Path("reports/vgg-digits/index.html"))
     lines = text.splitlines()
     assert lines[0].endswith("; 2 proxies did not learn (left out)")
     assert "baseline   depth=8 kernel_size=3 width=32 resolution=16: val acc 0.958 ± 0.002 " in text
@@ -881,10 +910,8 @@ def test_terminal_summary_shows_what_chose_and_the_verdict(summary: dict[str, An
     )
     assert lines[4].strip().startswith("--set depth=6")
     # one seed: a candidate, never a recommendation, and the line says why
-    runs = [r for r in validation_runs(summary["trials"]) if r["seed"] == 0]
-    summary["validation"] = summary_mod.aggregate(runs)
-    summary["recommended"] = summary_mod.recommended(summary["validation"], tolerance=TOLERANCE)
-    text = format_study(summary, Path("index.html"))
+    runs = [r for r in validation_runs(fixture_trials()) if r["seed"] == 0]
+    text = format_study(make_summary(runs=runs).to_dict(), Path("index.html"))
     assert "  candidate  depth=6" in text and "recommend " not in text
     assert "Δ val +0.003: not confirmed (one seed, no interval)" in text
     assert "nothing is confirmed with one seed: keep the baseline" in text

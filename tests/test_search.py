@@ -285,13 +285,13 @@ def test_guided_search_budget_baseline_rules_resume(model_file: str, tmp_path: P
     assert trial_states <= {"Complete", "Pruned"}, trial_states
     # validation: the baseline plus picks, trained in full with two seeds, scored on the
     # validation split (chooses) and tested (reported)
-    assert summary["validation"][0]["baseline"] is True
-    assert all(r["test_accuracy"] is not None for r in summary["validation"])
-    assert all(r["val_accuracy"] is not None for r in summary["validation"])
-    seeds = [SETTLED.seed, SETTLED.seed + 1]  # the study's seed, then the next
-    assert all(r["seeds"] == seeds for r in summary["validation"])
-    assert all(r["comparison"]["n"] == 2 for r in summary["validation"][1:])
-    assert len(summary["validation"]) >= 2
+    assert summary.validation[0].baseline is True
+    assert all(r.test_accuracy is not None for r in summary.validation)
+    assert all(r.val_accuracy is not None for r in summary.validation)
+    seeds = (SETTLED.seed, SETTLED.seed + 1)  # the study's seed, then the next
+    assert all(r.seeds == seeds for r in summary.validation)
+    assert all(r.comparison is not None and r.comparison.n == 2 for r in summary.validation[1:])
+    assert len(summary.validation) >= 2
     # a rerun of the same command with the budget reached is refused, nothing changes
     same = {"storage": url, "study_name": "s", "config": SETTLED, "validate_top": 2}
     with pytest.raises(StudyError, match="already has 5 trials"):
@@ -305,7 +305,7 @@ def test_guided_search_budget_baseline_rules_resume(model_file: str, tmp_path: P
     assert len(set(_counted_keys(study))) == 7
     # the report can be re-rendered from the storage alone
     again = load_summary("s", storage=url)
-    assert again["counted_trials"] == 7 and again["validation"]
+    assert again.counted_trials == 7 and again.validation
 
 
 @pytest.mark.integration
@@ -909,14 +909,14 @@ def test_interrupted_multi_seed_validation_resumes_without_rerunning(
     stored = [k for k in study.user_attrs if k.startswith(summary_mod.VALIDATION_PREFIX)]
     assert len(stored) == len(records) == 9
     assert val_mod.validated(study, settings, trials=picks, baseline=baseline, seeds=3)
-    assert {(r["knobs"]["depth"], r["seed"]) for r in records} == set(calls)
-    assert all(r["val_accuracy"] != r["test_accuracy"] for r in records)
+    assert {(r.knobs["depth"], r.seed) for r in records} == set(calls)
+    assert all(r.val_accuracy != r.test_accuracy for r in records)
     # more seeds later: only the new seed runs
     val_mod.validate(study, settings, **{**kwargs, "seeds": 4})  # type: ignore[arg-type]
     assert calls[9:] == [(2, 13), (3, 13), (1, 13)]
     agg = summary_mod.validations(study)
-    assert [r["seeds"] for r in agg] == [[10, 11, 12, 13]] * 3
-    assert agg[0]["baseline"] and agg[0]["val_images"] == 10 and agg[0]["test_images"] == 20
+    assert [r.seeds for r in agg] == [(10, 11, 12, 13)] * 3
+    assert agg[0].baseline and agg[0].val_images == 10 and agg[0].test_images == 20
     with pytest.raises(UsageError, match="--validate-seeds must be at least 1"):
         val_mod.validate(study, settings, **{**kwargs, "seeds": 0})  # type: ignore[arg-type]
 
@@ -943,5 +943,5 @@ def test_not_learned_trials_are_counted_and_never_picked(tmp_path: Path) -> None
     _, picks = val_mod.select(study, k=5)
     assert 4 not in [t.params["depth"] for t in picks]
     summary = summary_mod.study_summary(study)
-    assert summary["not_learned"] == 2
-    assert [t["status"] for t in summary["trials"]][-2:] == ["not_learned"] * 2
+    assert summary.not_learned == 2
+    assert [t.status for t in summary.trials][-2:] == ["not_learned"] * 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from satadvisor.search.progress import SearchClock, SearchProgress
+from satadvisor.search.study_record import ValidationRun
 from satadvisor.search.worker import TrialEvent
 
 
@@ -86,17 +87,17 @@ def test_validation_refines_with_the_finished_runs() -> None:
     # overhead 0 for both; baseline 4*3 = 12, pick 2*3 = 6
     assert p.validation_left == pytest.approx(12 + 6 + 12 + 6)
     clock.now = 124.0  # the baseline's full run took 24 s against 12 predicted: factor 2
-    p = eta.run({"trial": 0, "baseline": True, "train_images": 900, "val_images": 90})
+    p = eta.run(ValidationRun(trial=0, baseline=True, train_images=900, val_images=90))
     assert (p.done, p.total, p.runs_left) == (1, 4, 3)
-    assert p.run is not None and p.run["trial"] == 0
+    assert p.run is not None and p.run.trial == 0
     assert p.validation_left == pytest.approx(2 * (6 + 12 + 6))
     clock.now = 130.0  # the pick took 6 s: (24 + 6) / (12 + 6) = 5/3
-    p = eta.run({"trial": 5, "baseline": False, "train_images": 900, "val_images": 90})
+    p = eta.run(ValidationRun(trial=5, baseline=False, train_images=900, val_images=90))
     assert p.validation_left == pytest.approx(5 / 3 * (12 + 6))
     clock.now = 150.0
-    eta.run({"trial": 0, "baseline": True, "train_images": 900, "val_images": 90})
+    eta.run(ValidationRun(trial=0, baseline=True, train_images=900, val_images=90))
     clock.now = 160.0
-    p = eta.run({"trial": 5, "baseline": False, "train_images": 900, "val_images": 90})
+    p = eta.run(ValidationRun(trial=5, baseline=False, train_images=900, val_images=90))
     assert p.validation_left == 0.0 and p.runs_left == 0 and p.eta == 0.0
 
 
@@ -114,7 +115,7 @@ def test_full_runs_on_more_images_take_longer() -> None:
     assert p.validation_left == pytest.approx(2 * 3 * 3 * (300 + 144 / 3) / proxy_work)
     p = eta.start_validation([0, 0])
     clock.now = 10.0
-    p = eta.run({"trial": 0, "baseline": True, "train_images": 600, "val_images": 144})
+    p = eta.run(ValidationRun(trial=0, baseline=True, train_images=600, val_images=144))
     assert not p.at_least  # the first full run told its sizes
     # predicted now 3 * 3 * (600 + 48) / 348; the run took 10 s: the remaining run takes 10 s
     assert p.validation_left == pytest.approx(10.0)

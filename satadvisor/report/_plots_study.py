@@ -18,6 +18,7 @@ from satadvisor.report._plots import (
     label,
     log_ticks,
 )
+from satadvisor.search.study_record import StudySummary, TrialRow, ValidatedConfig
 
 # =============================================================================================
 # Study page (``satadvisor.study/2`` summaries): trials, Pareto front, history, importances,
@@ -50,14 +51,17 @@ def knobs_text(knobs: Mapping[str, Any] | None) -> str:
     return " ".join(f"{k}={fmt_value(v)}" for k, v in (knobs or {}).items())
 
 
-def _complete_points(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def _complete_points(summary: StudySummary) -> list[TrialRow]:
     """Complete trials that have both a proxy accuracy and MACs, by trial number."""
     rows = [
-        t
-        for t in summary.get("trials") or []
-        if t.get("state") == "complete" and t.get("accuracy") is not None and t.get("macs")
+        t for t in summary.trials if t.state == "complete" and t.accuracy is not None and t.macs
     ]
-    return sorted(rows, key=lambda t: int(t["number"]))
+    return sorted(rows, key=lambda t: t.number)
+
+
+def _accuracy(t: TrialRow) -> float:
+    assert t.accuracy is not None  # the rows of _complete_points have one
+    return t.accuracy
 
 
 def pareto_front(accuracy: Sequence[float], macs: Sequence[float]) -> list[bool]:
@@ -96,27 +100,27 @@ class ParetoData:
         return tuple(self.number[i] for i in idx)
 
 
-def pareto_data(summary: Mapping[str, Any]) -> ParetoData | None:
+def pareto_data(summary: StudySummary) -> ParetoData | None:
     """The trials of the Pareto plot, or None without a complete trial.
 
-    The front is the study's (``summary["pareto"]``, which may span more objectives than the
+    The front is the study's (``summary.pareto``, which may span more objectives than the
     two axes); a summary without it gets the accuracy–MACs front computed here.
     """
     rows = _complete_points(summary)
     if not rows:
         return None
-    numbers = tuple(int(t["number"]) for t in rows)
-    accuracy = tuple(float(t["accuracy"]) for t in rows)
-    macs = tuple(float(t["macs"]) for t in rows)
-    stored = {int(n) for n in summary.get("pareto") or []} & set(numbers)
+    numbers = tuple(t.number for t in rows)
+    accuracy = tuple(_accuracy(t) for t in rows)
+    macs = tuple(float(t.macs or 0) for t in rows)
+    stored = set(summary.pareto) & set(numbers)
     front = tuple(n in stored for n in numbers) if stored else tuple(pareto_front(accuracy, macs))
-    baseline = next((int(t["number"]) for t in rows if t.get("source") == "baseline"), None)
+    baseline = next((t.number for t in rows if t.source == "baseline"), None)
     return ParetoData(
         number=numbers,
         accuracy=accuracy,
         macs=macs,
-        source=tuple(str(t.get("source") or "sampler") for t in rows),
-        knobs=tuple(knobs_text(t.get("knobs")) for t in rows),
+        source=tuple(t.source for t in rows),
+        knobs=tuple(knobs_text(t.knobs) for t in rows),
         front=front,
         baseline=baseline,
     )
@@ -252,31 +256,27 @@ class HistoryData:
     pruned_accuracy: tuple[float, ...]
 
 
-def history_data(summary: Mapping[str, Any]) -> HistoryData | None:
+def history_data(summary: StudySummary) -> HistoryData | None:
     """The optimisation history, or None without a complete trial."""
     rows = _complete_points(summary)
     if not rows:
         return None
     best: list[float] = []
     for t in rows:
-        best.append(max(float(t["accuracy"]), best[-1]) if best else float(t["accuracy"]))
+        best.append(max(_accuracy(t), best[-1]) if best else _accuracy(t))
     pruned = sorted(
-        (
-            t
-            for t in summary.get("trials") or []
-            if t.get("state") == "pruned" and t.get("accuracy") is not None
-        ),
-        key=lambda t: int(t["number"]),
+        (t for t in summary.trials if t.state == "pruned" and t.accuracy is not None),
+        key=lambda t: t.number,
     )
     return HistoryData(
-        number=tuple(int(t["number"]) for t in rows),
-        accuracy=tuple(float(t["accuracy"]) for t in rows),
-        source=tuple(str(t.get("source") or "sampler") for t in rows),
-        knobs=tuple(knobs_text(t.get("knobs")) for t in rows),
-        macs=tuple(float(t["macs"]) for t in rows),
+        number=tuple(t.number for t in rows),
+        accuracy=tuple(_accuracy(t) for t in rows),
+        source=tuple(t.source for t in rows),
+        knobs=tuple(knobs_text(t.knobs) for t in rows),
+        macs=tuple(float(t.macs or 0) for t in rows),
         best=tuple(best),
-        pruned_number=tuple(int(t["number"]) for t in pruned),
-        pruned_accuracy=tuple(float(t["accuracy"]) for t in pruned),
+        pruned_number=tuple(t.number for t in pruned),
+        pruned_accuracy=tuple(_accuracy(t) for t in pruned),
     )
 
 
@@ -377,12 +377,10 @@ class ImportanceData:
     n_trials: int
 
 
-def importance_data(summary: Mapping[str, Any]) -> ImportanceData | None:
+def importance_data(summary: StudySummary) -> ImportanceData | None:
     """Importances from the complete trials' knobs and proxy accuracy, or None (see above)."""
     rows = _complete_points(summary)
-    scores = param_importances(
-        [t.get("knobs") or {} for t in rows], [float(t["accuracy"]) for t in rows]
-    )
+    scores = param_importances([t.knobs for t in rows], [_accuracy(t) for t in rows])
     if not scores:
         return None
     return ImportanceData(
@@ -430,12 +428,12 @@ class RunProfileData:
     tail: tuple[bool, ...]
 
 
-def run_profile_data(record: Mapping[str, Any] | None) -> RunProfileData | None:
-    """The profile of a validation record (``saturation`` dict, ``tail`` names), or None."""
-    saturation = (record or {}).get("saturation") or {}
+def run_profile_data(record: ValidatedConfig | None) -> RunProfileData | None:
+    """The profile of a validated configuration (its first run's saturation and tail), or None."""
+    saturation = record.saturation if record is not None else {}
     if not saturation or not any(v is not None for v in saturation.values()):
         return None
-    tail = set((record or {}).get("tail") or [])
+    tail = set(record.tail if record is not None else ())
     return RunProfileData(
         layers=tuple(str(k) for k in saturation),
         saturation=tuple(saturation.values()),

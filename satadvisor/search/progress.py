@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from optuna.trial import FrozenTrial
 
 from satadvisor.search.record import TrialRecord
+from satadvisor.search.study_record import ValidationRun
 from satadvisor.search.worker import TrialEvent
 
 #: Cost of scoring one image relative to training on it (a forward pass against forward and
@@ -61,7 +62,7 @@ class SearchProgress:
     runs_left: int
     at_least: bool = False
     trial: TrialEvent | None = None
-    run: Mapping[str, Any] | None = None
+    run: ValidationRun | None = None
 
     @property
     def eta(self) -> float | None:
@@ -154,14 +155,14 @@ class SearchClock:
         self._mark = self._clock()
         return self._progress("validation")
 
-    def run(self, record: Mapping[str, Any]) -> SearchProgress:
-        """A full run finished (a record of :func:`~satadvisor.search.validate.validate`)."""
-        number = int(record.get("trial", -1))
+    def run(self, record: ValidationRun) -> SearchProgress:
+        """A full run finished (as :func:`~satadvisor.search.validate.validate` stored it)."""
+        number = -1 if record.trial is None else record.trial
         now = self._clock()
         self._finished.append((number, now - self._mark))
         self._mark = now
-        train, val = record.get("train_images"), record.get("val_images")
-        if isinstance(train, int) and isinstance(val, int):
+        train, val = record.train_images, record.val_images
+        if train is not None and val is not None:
             self._full_sizes = (train, val)
         if self._planned is not None and number in self._planned:
             self._planned.remove(number)
@@ -234,7 +235,7 @@ class SearchClock:
         phase: Literal["search", "validation"],
         *,
         trial: TrialEvent | None = None,
-        run: Mapping[str, Any] | None = None,
+        run: ValidationRun | None = None,
     ) -> SearchProgress:
         if phase == "search":
             left = max(0, self._budget - self._done)

@@ -22,6 +22,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
+from satadvisor._flags import flag
 from satadvisor.errors import StorageError
 
 #: Seconds between a running trial's heartbeats on RDB storages, and after how long without
@@ -56,7 +57,7 @@ def _check_sqlite_file(path: Path, url: str) -> None:
                 parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(
-                    f"cannot create {parent} for {url}: {exc.strerror}; pass --storage "
+                    f"cannot create {parent} for {url}: {exc.strerror}; pass {flag('storage')} "
                     "with a writable location"
                 ) from exc
         return
@@ -76,16 +77,16 @@ def _check_sqlite_file(path: Path, url: str) -> None:
             raise StorageError(
                 f"{path} holds an unfinished transaction of a killed writer, which needs write "
                 "access to roll back; make the file and its folder writable or pass another "
-                "--storage"
+                f"{flag('storage')}"
             ) from exc
         raise StorageError(
             f"{path} is not an SQLite database ({exc}); it may be corrupt — move it aside or "
-            "pass another --storage"
+            f"pass another {flag('storage')}"
         ) from exc
     if tables and "studies" not in tables:
         raise StorageError(
             f"{path} is an SQLite database of another program (no Optuna tables); "
-            "pass another --storage or --study-name"
+            f"pass another {flag('storage')} or {flag('study_name')}"
         )
 
 
@@ -126,7 +127,8 @@ def _check_journal_file(path: Path) -> None:
         if not isinstance(entry, dict) or "op_code" not in entry:
             raise StorageError(
                 f"{path} is not an Optuna journal file (line {number} is not a journal entry); "
-                "it may be corrupt or of another program — move it aside or pass another --storage"
+                "it may be corrupt or of another program — move it aside or pass another "
+                f"{flag('storage')}"
             )
 
 
@@ -167,7 +169,7 @@ def _open_journal(path: Path) -> BaseStorage:
     except OSError as exc:
         raise StorageError(
             f"cannot repair journal file {path} (its last line was cut): {_first_line(exc)}; "
-            "free some disk space or pass another --storage"
+            f"free some disk space or pass another {flag('storage')}"
         ) from exc
     if torn is not None:
         warnings.warn(
@@ -181,13 +183,14 @@ def _open_journal(path: Path) -> BaseStorage:
         return JournalStorage(backend)
     except OSError as exc:
         raise StorageError(
-            f"cannot open journal file {path}: {_first_line(exc)}; pass --storage with a "
+            f"cannot open journal file {path}: {_first_line(exc)}; pass {flag('storage')} with a "
             "writable location"
         ) from exc
     except Exception as exc:  # entries Optuna cannot replay: another version, hand-edited
         raise StorageError(
             f"cannot read journal file {path} ({type(exc).__name__}: {_first_line(exc)}); it may "
-            "be corrupt or of another Optuna version — move it aside or pass another --storage"
+            "be corrupt or of another Optuna version — move it aside or pass another "
+            f"{flag('storage')}"
         ) from exc
 
 
@@ -231,7 +234,7 @@ def open_storage(url: str, *, heartbeat: bool = False) -> BaseStorage:
         ) from exc
     except Exception as exc:  # sqlalchemy errors of every kind: unreachable, auth, corrupt
         fix = (
-            "move the file aside or pass another --storage"
+            f"move the file aside or pass another {flag('storage')}"
             if scheme == "sqlite"
             else "check the URL and that the database server is running"
         )

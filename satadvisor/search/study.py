@@ -18,6 +18,7 @@ import optuna
 import torch
 
 from satadvisor import spec as spec_mod
+from satadvisor._flags import flag
 from satadvisor.advisor import command_line
 from satadvisor.config import TrainConfig
 from satadvisor.errors import StorageError, StudyError, UsageError
@@ -32,6 +33,7 @@ from satadvisor.search.storage import (
     redact_command,
     storage_file,
 )
+from satadvisor.search.study_record import StudySummary, ValidationRun
 from satadvisor.search.summary import study_summary
 from satadvisor.search.validate import (
     DEFAULT_SEEDS,
@@ -81,8 +83,8 @@ def parse_objectives(text: str | tuple[str, ...]) -> tuple[str, ...]:
     bad = [n for n in names if n not in OBJECTIVES]
     if not names or bad or len(set(names)) != len(names) or "accuracy" not in names:
         raise UsageError(
-            f"--objectives {','.join(names)!s}: use accuracy, optionally with macs and/or params "
-            "(e.g. accuracy,macs)"
+            f"{flag('objectives')} {','.join(names)!s}: use accuracy, optionally with macs "
+            "and/or params (e.g. accuracy,macs)"
         )
     return names
 
@@ -131,32 +133,33 @@ def create_or_load(settings: SearchSettings) -> optuna.Study:
     if "space" in attrs and attrs.get("search_version") != SEARCH_VERSION:
         raise StudyError(
             f"study {name!r} was made by an older satadvisor whose trials this version cannot "
-            "read; pass another --study-name (or --storage) to start a new study"
+            f"read; pass another {flag('study_name')} (or {flag('storage')}) to start a new study"
         )
     space = {k: list(v) for k, v in settings.space.choices.items()}
     stored = attrs.get("space")
     if stored is not None and stored != space:
         raise StudyError(
             f"study {name!r} was created with another search space ({stored}); "
-            "pass another --study-name, or the same SEARCH_SPACE and --set"
+            f"pass another {flag('study_name')}, or the same SEARCH_SPACE and {flag('set')}"
         )
     if stored is not None and dict(attrs.get("fixed") or {}) != dict(settings.space.fixed):
         raise StudyError(
             f"study {name!r} was created with other pinned knobs ({attrs.get('fixed')}); "
-            "pass the same --set (and --resolution) or another --study-name"
+            f"pass the same {flag('set')} (and {flag('resolution')}) or another "
+            f"{flag('study_name')}"
         )
     stored_obj = attrs.get("objectives")
     if stored_obj is not None and list(stored_obj) != list(settings.objectives):
         raise StudyError(
-            f"study {name!r} optimises {','.join(stored_obj)}; pass --objectives "
-            f"{','.join(stored_obj)} or another --study-name"
+            f"study {name!r} optimises {','.join(stored_obj)}; pass {flag('objectives')} "
+            f"{','.join(stored_obj)} or another {flag('study_name')}"
         )
     now = _settings_record(settings)
     differs = _mismatch(attrs.get("settings") or {}, now)
     if differs is not None:
         raise StudyError(
             f"study {name!r} was run with another {differs}: its trials would not compare with "
-            "this run's; pass the same settings to resume it, or another --study-name"
+            f"this run's; pass the same settings to resume it, or another {flag('study_name')}"
         )
     if stored is None:
         study.set_user_attr("search_version", SEARCH_VERSION)
@@ -175,7 +178,7 @@ def create_or_load(settings: SearchSettings) -> optuna.Study:
             raise StudyError(
                 f"study {name!r} was created at the same moment by another worker with another "
                 f"{differs or 'search space'}: its trials would not compare with this run's; "
-                "pass the same settings to join it, or another --study-name"
+                f"pass the same settings to join it, or another {flag('study_name')}"
             )
     return study
 
@@ -228,7 +231,8 @@ def run_workers(
     if failed:
         raise StudyError(
             f"{len(failed)} of {workers} workers exited with an error (codes {failed}); "
-            "rerun the same command to resume, with --workers 1 --debug to see why"
+            f"rerun the same command to resume, with {flag('workers')} 1 {flag('debug')} to see "
+            "why"
         )
 
 
@@ -255,10 +259,10 @@ def optimize(
     full_subset: int | None = None,
     tolerance: float = 0.005,
     on_trial: Callable[[TrialEvent], None] | None = None,
-    on_validation: Callable[[dict[str, Any]], None] | None = None,
+    on_validation: Callable[[ValidationRun], None] | None = None,
     on_progress: Callable[[SearchProgress], None] | None = None,
-) -> dict[str, Any]:
-    """Search, validate, and return the study summary (``study.json``'s content).
+) -> StudySummary:
+    """Search, validate, and return the study summary (``to_dict()``: ``study.json``).
 
     ``budget`` counts proxy trials in the study in total: a rerun resumes and stops there.
     ``strategy``: ``guided`` (saturation-guided: rule moves, the receptive-field prior and
@@ -286,14 +290,14 @@ def optimize(
     from satadvisor import data as data_mod
 
     if budget < 1:
-        raise UsageError(f"--budget must be at least 1, got {budget}")
+        raise UsageError(f"{flag('budget')} must be at least 1, got {budget}")
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}: use guided, tpe or random")
     if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+        raise UsageError(f"{flag('workers')} must be at least 1, got {workers}")
     if validate_seeds < 1:
         raise UsageError(
-            f"--validate-seeds must be at least 1, got {validate_seeds}: 3 is usual "
+            f"{flag('validate_seeds')} must be at least 1, got {validate_seeds}: 3 is usual "
             "(one seed gives no interval, so nothing is confirmed)"
         )
     names = parse_objectives(objectives)
@@ -343,7 +347,8 @@ def optimize(
         if counted >= budget and validate_top > 0 and done:
             raise StudyError(
                 f"study {study_name!r} already has {counted} trials of a budget of {budget} and "
-                f"is validated; raise --budget (or --validate-seeds) to continue, or re-render with "
+                f"is validated; raise {flag('budget')} (or {flag('validate_seeds')}) to continue, "
+                "or re-render with "
                 f"`satadvisor report {study_name}`"
             )
         # Recorded only now: a refused rerun leaves the study as it was.
@@ -388,7 +393,8 @@ def optimize(
     return study_summary(
         study,
         tolerance=tolerance,
-        extra={"storage": redact(url), "settings_used": _plain(settings)},
+        storage=redact(url),
+        settings_used=_plain(settings),
     )
 
 
@@ -442,7 +448,7 @@ def _plain(settings: SearchSettings) -> dict[str, Any]:
 
 def load_summary(
     study_name: str, *, storage: str | None = None, tolerance: float = 0.005
-) -> dict[str, Any]:
+) -> StudySummary:
     """The summary of an existing study (``satadvisor report STUDY``)."""
     url = storage or default_url(study_name)
     _require_file(url, study_name)
@@ -452,10 +458,10 @@ def load_summary(
         known = ", ".join(names) or "none"
         raise StudyError(
             f"no study {study_name!r} in {redact(url)} (studies there: {known}); "
-            "pass the study name given to optimize, or --storage"
+            f"pass the study name given to optimize, or {flag('storage')}"
         )
     study = optuna.load_study(study_name=study_name, storage=st)
-    return study_summary(study, tolerance=tolerance, extra={"storage": redact(url)})
+    return study_summary(study, tolerance=tolerance, storage=redact(url))
 
 
 def _require_file(url: str, study_name: str) -> None:
@@ -464,5 +470,5 @@ def _require_file(url: str, study_name: str) -> None:
     if path is not None and not path.exists():
         raise StudyError(
             f"no study {study_name!r}: {path} does not exist; run `satadvisor optimize` first, "
-            "or pass the --storage it used"
+            f"or pass the {flag('storage')} it used"
         )

@@ -17,16 +17,18 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from satadvisor import spec as spec_mod
+from satadvisor._flags import flag
 from satadvisor.config import TrainConfig
 from satadvisor.errors import UsageError
 from satadvisor.search import record as tr
 from satadvisor.search._signals import checkpoint
 from satadvisor.search.record import TrialRecord
+from satadvisor.search.study_record import ValidationRun
 from satadvisor.search.summary import UNFINISHED, VALIDATION_PREFIX, evenness
 from satadvisor.search.worker import SearchSettings
 
-#: Seeds per validated configuration: on a 2-core CPU three full runs each is what fits; the
-#: fewest that give a paired interval with some power (see README, ``--validate-seeds``).
+#: Seeds per validated configuration: three full runs each, the fewest that give a paired
+#: interval with some power (see README, ``--validate-seeds``).
 DEFAULT_SEEDS = 3
 
 
@@ -111,9 +113,10 @@ def validate(
     baseline: FrozenTrial | None,
     full_epochs: int,
     seeds: int = DEFAULT_SEEDS,
-    on_run: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Retrain the baseline and ``trials`` in full with ``seeds`` seeds; return the run records.
+    on_run: Callable[[ValidationRun], None] | None = None,
+) -> list[ValidationRun]:
+    """Retrain the baseline and ``trials`` in full with ``seeds`` seeds; return the runs
+    (:class:`~satadvisor.search.study_record.ValidationRun` as the study stores them).
 
     Every run trains on the training set minus the validation split (one split, drawn with the
     study's seed, for all runs: the differences between configurations pair by seed) and is
@@ -128,7 +131,7 @@ def validate(
     from satadvisor.advisor import analyze
 
     if seeds < 1:
-        raise UsageError(f"--validate-seeds must be at least 1, got {seeds}: 3 is usual")
+        raise UsageError(f"{flag('validate_seeds')} must be at least 1, got {seeds}: 3 is usual")
     spec = spec_mod.load(settings.model)
     config = replace(settings.train, epochs=full_epochs, full=True, auto_epochs=False)
     device = resolve_device(config.device)
@@ -140,7 +143,7 @@ def validate(
             knobs = settings.space.configuration(t.params)
             name = validation_key(knobs, seed)
             if name in study.user_attrs:  # validated before this run was interrupted
-                records.append(study.user_attrs[name])
+                records.append(ValidationRun.from_dict(study.user_attrs[name]))
                 continue
             resolution = int(knobs["resolution"])
             if resolution not in cache:  # the study's seed draws the one split of all runs
@@ -165,29 +168,30 @@ def validate(
             run = analysis.run
             assert run is not None
             scored = run.status not in UNFINISHED
-            record = {
-                "trial": t.number,
-                "baseline": t is baseline,
-                "source": TrialRecord.of(t).source,
-                "knobs": knobs,
-                "seed": seed,
-                "proxy_accuracy": TrialRecord.of(t).accuracy,
-                "val_accuracy": run.accuracy if scored else None,
-                "test_accuracy": run.test_accuracy if scored else None,
-                "status": run.status,
-                "macs": analysis.macs,
-                "params": analysis.params,
-                "epochs": len(run.epochs),
-                "train_images": len(data.train),
-                "val_images": len(data.eval),
-                "test_images": len(data.test) if data.test is not None else None,
-                "wall_time": run.wall_time,
-                "saturation": {s.name: round(s.saturation, 4) for s in analysis.profile},
-                "tail": list(analysis.tail),
-                "evenness": evenness(analysis.profile),
-                "history": [e.__dict__ for e in run.epochs],
-            }
-            study.set_user_attr(name, record)
+            trial_rec = TrialRecord.of(t)
+            record = ValidationRun(
+                trial=t.number,
+                baseline=t is baseline,
+                source=trial_rec.source,
+                knobs=dict(knobs),
+                seed=seed,
+                proxy_accuracy=trial_rec.accuracy,
+                val_accuracy=run.accuracy if scored else None,
+                test_accuracy=run.test_accuracy if scored else None,
+                status=run.status,
+                macs=analysis.macs,
+                params=analysis.params,
+                epochs=len(run.epochs),
+                train_images=len(data.train),
+                val_images=len(data.eval),
+                test_images=len(data.test) if data.test is not None else None,
+                wall_time=run.wall_time,
+                saturation={s.name: round(s.saturation, 4) for s in analysis.profile},
+                tail=tuple(analysis.tail),
+                evenness=evenness(analysis.profile),
+                history=tuple(dict(e.__dict__) for e in run.epochs),
+            )
+            study.set_user_attr(name, record.to_dict())
             records.append(record)
             if on_run is not None:
                 on_run(record)

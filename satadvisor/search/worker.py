@@ -47,6 +47,7 @@ from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from satadvisor import spec as spec_mod
+from satadvisor._flags import flag
 from satadvisor.config import TrainConfig
 from satadvisor.errors import DatasetError, SatAdvisorError, StorageError
 from satadvisor.search._signals import checkpoint, deferred_interrupts
@@ -71,8 +72,8 @@ OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize"}
 #: multi-objective TPE; ``random``: Optuna's RandomSampler (both without pruning).
 STRATEGIES = ("guided", "tpe", "random")
 #: Seconds a trial may run without a record before its worker is taken for dead (a record is
-#: written within a second of the draw on an idle machine, but seen after more than 10 s with
-#: several workers starting at once on two loaded cores); until then other workers wait for it.
+#: written right after the draw, but several workers starting at once on a loaded machine delay
+#: it: benchmarks/RESULTS.md, "Search workers"); until then other workers wait for it.
 DRAW_GRACE = 60.0
 
 
@@ -483,7 +484,7 @@ class Worker:
         _release_memory()
         raise SatAdvisorError(
             f"out of GPU memory twice (batch size {self.config.batch_size}, then {half}); "
-            "pass a smaller --batch-size or --resolution"
+            f"pass a smaller {flag('batch_size')} or {flag('resolution')}"
         )
 
     def _rule_candidates(self, knobs: dict[str, Any], analysis: Any) -> list[Candidate]:
