@@ -52,6 +52,9 @@ OPTIONS: dict[str, str] = {
     )
 }
 
+#: parameter name -> short spelling, for the named options that have one.
+SHORT_OPTIONS: dict[str, str] = {"quiet": "-q"}
+
 
 def flag(name: str) -> str:
     """The option spelling of parameter ``name`` (``flag("batch_size") == "--batch-size"``)."""

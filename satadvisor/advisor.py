@@ -5,12 +5,16 @@ Shared by the CLI, the search and library users::
     from satadvisor import analyze
     result = analyze("examples/digits_cnn.py", config=TrainConfig(epochs=3))
     print(result.verdict)
+
+:func:`analyze` returns an :class:`Analysis`, which holds live objects (the training run, the
+receptive-field analysis) for library users. What crosses to the report and to
+``analysis.json`` is its frozen, typed :class:`~satadvisor.analysis_record.AnalysisRecord`
+(:meth:`Analysis.record`), which a loaded ``analysis.json`` becomes again with ``from_dict``.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import shlex
 import sys
@@ -24,18 +28,29 @@ from torch import nn
 from satadvisor import receptive, rules, trust
 from satadvisor import spec as spec_mod
 from satadvisor._env import environment, resolve_device
-from satadvisor._recommend import short_names
+from satadvisor._flags import flag
+from satadvisor.analysis_record import (
+    SCHEMA,
+    AnalysisRecord,
+    LayerRow,
+    ReceptiveFieldSummary,
+    SaturationEpoch,
+    Tracking,
+    TrainingSummary,
+)
 from satadvisor.config import TrainConfig
 from satadvisor.cost import count_macs, count_parameters
 from satadvisor.errors import ModelBuildError, SatAdvisorError, UsageError
+from satadvisor.rules import short_names
 from satadvisor.saturation import SaturationTracker
-from satadvisor.train import EpochRecord, Progress, RunResult, run, seed_everything
+from satadvisor.train import EpochRecord, Progress, RunResult, run, seeded
 
 if TYPE_CHECKING:
     from satadvisor.data import DataBundle
     from satadvisor.spec import ModelSpec
 
-SCHEMA = "satadvisor.analysis/2"
+__all__ = ["SCHEMA", "Analysis", "AnalysisRecord", "analyze", "build_model", "command_line"]
+
 DEFAULT_DATASET = "digits"
 
 
@@ -94,11 +109,11 @@ class Analysis:
                 return list(f.layers)
         return []
 
-    def layers(self) -> list[dict[str, Any]]:
-        """One row per tracked layer in forward order: saturation and receptive field merged."""
+    def layers(self) -> tuple[LayerRow, ...]:
+        """One row per tracked layer: the measured layers in forward order, then any the tracker
+        did not see (e.g. never called), with the receptive field merged in."""
         rf = self.receptive_field.by_name()
         sat = {layer.name: layer for layer in self.profile}
-        # measured layers in forward order, then any the tracker did not see (e.g. never called)
         order = list(sat) + [name for name in rf if name not in sat]
         tail = set(self.tail)
         types = {name: r.module_type for name, r in rf.items()}
@@ -106,96 +121,101 @@ class Analysis:
         labels = short_names(order, types)  # as the verdict names them
         rows = []
         for name in order:
-            s = sat.get(name)
-            r = rf.get(name)
+            s, r = sat.get(name), rf.get(name)
             rows.append(
-                {
-                    "name": name,
-                    "label": labels[name],
-                    "type": s.module_type if s else (r.module_type if r else ""),
-                    "width": s.width if s else None,
-                    "saturation": s.saturation if s else None,
-                    "saturation_se": s.saturation_se if s else None,
-                    "intrinsic_dimension": s.intrinsic_dimension if s else None,
-                    "samples": s.samples if s else None,
-                    "r_min": r.r_min if r else None,
-                    "r_max": r.r_max if r else None,
-                    "unproductive": bool(r.unproductive) if r else False,
-                    "critical": bool(r.critical) if r else False,
-                    "tail": name in tail,
-                }
+                LayerRow(
+                    name=name,
+                    label=labels[name],
+                    type=s.module_type if s else (r.module_type if r else ""),
+                    width=s.width if s else None,
+                    saturation=s.saturation if s else None,
+                    saturation_se=s.saturation_se if s else None,
+                    intrinsic_dimension=s.intrinsic_dimension if s else None,
+                    samples=s.samples if s else None,
+                    r_min=r.r_min if r else None,
+                    r_max=r.r_max if r else None,
+                    unproductive=bool(r.unproductive) if r else False,
+                    critical=bool(r.critical) if r else False,
+                    tail=name in tail,
+                )
             )
-        return rows
+        return tuple(rows)
+
+    def record(self) -> AnalysisRecord:
+        """The frozen, typed form of this analysis (what the report reads and
+        ``analysis.json`` holds)."""
+        rf = self.receptive_field
+        return AnalysisRecord(
+            name=self.name,
+            command=self.command,
+            seed=self.seed,
+            model_name=self.model_name,
+            model_source=self.source,
+            knobs=dict(self.knobs),
+            dataset=self.dataset,
+            resolution=self.resolution,
+            num_classes=self.num_classes,
+            in_channels=self.in_channels,
+            profile_phase=self.profile_phase,
+            training=training_summary(self.run, self.settling),
+            advice_basis=self.basis,
+            macs=self.macs,
+            params=self.params,
+            layers=self.layers(),
+            receptive_field=ReceptiveFieldSummary(
+                supported=rf.supported,
+                reason=rf.reason,
+                feasible_range=rf.feasible_range,
+                border_layer=rf.border_layer,
+            ),
+            findings=tuple(self.findings),
+            recommendations=tuple(self.recommendations),
+            verdict=self.verdict,
+            lead=tuple(self.lead),
+            environment=dict(self.environment),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """The machine-readable result (``analysis.json``, schema ``satadvisor.analysis/1``)."""
-        rf = self.receptive_field
-        return {
-            "schema": SCHEMA,
-            "name": self.name,
-            "command": self.command,
-            "seed": self.seed,
-            "model": {"name": self.model_name, "source": self.source},
-            "knobs": dict(self.knobs),
-            "dataset": self.dataset,
-            "resolution": self.resolution,
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
-            "profile_phase": self.profile_phase,
-            "training": _training_summary(self.run, self.settling),
-            "advice_basis": self.basis,
-            "cost": {"macs": self.macs, "params": self.params},
-            "layers": self.layers(),
-            "receptive_field": {
-                "supported": rf.supported,
-                "reason": rf.reason,
-                "feasible_range": list(rf.feasible_range) if rf.feasible_range else None,
-                "border_layer": rf.border_layer,
-            },
-            "findings": [f.to_dict() for f in self.findings],
-            "recommendations": [r.to_dict() for r in self.recommendations],
-            "verdict": self.verdict,
-            "lead": list(self.lead),
-            "environment": self.environment,
-        }
+        """The machine-readable result: :meth:`record`'s dict (schema :data:`SCHEMA`)."""
+        return self.record().to_dict()
 
 
-def _training_summary(
+def training_summary(
     result: RunResult | None, settling: trust.Settling | None
-) -> dict[str, Any] | None:
+) -> TrainingSummary | None:
+    """The summary of a proxy run (None: no training) that ``analysis.json`` holds."""
     if result is None:
         return None
-    learning = result.learning
-    history = [
-        {"epoch": i + 1, "layers": {s.name: s.saturation for s in ep.get("train", [])}}
+    history = tuple(
+        SaturationEpoch(i + 1, {s.name: s.saturation for s in ep.get("train", [])})
         for i, ep in enumerate(result.saturation)
-    ]
-    return {
-        "status": result.status,
-        "reason": result.reason,
-        "epochs": len(result.epochs),
-        "auto_epochs": bool(result.config.get("auto_epochs")),
-        "max_epochs": result.config.get("epochs"),
-        "learned": result.learned,
-        "settled": settling.settled if settling is not None else False,
-        "settled_epoch": settling.epoch if settling is not None else None,
-        "learning": learning.to_dict() if learning is not None else None,
-        "settling": settling.to_dict() if settling is not None else None,
-        "eval_name": result.eval_name,
-        "accuracy": result.accuracy,
-        "test_accuracy": result.test_accuracy,
-        "params": result.params,
-        "macs": result.macs,
-        "wall_time": result.wall_time,
-        "images_per_second": result.images_per_second,
-        "device": result.device,
-        "history": [dataclasses.asdict(e) for e in result.epochs],
-        "saturation_history": history,
-        "tracking": tracking_summary(result.config.get("positions", "auto")),
-    }
+    )
+    return TrainingSummary(
+        status=result.status,
+        reason=result.reason,
+        epochs=len(result.epochs),
+        auto_epochs=bool(result.config.get("auto_epochs")),
+        max_epochs=result.config.get("epochs"),
+        learned=result.learned,
+        settled=settling.settled if settling is not None else False,
+        settled_epoch=settling.epoch if settling is not None else None,
+        learning=result.learning,
+        settling=settling,
+        eval_name=result.eval_name,
+        accuracy=result.accuracy,
+        test_accuracy=result.test_accuracy,
+        params=result.params,
+        macs=result.macs,
+        wall_time=result.wall_time,
+        images_per_second=result.images_per_second,
+        device=result.device,
+        history=tuple(result.epochs),
+        saturation_history=history,
+        tracking=tracking_summary(result.config.get("positions", "auto")),
+    )
 
 
-def tracking_summary(positions: Any) -> dict[str, Any]:
+def tracking_summary(positions: Any) -> Tracking:
     """How the saturation was read (``analysis.json``'s ``training.tracking``): the rows per
     batch and layer, the batch groups behind each standard error, the rules' z, and the error
     against every position that the default sample was measured to stay within."""
@@ -208,13 +228,13 @@ def tracking_summary(positions: Any) -> dict[str, Any]:
         if positions == "all"
         else f"at most {positions}"
     )
-    return {
-        "positions": positions,
-        "rows_per_batch": rows,
-        "groups": tracking.GROUPS,
-        "z": rules.Z,
-        "stated_error": dict(tracking.STATED_ERROR) if positions == "auto" else None,
-    }
+    return Tracking(
+        positions=positions,
+        rows_per_batch=rows,
+        groups=tracking.GROUPS,
+        z=rules.Z,
+        stated_error=dict(tracking.STATED_ERROR) if positions == "auto" else None,
+    )
 
 
 def command_line() -> str:
@@ -313,23 +333,23 @@ def analyze(
     resolution = resolution or spec.resolution or info.native_resolution
     resolved = {k: v for k, v in spec.resolve(knobs).items() if k != "resolution"}
 
-    seed_everything(config.seed)
-    net = build_model(
-        spec,
-        {**resolved, "resolution": resolution},
-        num_classes=info.num_classes,
-        in_channels=info.in_channels,
-    )
-    spec_mod.check_output(
-        net,
-        num_classes=info.num_classes,
-        in_channels=info.in_channels,
-        resolution=resolution,
-        source=spec.source,
-    )
-    rf = receptive.analyze(net, resolution, in_channels=info.in_channels)
-    macs = count_macs(net, in_channels=info.in_channels, resolution=resolution)
-    params = count_parameters(net)
+    with seeded(config.seed, resolve_device(config.device)):  # the caller's RNGs untouched
+        net = build_model(
+            spec,
+            {**resolved, "resolution": resolution},
+            num_classes=info.num_classes,
+            in_channels=info.in_channels,
+        )
+        spec_mod.check_output(
+            net,
+            num_classes=info.num_classes,
+            in_channels=info.in_channels,
+            resolution=resolution,
+            source=spec.source,
+        )
+        rf = receptive.analyze(net, resolution, in_channels=info.in_channels)
+        macs = count_macs(net, in_channels=info.in_channels, resolution=resolution)
+        params = count_parameters(net)
 
     th = thresholds or rules.RuleThresholds()
     result: RunResult | None = None
@@ -374,11 +394,12 @@ def analyze(
                 if at >= 0:  # the host's memory ran out, not the model's code
                     raise ModelBuildError(
                         f"{spec.source}: out of memory while training ({first[at:]}); "
-                        "pass a smaller --batch-size or --resolution, or smaller knob values"
+                        f"pass a smaller {flag('batch_size')} or {flag('resolution')}, or smaller knob "
+                        "values"
                     ) from exc
                 raise ModelBuildError(
                     f"{spec.source}: training failed with {type(exc).__name__}: {first}; "
-                    "fix the model's forward pass (rerun with --debug for the traceback)"
+                    f"fix the model's forward pass (rerun with {flag('debug')} for the traceback)"
                 ) from exc
 
     settling = None
@@ -454,17 +475,19 @@ def _fixes(result: RunResult, *, spec: ModelSpec, config: TrainConfig, data: Dat
     fixes = []
     initial, final = result.initial_loss, last.train_loss
     if initial is not None and final > 1.1 * initial:
-        fixes.append(f"a lower learning rate (--lr, now {config.lr:g}; the loss rose)")
+        fixes.append(f"a lower learning rate ({flag('lr')}, now {config.lr:g}; the loss rose)")
     elif learning is not None and not learning.loss_fell:
-        fixes.append(f"another learning rate (--lr, now {config.lr:g}; the loss stayed flat)")
+        fixes.append(
+            f"another learning rate ({flag('lr')}, now {config.lr:g}; the loss stayed flat)"
+        )
     images = len(data.train)
     train_chance = learning is not None and last.train_accuracy < learning.required_accuracy
     if not config.auto_epochs:
-        fixes.append(f"more epochs (--epochs auto; {len(result.epochs)} ran)")
+        fixes.append(f"more epochs ({flag('epochs')} auto; {len(result.epochs)} ran)")
     if images < 100 * data.num_classes:
-        fixes.append(f"more training images ({images:,} now; raise or drop --subset)")
+        fixes.append(f"more training images ({images:,} now; raise or drop {flag('subset')})")
     if train_chance and "width" in spec.knobs:
-        fixes.append("a wider network (--set width=…)")
+        fixes.append(f"a wider network ({flag('set')} width=…)")
     return ", ".join(fixes[:3]) if fixes else "another learning rate or more epochs"
 
 
@@ -481,7 +504,7 @@ def _lead(
     if result is not None and result.status == "diverged":
         return [
             f"The proxy diverged ({result.reason}): its saturation says nothing about the "
-            f"architecture, so no advice rests on it; likely fix: a lower learning rate (--lr, "
+            f"architecture, so no advice rests on it; likely fix: a lower learning rate ({flag('lr')}, "
             f"now {config.lr:g}). Only the training-free receptive-field analysis below stands."
         ]
     if result is None or data is None or not result.epochs:
@@ -499,7 +522,7 @@ def _lead(
         lead.append(
             f"The saturation profile had not settled after {_epochs(len(result.epochs))} "
             f"({settling.reason}): the measured findings are provisional and the width rules "
-            "did not run; rerun with --epochs auto to let it settle."
+            f"did not run; rerun with {flag('epochs')} auto to let it settle."
         )
     lead += _witnesses(findings)
     return lead

@@ -33,42 +33,68 @@ class _Fail(click.ClickException):
         click.echo(f"satadvisor: error: {self.format_message()}", err=True)
 
 
-#: Other libraries' warnings (torch, PIL, the model file…) during a command, one line each:
-#: shown when it succeeds, dropped when it ends in an error line (which then stands alone).
-_held_warnings: list[str] = []
+class _HeldWarnings:
+    """The warnings of one command, each as one line on stderr: satadvisor's own at once;
+    other libraries' (torch, PIL, the model file…) held, shown when the command succeeds and
+    dropped when it ends in an error line (which then stands alone)."""
 
+    def __init__(self) -> None:
+        self.lines: list[str] = []
 
-def _show_held_warnings() -> None:
-    for line in dict.fromkeys(_held_warnings):  # once each, in order
-        click.echo(line, err=True)
-    _held_warnings.clear()
+    def show(self) -> None:
+        for line in dict.fromkeys(self.lines):  # once each, in order
+            click.echo(line, err=True)
+        self.lines.clear()
+
+    def showwarning(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        """A :func:`warnings.showwarning` replacement, installed for the command only."""
+        parts = filename.replace("\\", "/").split("/")
+        if "satadvisor" in parts:
+            click.echo(f"satadvisor: warning: {message}", err=True)
+            return
+        text = str(message).strip().splitlines()
+        where = "/".join(parts[-2:])
+        self.lines.append(
+            f"satadvisor: warning: {text[0] if text else ''} ({category.__name__}, {where}:{lineno})"
+        )
 
 
 @contextmanager
 def _errors(debug: bool) -> Iterator[None]:
-    """Turn library errors into one line and exit code 2 (the traceback only with --debug)."""
-    _held_warnings.clear()
+    """Turn library errors into one line and exit code 2 (the traceback only with --debug);
+    warnings are shown as :class:`_HeldWarnings` says while the command runs (the process's
+    warning display and filters are put back afterwards)."""
+    import warnings
+
+    held = _HeldWarnings()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.showwarning = held.showwarning
+            yield
     except SatAdvisorError as exc:
         if debug:
-            _show_held_warnings()
+            held.show()
             raise
-        _held_warnings.clear()
         raise _Fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
     except KeyboardInterrupt:
-        _held_warnings.clear()
         click.echo("satadvisor: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
         if debug or not _out_of_memory(exc):
-            _show_held_warnings()
+            held.show()
             raise
-        _held_warnings.clear()
         raise _Fail(
             "out of device memory; pass a smaller --batch-size or --resolution, or --device cpu"
         ) from exc
-    _show_held_warnings()
+    held.show()
 
 
 @contextmanager
@@ -352,30 +378,6 @@ def _training_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.version_option(package_name="satadvisor")
 def main() -> None:
     """Is my CNN the right shape? Layer saturation + receptive fields -> concrete changes."""
-    import warnings
-
-    warnings.showwarning = _one_line_warning
-
-
-def _one_line_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: Any = None,
-    line: str | None = None,
-) -> None:
-    """satadvisor's own warnings as one line on stderr at once; other libraries' as one line
-    too, held until the command succeeds (see :data:`_held_warnings`)."""
-    parts = filename.replace("\\", "/").split("/")
-    if "satadvisor" in parts:
-        click.echo(f"satadvisor: warning: {message}", err=True)
-    else:
-        text = str(message).strip().splitlines()
-        where = "/".join(parts[-2:])
-        _held_warnings.append(
-            f"satadvisor: warning: {text[0] if text else ''} ({category.__name__}, {where}:{lineno})"
-        )
 
 
 def _check_device(device: str) -> None:
@@ -897,7 +899,7 @@ def optimize(
         except OutputError as exc:  # a full disk after hours of search: the study is kept
             raise OutputError(_study_kept(str(exc), study_name, storage, out)) from exc
         interrupts.checkpoint()
-        click.echo(format_study(summary, index))
+        click.echo(format_study(summary.to_dict(), index))
 
 
 def _study_kept(message: str, study_name: str, storage: str | None, out: Path) -> str:
@@ -952,13 +954,12 @@ def _print_progress(progress: Any) -> None:
         )
     elif progress.run is not None:
         record = progress.run
-        label = "baseline" if record["baseline"] else f"trial #{record['trial']}"
-        status = record.get("status", "completed")
-        status = "" if status == "completed" else f" ({status})"
+        label = "baseline" if record.baseline else f"trial #{record.trial}"
+        status = "" if record.status == "completed" else f" ({record.status})"
         _stderr_line(
-            f"full run {progress.done}/{progress.total} {label} seed {record.get('seed')} "
-            f"{_knobs_text(record['knobs'])}: val acc {_accuracy(record.get('val_accuracy'))}, "
-            f"test acc {_accuracy(record['test_accuracy'])} (reported only){status} "
+            f"full run {progress.done}/{progress.total} {label} seed {record.seed} "
+            f"{_knobs_text(record.knobs)}: val acc {_accuracy(record.val_accuracy)}, "
+            f"test acc {_accuracy(record.test_accuracy)} (reported only){status} "
             f"({_eta_text(progress)})"
         )
     elif progress.total:
@@ -1122,4 +1123,4 @@ def report(
         interrupts.checkpoint()
         index = write_study(summary, out / folder, single_file=single_file)
         interrupts.checkpoint()
-        click.echo(format_study(summary, index))
+        click.echo(format_study(summary.to_dict(), index))

@@ -17,7 +17,7 @@ and a profile that is still moving says little about the trained network (see DE
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -70,7 +70,7 @@ class Learning:
         return {**asdict(self), "reason": self.reason}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Learning:
+    def from_dict(cls, d: Mapping[str, Any]) -> Learning:
         return cls(**{k: v for k, v in d.items() if k != "reason"})
 
 
@@ -150,6 +150,10 @@ class Settling:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Settling:
+        return cls(**{k: v for k, v in d.items() if k != "reason"})
 
 
 def _step(

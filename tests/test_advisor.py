@@ -13,6 +13,7 @@ from torch import nn
 
 from satadvisor import data as data_mod
 from satadvisor import spec as spec_mod
+from satadvisor._flags import set_args
 from satadvisor.advisor import Analysis, analyze
 from satadvisor.config import TrainConfig
 from satadvisor.cost import count_macs
@@ -92,6 +93,7 @@ RECOMMENDATION_KEYS = {
     "unproductive_after",
     "set_args",
     "model",
+    "pins",
 }
 COST_KEYS = {"macs", "params", "macs_ratio", "params_ratio"}
 ENVIRONMENT_KEYS = {"versions", "device", "device_name", "platform", "time"}
@@ -198,25 +200,25 @@ def test_the_embedded_default_without_training(
     assert (analysis.source, analysis.dataset, analysis.resolution) == ("builtin:vgg", "digits", 16)
     net = spec_mod.load().create(num_classes=10, in_channels=1)
     rows = analysis.layers()
-    assert [row["name"] for row in rows] == forward_order(net)
+    assert [row.name for row in rows] == forward_order(net)
     # By hand for vgg(depth=8, downsamplings=3): stages of 2, 3, 3 convs (3×3), each followed
     # by a 2×2 pool: r += 2·j per conv, r += j and j *= 2 per pool.
     convs = rows[:-1]
-    assert [row["r_min"] for row in convs] == [3, 5, 10, 14, 18, 28, 36, 44]
-    assert rows[-1]["r_min"] is None  # the classifier has no receptive field of its own
+    assert [row.r_min for row in convs] == [3, 5, 10, 14, 18, 28, 36, 44]
+    assert rows[-1].r_min is None  # the classifier has no receptive field of its own
     # conv6 reads r_min 20 > 16 px: conv6–conv8 are unproductive; conv5 (18 > 16) is critical.
-    assert [row["unproductive"] for row in convs] == [False] * 5 + [True] * 3
-    assert [row["critical"] for row in convs] == [False] * 4 + [True] + [False] * 3
-    assert all(row["saturation"] is None for row in rows)
+    assert [row.unproductive for row in convs] == [False] * 5 + [True] * 3
+    assert [row.critical for row in convs] == [False] * 4 + [True] + [False] * 3
+    assert all(row.saturation is None for row in rows)
     d = analysis.to_dict()
     check_schema(d, trained=False)
-    assert d["layers"] == rows
+    assert d["layers"] == [row.to_dict() for row in rows]
     assert analysis.verdict and analysis.findings[0].predicted
 
 
 def test_vgg16_at_32px_flags_conv8_to_conv13() -> None:
     analysis = analyze("vgg16", train=False, dataset="synthetic", resolution=32)
-    unproductive = [row["name"] for row in analysis.layers() if row["unproductive"]]
+    unproductive = [row.name for row in analysis.layers() if row.unproductive]
     assert unproductive == [f"features.conv{i}" for i in range(8, 14)]
     tail = [f for f in analysis.findings if f.kind == "tail"]
     assert len(tail) == 1 and tail[0].predicted and list(tail[0].layers) == unproductive
@@ -226,7 +228,10 @@ def test_vgg16_at_32px_flags_conv8_to_conv13() -> None:
     assert len(efficiency) == 1 and efficiency[0].model == "vgg"
     move = efficiency[0]
     assert move.changes == {"depth": 7}
-    assert move.set_args == "--set depth=7 --set width=64 --set downsamplings=5 --set stages=5"
+    assert (
+        set_args(move.settings)
+        == "--set depth=7 --set width=64 --set downsamplings=5 --set stages=5"
+    )
     assert not any("in its code" in r.rationale for r in analysis.recommendations)
     # its cost: the changed family model, built and counted here, against the preset's MACs
     changed = spec_mod.load("vgg").create(num_classes=10, in_channels=3, **move.knobs)
@@ -247,7 +252,7 @@ def test_a_vgg16_shaped_family_member_gets_a_cheaper_efficiency_move() -> None:
         dataset="synthetic",
         resolution=32,
     )
-    unproductive = [row["name"] for row in analysis.layers() if row["unproductive"]]
+    unproductive = [row.name for row in analysis.layers() if row.unproductive]
     assert unproductive == [f"features.conv{i}" for i in range(8, 14)]
     move = next(r for r in analysis.recommendations if r.kind == "efficiency")
     assert move.changes == {"depth": 7}
@@ -272,8 +277,8 @@ def test_a_trained_analysis_of_a_model_file(tmp_path: Path) -> None:
     assert analysis.profile == run.saturation[-1]["train"]
     assert analysis.findings and analysis.verdict
     rows = analysis.layers()
-    assert [row["saturation"] for row in rows] == [s.saturation for s in analysis.profile]
-    assert all(row["r_min"] is not None for row in rows[:2])
+    assert [row.saturation for row in rows] == [s.saturation for s in analysis.profile]
+    assert all(row.r_min is not None for row in rows[:2])
     d = analysis.to_dict()
     check_schema(d, trained=True)
     training = d["training"]

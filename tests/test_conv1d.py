@@ -90,8 +90,8 @@ def build_model(depth: int = 3, kernel_size: int = 5, width: int = 8, *, num_cla
 
 def test_analyze_a_conv1d_model_on_an_npz_signal_set(tmp_path: Path) -> None:
     from satadvisor import analyze
-    from satadvisor._data_sources import make_synthetic_1d
     from satadvisor.config import TrainConfig
+    from satadvisor.data.sources import make_synthetic_1d
 
     raw = make_synthetic_1d()
     x, y = raw.images.numpy()[:400], raw.labels.numpy()[:400]
@@ -103,7 +103,7 @@ def test_analyze_a_conv1d_model_on_an_npz_signal_set(tmp_path: Path) -> None:
         config=TrainConfig(epochs=1, device="cpu", batch_size=64),
     )
     assert result.resolution == 64 and result.in_channels == 2
-    names = [row["name"] for row in result.layers() if row["saturation"] is not None]
+    names = [row.name for row in result.layers() if row.saturation is not None]
     assert names == ["0", "3", "6", "11"]
-    r_min = {row["name"]: row["r_min"] for row in result.layers()}
+    r_min = {row.name: row.r_min for row in result.layers()}
     assert (r_min["0"], r_min["3"], r_min["6"]) == (5, 9, 17)  # k 5; +4·1; +4·2

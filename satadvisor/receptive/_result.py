@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ class LayerReceptiveField:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LayerReceptiveField:
+    def from_dict(cls, d: Mapping[str, Any]) -> LayerReceptiveField:
         return cls(**d)
 
 
@@ -93,7 +94,7 @@ class ReceptiveFieldAnalysis:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ReceptiveFieldAnalysis:
+    def from_dict(cls, d: Mapping[str, Any]) -> ReceptiveFieldAnalysis:
         rng = d.get("feasible_range")
         return cls(
             resolution=int(d["resolution"]),

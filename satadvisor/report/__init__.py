@@ -1,10 +1,12 @@
 """Self-contained HTML reports (jinja2, autoescaped) with plotly charts, plus JSON and CSV.
 
-``write_analysis(analysis, out_dir)`` turns the dict of one ``satadvisor analyze`` run into a
-report folder::
+``write_analysis(analysis, out_dir)`` turns one ``satadvisor analyze`` run into a report folder:
+its :class:`~satadvisor.advisor.Analysis`, that analysis's frozen
+:class:`~satadvisor.analysis_record.AnalysisRecord` (``Analysis.record()``, what the page
+renders), or a loaded ``analysis.json`` dict (read back with ``AnalysisRecord.from_dict``)::
 
     out_dir/index.html      the page (CSS and JS inline; charts drawn by plotly.min.js)
-    out_dir/analysis.json   the dict itself, indent 2 (NaN/inf written as null)
+    out_dir/analysis.json   the record's dict, indent 2 (NaN/inf written as null)
     out_dir/layers.csv      name,type,width,saturation,saturation_se,intrinsic_dimension,samples,r_min,
                             r_max,unproductive,critical,tail,label   (booleans true/false,
                             missing = empty)
@@ -17,7 +19,8 @@ moved or sent on its own still draws its charts; ``single_file=True`` (``--singl
 inlines plotly into ``index.html`` instead, and that one file is the report to share. The folder is replaced atomically (see
 :func:`satadvisor._io.staged_dir`); an existing ``out_dir`` must be empty or an earlier report.
 
-Schema ``satadvisor.analysis/2`` (``advisor.Analysis.to_dict()``; units in brackets)::
+Schema ``satadvisor.analysis/2`` (``AnalysisRecord.to_dict()`` plus each recommendation's
+``command``: :func:`with_commands`; units in brackets)::
 
     {"schema": "satadvisor.analysis/2",
      "name": str,                     # report name, e.g. "vgg16-cifar10"
@@ -87,6 +90,10 @@ Schema ``satadvisor.analysis/2`` (``advisor.Analysis.to_dict()``; units in brack
                           "cost": null | {"macs": int, "params": int,
                                           "macs_ratio": float, "params_ratio": float},
                           "unproductive_after": int | null,
+                          "model": str | null,      # the model the change applies to when
+                                                    # it is not the analysed one (a family)
+                          "pins": {str: value},     # with "model": every knob setting that
+                                                    # builds the changed model from its defaults
                           "set_args": str,          # e.g. "--set depth=7 --set resolution=48"
                           "command": str}, …],      # the analysed run's command + set_args
                                                     # (written by write_analysis)
@@ -94,8 +101,9 @@ Schema ``satadvisor.analysis/2`` (``advisor.Analysis.to_dict()``; units in brack
      "environment": {"versions": {str: str}, "device": str, "device_name": str,
                      "platform": str, "time": str (ISO 8601)}}
 
-``set_args`` is what follows ``satadvisor analyze MODEL`` to try a recommendation; text that
-does not start with an option gets ``--set`` put in front. ``command`` reproduces the analysed
+``set_args`` is what follows ``satadvisor analyze MODEL`` to try a recommendation (MODEL being
+its ``model`` when that is set); both it and ``command`` are renderings of the record, which
+``AnalysisRecord.from_dict`` reads past. ``command`` reproduces the analysed
 run with the change: its own command line (data source, data dir, epochs, subset, batch size,
 learning rate, seed, device, ``--set`` pins) plus ``set_args`` and ``--name NAME-tryN``, so the
 original report stays; for an analysis run from Python it is built from model, dataset and
@@ -103,8 +111,10 @@ resolution. Every string of the dict is escaped
 in the page, also inside the chart JSON.
 
 ``write_study(summary, out_dir)`` does the same for a study (``satadvisor optimize`` /
-``satadvisor report STUDY``): ``index.html``, ``study.json`` (the summary of
-:func:`satadvisor.search.summary.study_summary`, schema ``satadvisor.study/2``), ``trials.csv``
+``satadvisor report STUDY``): ``index.html``, ``study.json`` (``to_dict()`` of the
+:class:`~satadvisor.search.study_record.StudySummary` that
+:func:`satadvisor.search.summary.study_summary` returns, schema ``satadvisor.study/2``; a loaded
+``study.json`` dict is read back with ``StudySummary.from_dict``), ``trials.csv``
 (number,state,source,<one column per knob>,accuracy,macs,params,tail_length,evenness,reason)
 and ``plotly.min.js``. The page leads with the recommended configurations (``--set`` line,
 model-file snippet, full-run numbers against the baseline, saturation before/after) or says to
@@ -118,10 +128,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from satadvisor.analysis_record import AnalysisRecord
 from satadvisor.errors import UsageError
-from satadvisor.report._analysis import LAYER_COLUMNS, SCHEMA, render_analysis, write_analysis
+from satadvisor.report._analysis import (
+    LAYER_COLUMNS,
+    SCHEMA,
+    render_analysis,
+    try_command,
+    with_commands,
+    write_analysis,
+)
 from satadvisor.report._plots_study import param_importances
 from satadvisor.report._study import STUDY_SCHEMA, render_study, trials_csv, write_study
+from satadvisor.search.study_record import StudySummary
 
 
 def write_report(
@@ -130,12 +149,17 @@ def write_report(
     """Write the report of ``result`` into ``out_dir`` and return its ``index.html``.
 
     ``result``: an :class:`~satadvisor.advisor.Analysis` (what ``satadvisor.analyze`` returns),
-    its ``to_dict()``, or a study summary (what ``satadvisor.optimize`` returns). The folder is
+    its :class:`~satadvisor.analysis_record.AnalysisRecord` or ``to_dict()`` (a loaded
+    ``analysis.json``), or a study summary (what ``satadvisor.optimize`` returns). The folder is
     written as ``satadvisor analyze`` / ``optimize`` write theirs: staged, then swapped into place,
     so a failed write leaves the previous report as it was. ``single_file``: plotly.js is
     inlined into ``index.html`` (no ``plotly.min.js`` beside it), so that one file is the whole
     report to share: it opens anywhere, offline, without the folder.
     """
+    if hasattr(result, "record") or isinstance(result, AnalysisRecord):
+        return write_analysis(result, out_dir, single_file=single_file)
+    if isinstance(result, StudySummary):
+        return write_study(result, out_dir, single_file=single_file)
     data = result.to_dict() if hasattr(result, "to_dict") else result
     if not isinstance(data, Mapping):
         raise UsageError(
@@ -143,7 +167,7 @@ def write_report(
             "or satadvisor.optimize returned"
         )
     if str(data.get("schema", "")).startswith("satadvisor.study/"):
-        return write_study(data, out_dir, single_file=single_file)
+        return write_study(StudySummary.from_dict(data), out_dir, single_file=single_file)
     return write_analysis(data, out_dir, single_file=single_file)
 
 
@@ -155,6 +179,8 @@ __all__ = [
     "render_analysis",
     "render_study",
     "trials_csv",
+    "try_command",
+    "with_commands",
     "write_analysis",
     "write_report",
     "write_study",

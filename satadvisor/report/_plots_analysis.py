@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from satadvisor.analysis_record import AnalysisRecord
 from satadvisor.report._plots import (
     COLOR_EVAL,
     COLOR_INPUT,
@@ -21,11 +22,6 @@ from satadvisor.report._plots import (
 
 # ---------------------------------------------------------------------------------------------
 # Saturation profile: one bar per layer, forward order.
-
-
-def _label(layer: Mapping[str, Any]) -> str:
-    """A layer row's readable name (its name in dicts made before labels)."""
-    return str(layer.get("label") or layer["name"])
 
 
 def _position(layers: tuple[str, ...], name: str | None) -> int | None:
@@ -58,24 +54,24 @@ class ProfileData:
         return _position(self.layers, self.border_layer)
 
 
-def profile_data(analysis: Mapping[str, Any]) -> ProfileData | None:
+def profile_data(analysis: AnalysisRecord) -> ProfileData | None:
     """The saturation profile of an analysis, or None when no layer has a measured saturation."""
-    layers = analysis["layers"]
-    if not any(layer.get("saturation") is not None for layer in layers):
+    layers = analysis.layers
+    if not any(layer.saturation is not None for layer in layers):
         return None
     return ProfileData(
-        layers=tuple(str(layer["name"]) for layer in layers),
-        saturation=tuple(layer.get("saturation") for layer in layers),
-        tail=tuple(bool(layer.get("tail")) for layer in layers),
-        unproductive=tuple(bool(layer.get("unproductive")) for layer in layers),
-        critical=tuple(bool(layer.get("critical")) for layer in layers),
-        width=tuple(layer.get("width") for layer in layers),
-        intrinsic_dimension=tuple(layer.get("intrinsic_dimension") for layer in layers),
-        r_min=tuple(layer.get("r_min") for layer in layers),
-        border_layer=(analysis.get("receptive_field") or {}).get("border_layer"),
-        resolution=int(analysis["resolution"]),
-        labels=tuple(_label(layer) for layer in layers),
-        errors=tuple(layer.get("saturation_se") for layer in layers),
+        layers=tuple(layer.name for layer in layers),
+        saturation=tuple(layer.saturation for layer in layers),
+        tail=tuple(layer.tail for layer in layers),
+        unproductive=tuple(layer.unproductive for layer in layers),
+        critical=tuple(layer.critical for layer in layers),
+        width=tuple(layer.width for layer in layers),
+        intrinsic_dimension=tuple(layer.intrinsic_dimension for layer in layers),
+        r_min=tuple(layer.r_min for layer in layers),
+        border_layer=analysis.receptive_field.border_layer,
+        resolution=analysis.resolution,
+        labels=tuple(layer.label for layer in layers),
+        errors=tuple(layer.saturation_se for layer in layers),
     )
 
 
@@ -171,27 +167,21 @@ class EvolutionData:
     labels: tuple[str, ...] = ()
 
 
-def evolution_data(analysis: Mapping[str, Any]) -> EvolutionData | None:
+def evolution_data(analysis: AnalysisRecord) -> EvolutionData | None:
     """Per-epoch saturation of every layer, or None without a saturation history."""
-    training = analysis.get("training") or {}
-    history = training.get("saturation_history") or []
+    history = analysis.training.saturation_history if analysis.training is not None else ()
     if not history:
         return None
-    tail = {str(layer["name"]): bool(layer.get("tail")) for layer in analysis["layers"]}
-    names = [name for name in tail if any(name in h.get("layers", {}) for h in history)]
+    rows = {layer.name: layer for layer in analysis.layers}
+    names = [name for name in rows if any(name in h.layers for h in history)]
     for entry in history:  # layers measured but missing from the layer table go last
-        names.extend(n for n in entry.get("layers", {}) if n not in names)
+        names.extend(n for n in entry.layers if n not in names)
     return EvolutionData(
         layers=tuple(names),
-        epochs=tuple(int(entry["epoch"]) for entry in history),
-        saturation=tuple(
-            tuple(entry.get("layers", {}).get(name) for entry in history) for name in names
-        ),
-        tail=tuple(tail.get(name, False) for name in names),
-        labels=tuple(
-            next((_label(row) for row in analysis["layers"] if row.get("name") == name), name)
-            for name in names
-        ),
+        epochs=tuple(entry.epoch for entry in history),
+        saturation=tuple(tuple(entry.layers.get(name) for entry in history) for name in names),
+        tail=tuple(rows[name].tail if name in rows else False for name in names),
+        labels=tuple(rows[name].label if name in rows else name for name in names),
     )
 
 
@@ -248,19 +238,19 @@ class CurvesData:
     eval_name: str
 
 
-def curves_data(analysis: Mapping[str, Any]) -> CurvesData | None:
+def curves_data(analysis: AnalysisRecord) -> CurvesData | None:
     """Training history of an analysis, or None when it was not trained."""
-    training = analysis.get("training") or {}
-    history: Sequence[Mapping[str, Any]] = training.get("history") or []
-    if not history:
+    training = analysis.training
+    if training is None or not training.history:
         return None
+    history = training.history
     return CurvesData(
-        epochs=tuple(int(h["epoch"]) for h in history),
-        train_loss=tuple(h.get("train_loss") for h in history),
-        eval_loss=tuple(h.get("eval_loss") for h in history),
-        train_accuracy=tuple(h.get("train_accuracy") for h in history),
-        eval_accuracy=tuple(h.get("eval_accuracy") for h in history),
-        eval_name=str(training.get("eval_name") or "val"),
+        epochs=tuple(h.epoch for h in history),
+        train_loss=tuple(h.train_loss for h in history),
+        eval_loss=tuple(h.eval_loss for h in history),
+        train_accuracy=tuple(h.train_accuracy for h in history),
+        eval_accuracy=tuple(h.eval_accuracy for h in history),
+        eval_name=training.eval_name or "val",
     )
 
 
@@ -330,20 +320,20 @@ class ReceptiveFieldData:
         return _position(self.layers, self.border_layer)
 
 
-def receptive_field_data(analysis: Mapping[str, Any]) -> ReceptiveFieldData | None:
+def receptive_field_data(analysis: AnalysisRecord) -> ReceptiveFieldData | None:
     """Receptive-field growth over the layers, or None when the analysis could not trace it."""
-    rf = analysis.get("receptive_field") or {}
-    layers = analysis["layers"]
-    if not rf.get("supported") or not any(layer.get("r_min") is not None for layer in layers):
+    rf = analysis.receptive_field
+    layers = analysis.layers
+    if not rf.supported or not any(layer.r_min is not None for layer in layers):
         return None
     return ReceptiveFieldData(
-        layers=tuple(str(layer["name"]) for layer in layers),
-        r_min=tuple(layer.get("r_min") for layer in layers),
-        r_max=tuple(layer.get("r_max") for layer in layers),
-        unproductive=tuple(bool(layer.get("unproductive")) for layer in layers),
-        border_layer=rf.get("border_layer"),
-        resolution=int(analysis["resolution"]),
-        labels=tuple(_label(layer) for layer in layers),
+        layers=tuple(layer.name for layer in layers),
+        r_min=tuple(layer.r_min for layer in layers),
+        r_max=tuple(layer.r_max for layer in layers),
+        unproductive=tuple(layer.unproductive for layer in layers),
+        border_layer=rf.border_layer,
+        resolution=analysis.resolution,
+        labels=tuple(layer.label for layer in layers),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ class LayerSaturation:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LayerSaturation:
+    def from_dict(cls, d: Mapping[str, Any]) -> LayerSaturation:
         return cls(
             name=d["name"],
             module_type=d["type"],
