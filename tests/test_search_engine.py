@@ -21,7 +21,6 @@ from satadvisor.config import TrainConfig
 from satadvisor.cost import count_macs, count_parameters
 from satadvisor.errors import StudyError
 from satadvisor.search import SaturationPruner, StudySampler, optimize
-from satadvisor.search import sampler as sampler_mod
 from satadvisor.search.policy import TAIL_HANDOFF
 from satadvisor.search.prior import Priors
 from satadvisor.search.record import (
@@ -35,6 +34,7 @@ from satadvisor.search.record import (
 )
 from satadvisor.search.space import SearchSpace
 from satadvisor.search.storage import open_storage
+from satadvisor.search.strategies import Strategy, get_strategy, register_strategy, strategy_names
 from satadvisor.search.worker import suggest
 
 PACKAGE = Path(satadvisor.__file__).resolve().parent
@@ -151,7 +151,7 @@ def test_prior_knows_an_unbuildable_configuration() -> None:
 # ------------------------------------------------------------------ the sampler
 def _sampler(space: SearchSpace, prior: Any = None, *, guided: bool = True) -> StudySampler:
     return StudySampler(
-        sampler_mod.make_base("tpe", seed=0, budget=20),
+        get_strategy("tpe").base(0, 20),
         space=space,
         baseline={k: v[0] for k, v in space.choices.items()},
         budget=20,
@@ -532,3 +532,43 @@ def test_a_storage_that_stops_taking_writes_ends_the_search_in_one_line(
     assert len(counted(trials)) == 3
     assert TrialRecord.of(trials[0]).source == "baseline"
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+# ------------------------------------------------------------------ strategies
+class _CountingRandom(optuna.samplers.RandomSampler):
+    """Optuna's RandomSampler, counting the draws the study asks of it (to see it is used)."""
+
+    drawn = 0
+
+    def sample_independent(self, *args: Any, **kwargs: Any) -> Any:
+        type(self).drawn += 1
+        return super().sample_independent(*args, **kwargs)
+
+
+def test_a_registered_strategy_runs_a_study_without_touching_the_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from satadvisor.search import strategies
+
+    monkeypatch.setattr(strategies, "_STRATEGIES", dict(strategies._STRATEGIES))
+    register_strategy(
+        Strategy(
+            "counting", "random draws, counted", base=lambda seed, budget: _CountingRandom(seed)
+        )
+    )
+    assert strategy_names()[:3] == ("guided", "tpe", "random") and "counting" in strategy_names()
+    model = tmp_path / "tiny.py"
+    model.write_text(TINY_MODEL_SOURCE)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    _CountingRandom.drawn = 0
+    summary = optimize(
+        str(model), budget=3, config=FAST, storage=url, study_name="c", validate_top=0,
+        strategy="counting",
+    )  # fmt: skip
+    assert _CountingRandom.drawn > 0  # the baseline comes first, the other trials from it
+    assert summary.settings.strategy == "counting"
+    study = optuna.load_study(study_name="c", storage=url)
+    assert len(study.trials) == 3  # (pruned: one epoch teaches the tiny model little)
+    assert [TrialRecord.of(t).source for t in study.trials] == ["baseline", "sampler", "sampler"]
+    with pytest.raises(satadvisor.errors.UsageError, match="unknown strategy 'nope': use guided"):
+        get_strategy("nope")

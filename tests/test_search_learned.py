@@ -16,10 +16,10 @@ from satadvisor.config import TrainConfig
 from satadvisor.rules import Recommendation
 from satadvisor.search import optimize, policy
 from satadvisor.search import record as tr
-from satadvisor.search import sampler as sampler_mod
 from satadvisor.search.record import Candidate, TrialRecord
 from satadvisor.search.space import SearchSpace
 from satadvisor.search.storage import open_storage
+from satadvisor.search.strategies import get_strategy
 from satadvisor.search.validate import select
 from satadvisor.search.worker import TrialEvent
 
@@ -171,7 +171,7 @@ def test_tpe_keeps_drawing_when_most_trials_did_not_learn() -> None:
     space = SearchSpace(choices={"w": (8, 16, 24, 32), "d": (1, 2, 3)})
     dists = space.distributions()
     for learned in (0, 1):
-        base = sampler_mod.make_base("tpe", seed=0, budget=8)
+        base = get_strategy("tpe").base(0, 8)
         study = optuna.create_study(directions=["maximize", "minimize"], sampler=base)
         for i in range(24):
             trial = study.ask(dists)

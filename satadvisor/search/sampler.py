@@ -34,7 +34,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.study import Study
@@ -177,11 +176,12 @@ class StudySampler(BaseSampler):
     ) -> Proposal:
         space = self.base.infer_relative_search_space(study, trial)
         tried: list[tuple[tuple[int, int, int], dict[str, Any], Prior | None]] = []
+        dists = self.space.distributions()
         for _ in range(MAX_DRAWS):
             params = dict(self.base.sample_relative(study, trial, space)) if space else {}
-            for name in names:  # startup trials (TPE draws nothing relative yet): at random
+            for name in names:  # what the base draws one by one (TPE's startup, RandomSampler)
                 if name not in params:
-                    params[name] = self._rng.choice(self.space.choices[name])
+                    params[name] = self.base.sample_independent(study, trial, name, dists[name])
             params = {n: params[n] for n in names}
             prior = self._prior(params)
             seen = searched_key(params, names) in known
@@ -212,15 +212,3 @@ class StudySampler(BaseSampler):
 
     def _prior(self, params: dict[str, Any]) -> Prior | None:
         return None if self.prior is None else self.prior(params)
-
-
-def make_base(strategy: str, *, seed: int, budget: int) -> BaseSampler:
-    """The base sampler of a strategy (``random``: Optuna's RandomSampler; else TPE)."""
-    if strategy == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        multivariate=True,
-        constant_liar=True,
-        n_startup_trials=policy.startup_trials(budget),
-    )

@@ -33,6 +33,7 @@ from satadvisor.search.storage import (
     redact_command,
     storage_file,
 )
+from satadvisor.search.strategies import get_strategy
 from satadvisor.search.study_record import StudySummary, ValidationRun
 from satadvisor.search.summary import study_summary
 from satadvisor.search.validate import (
@@ -46,7 +47,6 @@ from satadvisor.search.validate import (
 )
 from satadvisor.search.worker import (
     OBJECTIVES,
-    STRATEGIES,
     SearchSettings,
     TrialEvent,
     Worker,
@@ -291,8 +291,7 @@ def optimize(
 
     if budget < 1:
         raise UsageError(f"{flag('budget')} must be at least 1, got {budget}")
-    if strategy not in STRATEGIES:
-        raise UsageError(f"unknown strategy {strategy!r}: use guided, tpe or random")
+    get_strategy(strategy)  # a one-line error for an unknown name
     if workers < 1:
         raise UsageError(f"{flag('workers')} must be at least 1, got {workers}")
     if validate_seeds < 1:

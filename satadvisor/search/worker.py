@@ -63,14 +63,14 @@ from satadvisor.search.record import (
     known_keys,
     searched_key,
 )
-from satadvisor.search.sampler import StudySampler, make_base
+from satadvisor.search.sampler import StudySampler
 from satadvisor.search.space import SearchSpace
 from satadvisor.search.storage import open_storage, pid_alive
+from satadvisor.search.strategies import get_strategy, strategy_names
 
 OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize"}
-#: ``guided``: rule moves + receptive-field prior + saturation pruner on TPE; ``tpe``: plain
-#: multi-objective TPE; ``random``: Optuna's RandomSampler (both without pruning).
-STRATEGIES = ("guided", "tpe", "random")
+#: The built-in strategies (:mod:`satadvisor.search.strategies`; more can be registered there).
+STRATEGIES = strategy_names()
 #: Seconds a trial may run without a record before its worker is taken for dead (a record is
 #: written right after the draw, but several workers starting at once on a loaded machine delay
 #: it: benchmarks/RESULTS.md, "Search workers"); until then other workers wait for it.
@@ -195,22 +195,21 @@ def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
 
 def make_sampler(settings: SearchSettings, worker_index: int, prior: Any) -> StudySampler:
     seed = settings.train.seed * 1000 + worker_index
+    strategy = get_strategy(settings.strategy)
     return StudySampler(
-        make_base(settings.strategy, seed=seed, budget=settings.budget),
+        strategy.base(seed, settings.budget),
         space=settings.space,
         baseline=settings.baseline,
         budget=settings.budget,
         objectives=settings.objectives,
-        guided=settings.strategy == "guided",
+        guided=strategy.guided,
         prior=prior,
         seed=seed,
     )
 
 
 def make_pruner(settings: SearchSettings) -> optuna.pruners.BasePruner:
-    if settings.strategy == "guided":
-        return SaturationPruner(objectives=settings.objectives)
-    return optuna.pruners.NopPruner()
+    return get_strategy(settings.strategy).pruner(settings.objectives)
 
 
 class Worker:
@@ -402,7 +401,7 @@ class Worker:
             reason = run.reason or "the proxy did not learn"
             _write(trial, _finished(rec, "not_learned", reason, started))
             raise optuna.TrialPruned(reason)
-        if self.settings.strategy == "guided" and run.learned:
+        if get_strategy(self.settings.strategy).guided and run.learned:
             # (a run the pruner stopped below the learned margin proposes nothing either)
             rec = rec.with_(candidates=tuple(self._rule_candidates(rec.knobs, analysis)))
         if run.status == "pruned":
