@@ -77,7 +77,10 @@ class Workbench:
 
     def __post_init__(self) -> None:
         self.knobs.pop("resolution", None)  # the data knob travels separately
-        self.roles = knob_roles(source_of(self.spec))
+        declared = getattr(self.spec, "roles", None)  # a ModelSpec's; else by its source
+        self.roles = (
+            declared if isinstance(declared, KnobRoles) else knob_roles(source_of(self.spec))
+        )
         model = self.build({})
         if model is not None:
             macs = self.macs(model, self.resolution)

@@ -2,7 +2,8 @@
 
 It comes from the model file's ``SEARCH_SPACE`` or is derived around the model's defaults:
 the knobs its family declares as depth, width and kernel size
-(:func:`satadvisor.models.knob_roles`, with the ranges the declaration gives) and the input
+(``ModelSpec.roles``: the family's declaration or the model file's ``KNOBS``, with the ranges
+it gives) and the input
 resolution. A knob whose values are evenly spaced
 integers (``range(2, 6)``, ``[3, 5, 7]``, every derived knob) is *ordinal*: an
 ``IntDistribution`` with that step, so the sampler's model knows 5 lies between 3 and 7. Other
@@ -22,7 +23,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 
 from satadvisor._flags import flag
 from satadvisor.errors import UsageError
-from satadvisor.models import KnobRoles, knob_roles
+from satadvisor.models import KnobRoles
 from satadvisor.spec import DATA_KNOB
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def derive_space(
     if spec.search_space:
         choices = {k: tuple(v) for k, v in spec.search_space.items()}
     else:
-        choices = derived_choices(knob_roles(spec.source), spec.knobs, resolution)
+        choices = derived_choices(spec.roles, spec.knobs, resolution)
     for knob in pinned:
         choices.pop(knob, None)
     choices = {k: v for k, v in choices.items() if len(v) > 1}

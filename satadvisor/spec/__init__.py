@@ -37,9 +37,10 @@ from torch import nn
 
 from satadvisor._flags import flag
 from satadvisor.errors import ModelBuildError, ModelFileError, SatAdvisorError, UsageError
-from satadvisor.models import get_model_fn, list_models, model_knobs
+from satadvisor.models import KnobRoles, get_model_fn, knob_roles, list_models, model_knobs
 from satadvisor.models._library import is_library
 from satadvisor.models._library import resolve as resolve_library
+from satadvisor.models.knobs import CONVENTIONAL
 from satadvisor.spec import _contract, _knobs
 from satadvisor.spec._check import check_output
 from satadvisor.spec._knobs import DATA_KNOB, INJECTED, KnobType
@@ -80,7 +81,8 @@ class ModelSpec:
     ``resolution``) to the tuple of values to search, or is None; ``dataset`` / ``resolution``
     are the file's defaults (pixels), or None. ``types`` gives the :class:`KnobType` of the
     knobs whose type is not their default's (from ``build_model``'s annotations); the others
-    take their default's type.
+    take their default's type. ``roles`` says what the knobs do (a family's declaration, a
+    model file's ``KNOBS``, else the conventional names); the rules and the search read it.
     """
 
     name: str
@@ -93,6 +95,7 @@ class ModelSpec:
     resolution: int | None = None
     model: nn.Module | None = None
     types: Mapping[str, KnobType] = field(default_factory=dict)
+    roles: KnobRoles = CONVENTIONAL
 
     @property
     def optimisable(self) -> bool:
@@ -272,6 +275,7 @@ def builtin_spec(
         dataset=dataset,
         resolution=resolution,
         types=_declared(build, knobs),
+        roles=knob_roles(name),
     )
 
 
@@ -323,6 +327,7 @@ def _load_file(path: Path, shown: str) -> ModelSpec:
         resolution=_contract.resolution(getattr(module, "RESOLUTION", None), shown),
         model=fixed,
         types=types,
+        roles=_contract.roles(getattr(module, "KNOBS", None), knobs, shown),
     )
 
 

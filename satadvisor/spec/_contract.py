@@ -10,6 +10,7 @@ from typing import Any
 
 from satadvisor.config import RESOLUTION_RANGE
 from satadvisor.errors import ModelFileError
+from satadvisor.models.knobs import CONVENTIONAL, KnobRoles
 from satadvisor.spec._knobs import DATA_KNOB, INJECTED, KnobType, in_resolution_range
 
 
@@ -146,3 +147,23 @@ def resolution(raw: Any, shown: str) -> int | None:
         f"{shown}: RESOLUTION is {raw!r}; give the input size in pixels as an int from {low} "
         f"to {high}, e.g. RESOLUTION = 32"
     )
+
+
+def roles(raw: Any, knobs: Mapping[str, Any], shown: str) -> KnobRoles:
+    """``KNOBS`` checked: a :class:`~satadvisor.models.KnobRoles` whose own knob names (those
+    the conventional descriptor does not already name) are knobs of ``build_model``; None (no
+    ``KNOBS``): the conventional names."""
+    if raw is None:
+        return CONVENTIONAL
+    if not isinstance(raw, KnobRoles):
+        raise ModelFileError(
+            f"{shown}: KNOBS is a {type(raw).__name__}, not a KnobRoles; write e.g. "
+            "`KNOBS = KnobRoles(depth='blocks')` (from satadvisor.models import KnobRoles)"
+        )
+    unknown = sorted(raw.names() - CONVENTIONAL.names() - set(knobs))
+    if unknown:
+        raise ModelFileError(
+            f"{shown}: KNOBS names {', '.join(map(repr, unknown))}, which build_model does not "
+            "take; name its keyword parameters"
+        )
+    return raw
