@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -449,6 +450,43 @@ def test_analyze_json_prints_what_it_writes(work: Path) -> None:
     assert written == payload
 
 
+def test_the_terminal_shows_what_analysis_json_holds_and_its_try_commands_run(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The terminal summary is made from the analysis record: its head, bars and marks say what
+    # analysis.json says, and each "try:" command, run as printed, analyses the model with the
+    # recommended change made, into its own folder (the analysed report is kept).
+    args = ["analyze", "vgg", "--no-train"]
+    monkeypatch.setattr(sys, "argv", ["satadvisor", *args])  # as the installed command sees it
+    result = invoke(args)
+    assert result.exit_code == 0, result.stderr
+    analysed = work / "reports" / "vgg" / "analysis.json"
+    payload = json.loads(analysed.read_text())
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"vgg on digits at {payload['resolution']} px — ")
+    for row in payload["layers"]:
+        (shown,) = [line for line in lines if line.startswith(f"  {row['label']} ")]
+        marks = {"tail"} if row["tail"] else set()
+        marks |= (
+            {"unproductive"} if row["unproductive"] else {"critical"} if row["critical"] else set()
+        )
+        assert set(shown.split()) & {"tail", "unproductive", "critical"} == marks, shown
+        assert (f"r={row['r_min']}" in shown.split()) == (row["r_min"] is not None), shown
+    assert payload["verdict"] in lines
+    tries = [line.split("try: ", 1)[1] for line in lines if line.startswith("     try: ")]
+    assert len(tries) == len(payload["recommendations"]) >= 2
+    for number, (command, rec) in enumerate(zip(tries, payload["recommendations"], strict=True), 1):
+        assert f"  {number}. {rec['title']} (" in result.stdout
+        words = shlex.split(command)
+        assert words[:2] == ["satadvisor", "analyze"] and rec["model"] is None
+        tried = invoke([*words[1:], "--no-train"])
+        assert tried.exit_code == 0, tried.stderr
+        folder = work / "reports" / f"vgg-try{number}"
+        knobs = json.loads((folder / "analysis.json").read_text())["knobs"]
+        assert knobs == {**payload["knobs"], **rec["changes"]}
+    assert json.loads(analysed.read_text()) == payload
+
+
 def test_analyze_subset_caps_the_proxy_training_images(work: Path) -> None:
     # The final Linear sees one row per training image in the profiled (last) epoch.
     args = ["analyze", "tiny.py", "--epochs", "1", "--json", "--device", "cpu"]
@@ -492,6 +530,10 @@ def test_optimize_report_and_refused_rerun(work: Path) -> None:
     rendered = invoke(["report", "tiny-digits", "--out", "again"])
     assert rendered.exit_code == 0, rendered.stderr
     assert rendered.stdout.startswith("study tiny-digits: 3 trials (budget 3)")
+    pareto = len(summary["pareto"])
+    assert first.stdout.startswith(f"study tiny-digits: 3 trials (budget 3), {pareto} on the")
+    # the summary read back from the storage alone prints as the run's own did
+    assert rendered.stdout.replace("again/", "reports/", 1) == first.stdout
     again_summary = json.loads((work / "again" / "tiny-digits" / "study.json").read_text())
     assert again_summary["trials"] == summary["trials"]
     assert again_summary["validation"] == summary["validation"]

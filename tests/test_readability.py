@@ -93,7 +93,7 @@ def test_sequential_children_are_named_by_type_in_verdict_terminal_and_report(
     first = next(row["label"] for row in d["layers"] if row["name"] == tail.layers[0])
     assert first in analysis.verdict and f"{first}'s inputs" in analysis.verdict
     assert not re.search(r"(^|[\s:])0\.\d+'s", analysis.verdict)  # no bare "0.12's inputs"
-    summary = format_summary(d, tmp_path / "index.html")
+    summary = format_summary(analysis.record(), tmp_path / "index.html")
     assert all(row["label"] in summary for row in d["layers"])
     page = html.unescape(render_analysis(d))
     assert all(f">{row['label']}" in page for row in convs)
@@ -219,7 +219,7 @@ def test_no_sentence_is_said_twice_on_the_page_or_the_terminal(
         assert analysis.recommendations, name
         page = _visible_text(render_analysis(d))
         assert _repeated(page) == [], name
-        assert _repeated(format_summary(d, tmp_path / "index.html")) == [], name
+        assert _repeated(format_summary(analysis.record(), tmp_path / "index.html")) == [], name
         # every finding's message is still on the page once (in the verdict or the list)
         for f in analysis.findings:
             assert page.count(f.message[1:]) == 1, (name, f.message)

@@ -898,7 +898,7 @@ def test_terminal_summary_shows_what_chose_and_the_verdict() -> None:
     from satadvisor.cli import format_study
 
     summary = make_summary(_not_learning(9, 10))
-    text = format_study(summary.to_dict(), Path("reports/vgg-digits/index.html"))
+    text = format_study(summary, Path("reports/vgg-digits/index.html"))
     lines = text.splitlines()
     assert lines[0].endswith("; 2 proxies did not learn (left out)")
     assert "baseline   depth=8 kernel_size=3 width=32 resolution=16: val acc 0.958 ± 0.002 " in text
@@ -911,7 +911,7 @@ def test_terminal_summary_shows_what_chose_and_the_verdict() -> None:
     assert lines[4].strip().startswith("--set depth=6")
     # one seed: a candidate, never a recommendation, and the line says why
     runs = [r for r in validation_runs(fixture_trials()) if r["seed"] == 0]
-    text = format_study(make_summary(runs=runs).to_dict(), Path("index.html"))
+    text = format_study(make_summary(runs=runs), Path("index.html"))
     assert "  candidate  depth=6" in text and "recommend " not in text
     assert "Δ val +0.003: not confirmed (one seed, no interval)" in text
     assert "nothing is confirmed with one seed: keep the baseline" in text

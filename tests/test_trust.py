@@ -274,7 +274,7 @@ def test_the_report_and_terminal_lead_with_did_not_learn(
     verdict_card = page[page.index('class="card verdict"') : page.index("</section>")]
     assert '<span class="badge measured">' not in verdict_card
     assert "not read: the proxy did not learn" in page
-    text = format_summary(payload, index)
+    text = format_summary(not_learned.record(), index)
     lines = text.splitlines()
     assert lines[1].startswith("DID NOT LEARN: The proxy did not learn")
     assert text.count("The proxy did not learn") == 1  # said once, first
