@@ -572,3 +572,13 @@ def test_a_registered_strategy_runs_a_study_without_touching_the_search(
     assert [TrialRecord.of(t).source for t in study.trials] == ["baseline", "sampler", "sampler"]
     with pytest.raises(satadvisor.errors.UsageError, match="unknown strategy 'nope': use guided"):
         get_strategy("nope")
+
+
+def test_the_cli_offers_the_built_in_strategies() -> None:
+    from satadvisor.cli import main
+
+    (option,) = [p for p in main.commands["optimize"].params if p.name == "strategy"]  # type: ignore[attr-defined]
+    assert tuple(option.type.choices) == strategy_names()[:3] == ("guided", "tpe", "random")
+    from satadvisor.search.strategies import DEFAULT
+
+    assert option.default == DEFAULT
