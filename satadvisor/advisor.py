@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from satadvisor import receptive, rules, trust
+from satadvisor import caveats, receptive, rules, trust
 from satadvisor import spec as spec_mod
 from satadvisor._env import environment, resolve_device
 from satadvisor._flags import flag
@@ -34,14 +34,12 @@ from satadvisor.analysis_record import (
     AnalysisRecord,
     LayerRow,
     ReceptiveFieldSummary,
-    SaturationEpoch,
-    Tracking,
-    TrainingSummary,
+    layer_rows,
+    training_summary,
 )
 from satadvisor.config import TrainConfig
 from satadvisor.cost import count_macs, count_parameters
 from satadvisor.errors import ModelBuildError, SatAdvisorError, UsageError
-from satadvisor.rules import short_names
 from satadvisor.saturation import SaturationTracker
 from satadvisor.train import EpochRecord, Progress, RunResult, run, seeded
 
@@ -112,34 +110,7 @@ class Analysis:
     def layers(self) -> tuple[LayerRow, ...]:
         """One row per tracked layer: the measured layers in forward order, then any the tracker
         did not see (e.g. never called), with the receptive field merged in."""
-        rf = self.receptive_field.by_name()
-        sat = {layer.name: layer for layer in self.profile}
-        order = list(sat) + [name for name in rf if name not in sat]
-        tail = set(self.tail)
-        types = {name: r.module_type for name, r in rf.items()}
-        types.update({name: s.module_type for name, s in sat.items()})
-        labels = short_names(order, types)  # as the verdict names them
-        rows = []
-        for name in order:
-            s, r = sat.get(name), rf.get(name)
-            rows.append(
-                LayerRow(
-                    name=name,
-                    label=labels[name],
-                    type=s.module_type if s else (r.module_type if r else ""),
-                    width=s.width if s else None,
-                    saturation=s.saturation if s else None,
-                    saturation_se=s.saturation_se if s else None,
-                    intrinsic_dimension=s.intrinsic_dimension if s else None,
-                    samples=s.samples if s else None,
-                    r_min=r.r_min if r else None,
-                    r_max=r.r_max if r else None,
-                    unproductive=bool(r.unproductive) if r else False,
-                    critical=bool(r.critical) if r else False,
-                    tail=name in tail,
-                )
-            )
-        return tuple(rows)
+        return layer_rows(self.profile, self.receptive_field, set(self.tail))
 
     def record(self) -> AnalysisRecord:
         """The frozen, typed form of this analysis (what the report reads and
@@ -178,63 +149,6 @@ class Analysis:
     def to_dict(self) -> dict[str, Any]:
         """The machine-readable result: :meth:`record`'s dict (schema :data:`SCHEMA`)."""
         return self.record().to_dict()
-
-
-def training_summary(
-    result: RunResult | None, settling: trust.Settling | None
-) -> TrainingSummary | None:
-    """The summary of a proxy run (None: no training) that ``analysis.json`` holds."""
-    if result is None:
-        return None
-    history = tuple(
-        SaturationEpoch(i + 1, {s.name: s.saturation for s in ep.get("train", [])})
-        for i, ep in enumerate(result.saturation)
-    )
-    return TrainingSummary(
-        status=result.status,
-        reason=result.reason,
-        epochs=len(result.epochs),
-        auto_epochs=bool(result.config.get("auto_epochs")),
-        max_epochs=result.config.get("epochs"),
-        learned=result.learned,
-        settled=settling.settled if settling is not None else False,
-        settled_epoch=settling.epoch if settling is not None else None,
-        learning=result.learning,
-        settling=settling,
-        eval_name=result.eval_name,
-        accuracy=result.accuracy,
-        test_accuracy=result.test_accuracy,
-        params=result.params,
-        macs=result.macs,
-        wall_time=result.wall_time,
-        images_per_second=result.images_per_second,
-        device=result.device,
-        history=tuple(result.epochs),
-        saturation_history=history,
-        tracking=tracking_summary(result.config.get("positions", "auto")),
-    )
-
-
-def tracking_summary(positions: Any) -> Tracking:
-    """How the saturation was read (``analysis.json``'s ``training.tracking``): the rows per
-    batch and layer, the batch groups behind each standard error, the rules' z, and the error
-    against every position that the default sample was measured to stay within."""
-    from satadvisor import saturation as tracking
-
-    rows = (
-        f"max({tracking.ROWS_PER_FEATURE} × width, {tracking.MIN_ROWS}) positions, drawn per example"
-        if positions == "auto"
-        else "every position"
-        if positions == "all"
-        else f"at most {positions}"
-    )
-    return Tracking(
-        positions=positions,
-        rows_per_batch=rows,
-        groups=tracking.GROUPS,
-        z=rules.Z,
-        stated_error=dict(tracking.STATED_ERROR) if positions == "auto" else None,
-    )
 
 
 def command_line() -> str:
@@ -426,7 +340,7 @@ def analyze(
         rf=rf,
         source_resolution=info.native_resolution,
     )
-    lead = _lead(result, settling, findings, spec=spec, config=config, data=data)
+    lead = caveats.lead(result, settling, findings, spec=spec, config=config, data=data)
     return Analysis(
         name=name or spec.name,
         model_name=spec.name,
@@ -466,87 +380,3 @@ def _learned_and_settled(th: rules.RuleThresholds, phase: str) -> Callable[[RunR
         return trust.settling(history, pattern=lambda p: rules.pattern(p, thresholds=th)).settled
 
     return done
-
-
-def _fixes(result: RunResult, *, spec: ModelSpec, config: TrainConfig, data: DataBundle) -> str:
-    """The likely fixes for a proxy that did not learn, the most likely first."""
-    learning = result.learning
-    last = result.epochs[-1]
-    fixes = []
-    initial, final = result.initial_loss, last.train_loss
-    if initial is not None and final > 1.1 * initial:
-        fixes.append(f"a lower learning rate ({flag('lr')}, now {config.lr:g}; the loss rose)")
-    elif learning is not None and not learning.loss_fell:
-        fixes.append(
-            f"another learning rate ({flag('lr')}, now {config.lr:g}; the loss stayed flat)"
-        )
-    images = len(data.train)
-    train_chance = learning is not None and last.train_accuracy < learning.required_accuracy
-    if not config.auto_epochs:
-        fixes.append(f"more epochs ({flag('epochs')} auto; {len(result.epochs)} ran)")
-    if images < 100 * data.num_classes:
-        fixes.append(f"more training images ({images:,} now; raise or drop {flag('subset')})")
-    if train_chance and "width" in spec.knobs:
-        fixes.append(f"a wider network ({flag('set')} width=…)")
-    return ", ".join(fixes[:3]) if fixes else "another learning rate or more epochs"
-
-
-def _lead(
-    result: RunResult | None,
-    settling: trust.Settling | None,
-    findings: list[rules.Finding],
-    *,
-    spec: ModelSpec,
-    config: TrainConfig,
-    data: DataBundle | None,
-) -> list[str]:
-    """The sentences that say what the advice rests on, before the main finding."""
-    if result is not None and result.status == "diverged":
-        return [
-            f"The proxy diverged ({result.reason}): its saturation says nothing about the "
-            f"architecture, so no advice rests on it; likely fix: a lower learning rate ({flag('lr')}, "
-            f"now {config.lr:g}). Only the training-free receptive-field analysis below stands."
-        ]
-    if result is None or data is None or not result.epochs:
-        return []
-    if not result.learned:
-        why = result.learning.reason if result.learning is not None else result.reason
-        return [
-            f"The proxy did not learn: {why}. Its saturation profile says nothing about the "
-            "architecture, so no advice rests on it; likely fixes: "
-            f"{_fixes(result, spec=spec, config=config, data=data)}. Only the training-free "
-            "receptive-field analysis below stands."
-        ]
-    lead = []
-    if settling is not None and not settling.settled:
-        lead.append(
-            f"The saturation profile had not settled after {_epochs(len(result.epochs))} "
-            f"({settling.reason}): the measured findings are provisional and the width rules "
-            f"did not run; rerun with {flag('epochs')} auto to let it settle."
-        )
-    lead += _witnesses(findings)
-    return lead
-
-
-def _witnesses(findings: list[rules.Finding]) -> list[str]:
-    """One sentence when the measured profile and the receptive field disagree on a tail."""
-    tail = next((f for f in findings if f.kind == "tail"), None)
-    if tail is None:
-        return []
-    if tail.predicted and tail.evidence.get("measured_tail") is False:
-        return [
-            "The receptive field and the measured profile disagree (unproductive layers that "
-            "still use their channels), so the suggestion below rests on the receptive field "
-            "alone: validate it with a full run before adopting it."
-        ]
-    if not tail.predicted and tail.evidence.get("rf_agrees") is False:
-        return [
-            "The measured profile and the receptive field disagree on where the tail starts, "
-            "so the suggestion below rests on the measured profile: it reads what the trained "
-            "network does, the receptive field only its geometry."
-        ]
-    return []
-
-
-def _epochs(n: int) -> str:
-    return f"{n} epoch" if n == 1 else f"{n} epochs"

@@ -14,6 +14,9 @@ documented in :mod:`satadvisor.report`'s docstring.
 - :class:`AnalysisRecord` — the analysis, with its findings and recommendations as
   :class:`~satadvisor.rules.Finding` and :class:`~satadvisor.rules.Recommendation`.
 
+:func:`layer_rows`, :func:`training_summary` and :func:`tracking_summary` build the records
+from the live objects of an analysis (what ``Analysis.record()`` calls).
+
 ``analysis.json`` also holds, per recommendation, ``set_args`` and ``command``: the change
 rendered as command-line arguments (by ``Recommendation.to_dict``) and as the whole command that
 tries it (by the report, :func:`satadvisor.report.with_commands`). Both are derived from the
@@ -23,13 +26,13 @@ record, so :meth:`AnalysisRecord.from_dict` reads past them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from satadvisor import rules, trust
+from satadvisor import receptive, rules, trust
 from satadvisor.errors import UsageError
-from satadvisor.train import EpochRecord
+from satadvisor.train import EpochRecord, RunResult
 
 SCHEMA = "satadvisor.analysis/2"
 """The schema of :meth:`AnalysisRecord.to_dict` (``analysis.json``)."""
@@ -295,3 +298,100 @@ class AnalysisRecord:
                 f"the analysis dict of schema {SCHEMA!r} is malformed ({what}); "
                 "re-run satadvisor analyze to write it again"
             ) from exc
+
+
+# ---------------------------------------------------------------- built from a live analysis
+# What ``Analysis.record()`` assembles the record from: the proxy run, the measured profile and
+# the receptive field (live objects of :mod:`satadvisor.train` and :mod:`satadvisor.receptive`).
+
+
+def layer_rows(
+    profile: Sequence[Any], rf: receptive.ReceptiveFieldAnalysis, tail: Collection[str]
+) -> tuple[LayerRow, ...]:
+    """One row per tracked layer: the measured layers (``profile``) in forward order, then any
+    the tracker did not see (e.g. never called), with the receptive field merged in; ``tail``
+    names the measured tail."""
+    by_rf = rf.by_name()
+    sat = {layer.name: layer for layer in profile}
+    order = list(sat) + [name for name in by_rf if name not in sat]
+    types = {name: r.module_type for name, r in by_rf.items()}
+    types.update({name: s.module_type for name, s in sat.items()})
+    labels = rules.short_names(order, types)  # as the verdict names them
+    rows = []
+    for name in order:
+        s, r = sat.get(name), by_rf.get(name)
+        rows.append(
+            LayerRow(
+                name=name,
+                label=labels[name],
+                type=s.module_type if s else (r.module_type if r else ""),
+                width=s.width if s else None,
+                saturation=s.saturation if s else None,
+                saturation_se=s.saturation_se if s else None,
+                intrinsic_dimension=s.intrinsic_dimension if s else None,
+                samples=s.samples if s else None,
+                r_min=r.r_min if r else None,
+                r_max=r.r_max if r else None,
+                unproductive=bool(r.unproductive) if r else False,
+                critical=bool(r.critical) if r else False,
+                tail=name in tail,
+            )
+        )
+    return tuple(rows)
+
+
+def training_summary(
+    result: RunResult | None, settling: trust.Settling | None
+) -> TrainingSummary | None:
+    """The summary of a proxy run (None: no training) that ``analysis.json`` holds."""
+    if result is None:
+        return None
+    history = tuple(
+        SaturationEpoch(i + 1, {s.name: s.saturation for s in ep.get("train", [])})
+        for i, ep in enumerate(result.saturation)
+    )
+    return TrainingSummary(
+        status=result.status,
+        reason=result.reason,
+        epochs=len(result.epochs),
+        auto_epochs=bool(result.config.get("auto_epochs")),
+        max_epochs=result.config.get("epochs"),
+        learned=result.learned,
+        settled=settling.settled if settling is not None else False,
+        settled_epoch=settling.epoch if settling is not None else None,
+        learning=result.learning,
+        settling=settling,
+        eval_name=result.eval_name,
+        accuracy=result.accuracy,
+        test_accuracy=result.test_accuracy,
+        params=result.params,
+        macs=result.macs,
+        wall_time=result.wall_time,
+        images_per_second=result.images_per_second,
+        device=result.device,
+        history=tuple(result.epochs),
+        saturation_history=history,
+        tracking=tracking_summary(result.config.get("positions", "auto")),
+    )
+
+
+def tracking_summary(positions: Any) -> Tracking:
+    """How the saturation was read (``analysis.json``'s ``training.tracking``): the rows per
+    batch and layer, the batch groups behind each standard error, the rules' z, and the error
+    against every position that the default sample was measured to stay within."""
+    from satadvisor import saturation as tracking
+
+    rows = (
+        f"max({tracking.ROWS_PER_FEATURE} × width, {tracking.MIN_ROWS}) positions, drawn per example"
+        if positions == "auto"
+        else "every position"
+        if positions == "all"
+        else f"at most {positions}"
+    )
+    return Tracking(
+        positions=positions,
+        rows_per_batch=rows,
+        groups=tracking.GROUPS,
+        z=rules.Z,
+        stated_error=dict(tracking.STATED_ERROR) if positions == "auto" else None,
+    )

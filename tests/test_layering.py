@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "rules": 4,
     "advisor": 5,
     "analysis_record": 5,
+    "caveats": 5,
     "search": 6,
     "report": 7,
     "integrations": 8,

@@ -30,8 +30,8 @@ from typing import Literal
 from optuna.trial import FrozenTrial
 
 from satadvisor.search.record import TrialRecord
+from satadvisor.search.settings import TrialEvent
 from satadvisor.search.study_record import ValidationRun
-from satadvisor.search.worker import TrialEvent
 
 #: Cost of scoring one image relative to training on it (a forward pass against forward and
 #: backward): the weight of the validation images in an epoch's work.

@@ -24,7 +24,10 @@ from satadvisor.config import TrainConfig
 from satadvisor.errors import StorageError, StudyError, UsageError
 from satadvisor.search import record as tr
 from satadvisor.search._signals import checkpoint, deferred_interrupts
+from satadvisor.search.failures import storage_writes
+from satadvisor.search.ownership import reap_dead
 from satadvisor.search.progress import SearchClock, SearchProgress
+from satadvisor.search.settings import OBJECTIVES, SearchSettings, TrialEvent
 from satadvisor.search.space import SearchSpace, derive_space
 from satadvisor.search.storage import (
     default_url,
@@ -45,16 +48,7 @@ from satadvisor.search.validate import (
     validated,
     validation_key,
 )
-from satadvisor.search.worker import (
-    OBJECTIVES,
-    SearchSettings,
-    TrialEvent,
-    Worker,
-    quiet_optuna,
-    reap_dead,
-    storage_writes,
-    worker_main,
-)
+from satadvisor.search.worker import Worker, quiet_optuna, worker_main
 
 #: Study user attribute: the version of the search that made the study (its trials' records).
 SEARCH_VERSION = 2

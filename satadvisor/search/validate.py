@@ -23,9 +23,9 @@ from satadvisor.errors import UsageError
 from satadvisor.search import record as tr
 from satadvisor.search._signals import checkpoint
 from satadvisor.search.record import TrialRecord
+from satadvisor.search.settings import SearchSettings
 from satadvisor.search.study_record import ValidationRun
 from satadvisor.search.summary import UNFINISHED, VALIDATION_PREFIX, evenness
-from satadvisor.search.worker import SearchSettings
 
 #: Seeds per validated configuration: three full runs each, the fewest that give a paired
 #: interval with some power (see README, ``--validate-seeds``).
