@@ -156,10 +156,11 @@ def rng_scope(device: torch.device | str = "cpu") -> Iterator[None]:
     py_state, np_state = random.getstate(), np.random.get_state()
     accelerator = device.type not in ("cpu", "meta")
     try:
-        with torch.random.fork_rng(
-            devices=[device] if accelerator else [],
-            device_type=device.type if accelerator else None,
-        ):
+        # (device_type only for an accelerator: older torch has "cuda" as its default, not None)
+        forked: dict[str, Any] = (
+            {"devices": [device], "device_type": device.type} if accelerator else {"devices": []}
+        )
+        with torch.random.fork_rng(**forked):
             yield
     finally:
         random.setstate(py_state)

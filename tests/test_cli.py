@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import torch
 from _record import record
+from _terminal import as_in_a_terminal
 from _tiny import TINY_MODEL_SOURCE
 from click.testing import CliRunner, Result
 
@@ -640,6 +641,7 @@ def _analyze_process(work: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "satadvisor", *args],
         cwd=work,
+        preexec_fn=as_in_a_terminal,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

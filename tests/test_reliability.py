@@ -30,6 +30,7 @@ import optuna
 import pytest
 import torch
 from _record import record
+from _terminal import as_in_a_terminal
 from _tiny import TINY_MODEL_SOURCE
 from click.testing import CliRunner, Result
 from optuna.trial import FrozenTrial, TrialState
@@ -354,7 +355,10 @@ def test_sigint_records_the_running_trial_and_the_rerun_resumes(work: Path) -> N
     cmd = [sys.executable, "-m", "satadvisor", "optimize", "tiny.py", "--budget", "3"]
     cmd += ["--epochs", "1", *common]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TINY_SLOW": "1"}
-    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=as_in_a_terminal,
+    )  # fmt: skip
     try:
         number = _wait_for_running_trial(work / "s.db", "s", timeout=120)
         proc.send_signal(signal.SIGINT)
@@ -598,19 +602,34 @@ def test_ctrl_c_reaches_every_worker_process(work: Path) -> None:
     cmd += ["--study-name", "w"]
     (work / "tiny.py").write_text(SLOW_TINY)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TINY_SLOW": "1"}
-    proc = subprocess.Popen(cmd, cwd=work, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=work, env=env, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=as_in_a_terminal,
+    )  # fmt: skip
     try:
         deadline = time.time() + 180
         running: list[int] = []
-        while time.time() < deadline and len(running) < 2:
+        since = 0.0
+        # Two trials training at once, and still so 2 s later: a draw two workers made at the
+        # same moment (both the baseline) is told "duplicate" right after its record appears,
+        # so a pair seen only once may be one trial and its duplicate.
+        while time.time() < deadline:
             time.sleep(0.2)
             try:
                 trials = _study("sqlite:///w.db", "w").get_trials()
             except Exception:
                 continue
-            running = [
-                t.number for t in trials if t.state == TrialState.RUNNING and tr.KEY in t.user_attrs
+            now = [
+                t.number
+                for t in trials
+                if t.state == TrialState.RUNNING
+                and tr.KEY in t.user_attrs
+                and TrialRecord.of(t).status == "running"
             ]
+            if len(now) < 2 or now != running:
+                running, since = now, time.time()
+            elif time.time() - since >= 2.0:
+                break
         assert len(running) == 2, "the two workers never trained at the same time"
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=90)

@@ -150,3 +150,11 @@ def test_progress_is_a_plain_record() -> None:
     p = SearchProgress("search", 1, 4, 2.0, 3.0, None, 4)
     assert p.eta is None
     assert SearchProgress("search", 1, 4, 2.0, 3.0, 4.0, 4).eta == 7.0
+
+
+def test_a_positive_time_left_never_reads_as_done() -> None:
+    from satadvisor.cli.terminal import minutes
+
+    assert minutes(0) == "0 s"
+    assert [minutes(s) for s in (0.004, 0.3, 9.94)] == ["0.1 s", "0.3 s", "9.9 s"]
+    assert [minutes(s) for s in (10.4, 89.6, 90, 150)] == ["10 s", "90 s", "1.5 min", "2.5 min"]

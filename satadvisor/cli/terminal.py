@@ -33,6 +33,12 @@ def human(n: float | None) -> str:
 
 
 def minutes(seconds: float) -> str:
+    """``0 s`` only when nothing is left; a few seconds with a decimal (a tiny validation run
+    must not read as done); whole seconds to 90 s, then minutes."""
+    if seconds <= 0:
+        return "0 s"
+    if seconds < 10:
+        return f"{max(seconds, 0.1):.1f} s"
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
