@@ -32,3 +32,37 @@ def test_set_args_parse_back_to_the_same_knobs() -> None:
     assert words[::2] == ["--set"] * 3
     parsed = model.parse_set(words[1::2])
     assert parsed == changes
+
+
+def test_no_option_spelling_below_the_cli_but_in_flags() -> None:
+    """Every string below ``satadvisor/cli`` that names an option comes from ``_flags`` (so a
+    renamed option changes one place); docstrings may still mention options."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import satadvisor
+
+    root = Path(satadvisor.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if "cli" in path.relative_to(root).parts or path.name == "_flags.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        found += [
+            f"{path.relative_to(root)}:{node.lineno}: {node.value[:60]!r}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docs
+            and re.search(r"(^|[\s('\"`])--[a-z]", node.value)
+        ]
+    assert not found, "\n".join(found)
