@@ -354,7 +354,9 @@ def run_study(
         **({} if args.resolution is None else {"resolution": args.resolution}),
     )
     seconds = round(time.time() - started, 1)
-    return study_record(summary, strategy, seed, seconds=seconds, proxy_epochs=args.epochs)
+    return study_record(
+        summary.to_dict(), strategy, seed, seconds=seconds, proxy_epochs=args.epochs
+    )
 
 
 # --------------------------------------------------------------------------- analysis
