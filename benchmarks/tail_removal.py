@@ -60,6 +60,7 @@ from satadvisor.config import TrainConfig
 from satadvisor.rules import Recommendation, tail_layers
 from satadvisor.saturation import LayerSaturation
 from satadvisor.search import summary as summary_mod
+from satadvisor.search.study_record import SeedRun, ValidatedConfig
 from satadvisor.search.summary import evenness
 from satadvisor.train import run, seed_everything
 
@@ -249,17 +250,24 @@ def full_runs(
 
 def judge(row: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """The paired comparison of a move's validation accuracy to the baseline's, and its verdict
-    (:func:`satadvisor.search.summary.judge`: what ``optimize`` would say of it)."""
-    comparison = summary_mod.paired({"runs": base["seeds"]}, {"runs": row["seeds"]})
+    (:func:`satadvisor.search.summary.judge_claim`: what ``optimize`` would say of it)."""
+    paired = summary_mod.compare(_validated(base["seeds"]), _validated(row["seeds"]))
+    comparison = paired.to_dict()
     cheaper = row["macs"] < base["macs"]
-    if comparison["mean"] is None:
+    if paired.mean is None:
         return {"comparison": comparison, "verdict": "not confirmed", "basis": "missing runs"}
-    if not (cheaper and comparison["mean"] >= -TOLERANCE) and comparison["mean"] <= 0:
+    if not (cheaper and paired.mean >= -TOLERANCE) and paired.mean <= 0:
         return {"comparison": comparison, "verdict": "not confirmed", "basis": "worse"}
-    return {
-        "comparison": comparison,
-        **summary_mod.judge(comparison, cheaper=cheaper, tolerance=TOLERANCE),
-    }
+    claim, verdict, basis = summary_mod.judge_claim(paired, cheaper=cheaper, tolerance=TOLERANCE)
+    return {"comparison": comparison, "claim": claim, "verdict": verdict, "basis": basis}
+
+
+def _validated(seeds: list[dict[str, Any]]) -> ValidatedConfig:
+    """One configuration's runs as the search's record (what :func:`compare` pairs)."""
+    runs = tuple(
+        SeedRun(seed=s["seed"], status=s["status"], val_accuracy=s["val_accuracy"]) for s in seeds
+    )
+    return ValidatedConfig(seeds=tuple(r.seed for r in runs), runs=runs)
 
 
 def tables(result: dict[str, Any]) -> str:
