@@ -7,13 +7,13 @@ rules and the search space must handle it without knowing it.
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Iterator
 from pathlib import Path
 from typing import get_args
 
 import pytest
 import torch
+from _source import string_constants
 from torch import nn
 
 import satadvisor
@@ -145,24 +145,6 @@ def test_the_search_space_comes_from_the_declaration(toy: spec_mod.ModelSpec) ->
         assert net(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
 
 
-def _string_constants(path: Path) -> set[str]:
-    """Every string literal of a module except the docstrings."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    docs = {
-        id(node.body[0].value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
-    }
-    return {
-        node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
-    }
-
-
 def test_rules_and_search_name_no_family_and_no_declared_knob() -> None:
     families = {"vgg", "resnet", "plain"}
     declared = set().union(*(models.knob_roles(name).names() for name in families))
@@ -174,6 +156,6 @@ def test_rules_and_search_name_no_family_and_no_declared_knob() -> None:
         f"{path.relative_to(PACKAGE)}: {text!r}"
         for folder in ("rules", "search")
         for path in sorted((PACKAGE / folder).rglob("*.py"))
-        for text in _string_constants(path) & forbidden
+        for text in {text for _, text in string_constants(path)} & forbidden
     }
     assert not found

@@ -3,10 +3,14 @@ stale message behind), and ``--set`` arguments round-trip through the CLI's own 
 
 from __future__ import annotations
 
+import re
 import shlex
+from pathlib import Path
 
 import click
+from _source import string_constants
 
+import satadvisor
 from satadvisor import _flags, spec
 from satadvisor.cli import main
 
@@ -37,32 +41,12 @@ def test_set_args_parse_back_to_the_same_knobs() -> None:
 def test_no_option_spelling_below_the_cli_but_in_flags() -> None:
     """Every string below ``satadvisor/cli`` that names an option comes from ``_flags`` (so a
     renamed option changes one place); docstrings may still mention options."""
-    import ast
-    import re
-    from pathlib import Path
-
-    import satadvisor
-
     root = Path(satadvisor.__file__).parent
-    found = []
-    for path in sorted(root.rglob("*.py")):
-        if "cli" in path.relative_to(root).parts or path.name == "_flags.py":
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        docs = {
-            id(node.body[0].value)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-            and node.body
-            and isinstance(node.body[0], ast.Expr)
-            and isinstance(node.body[0].value, ast.Constant)
-        }
-        found += [
-            f"{path.relative_to(root)}:{node.lineno}: {node.value[:60]!r}"
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Constant)
-            and isinstance(node.value, str)
-            and id(node) not in docs
-            and re.search(r"(^|[\s('\"`])--[a-z]", node.value)
-        ]
+    found = [
+        f"{path.relative_to(root)}:{line}: {text[:60]!r}"
+        for path in sorted(root.rglob("*.py"))
+        if "cli" not in path.relative_to(root).parts and path.name != "_flags.py"
+        for line, text in string_constants(path)
+        if re.search(r"(^|[\s('\"`])--[a-z]", text)
+    ]
     assert not found, "\n".join(found)
