@@ -41,7 +41,7 @@ from satadvisor.config import TrainConfig
 from satadvisor.cost import count_macs, count_parameters
 from satadvisor.errors import ModelBuildError, SatAdvisorError, UsageError
 from satadvisor.saturation import SaturationTracker
-from satadvisor.train import EpochRecord, Progress, RunResult, run, seeded
+from satadvisor.train import EpochRecord, Progress, RunResult, Track, run, seeded
 
 if TYPE_CHECKING:
     from satadvisor.data import DataBundle
@@ -217,6 +217,7 @@ def analyze(
     on_epoch: Callable[[EpochRecord], bool | None] | None = None,
     progress: Callable[[Progress], None] | None = None,
     stop: Callable[[RunResult], str | None] | None = None,
+    track: Track = "every",
 ) -> Analysis:
     """Profile one architecture: proxy training with saturation tracking + receptive fields.
 
@@ -226,7 +227,10 @@ def analyze(
     analysis only (seconds). ``data`` reuses an already loaded dataset (the search does this):
     its name and resolution are used, and a different ``dataset`` or ``resolution`` (or a
     ``config.full`` that does not match its split) is a :class:`UsageError`. ``on_epoch``,
-    ``progress`` and ``stop`` are passed to :func:`satadvisor.train.run`.
+    ``progress`` and ``stop`` are passed to :func:`satadvisor.train.run`, and so is ``track``:
+    ``"last"`` measures the saturation in the last epoch only (the profile is the same kind of
+    measurement at a fraction of the tracking cost, but nothing tells whether it settled; the
+    search's full runs use it); it needs a fixed number of epochs (not ``config.auto_epochs``).
     """
     from satadvisor import data as data_mod
 
@@ -234,6 +238,12 @@ def analyze(
     config = config or TrainConfig()
     if profile_phase not in ("train", "eval"):
         raise UsageError(f"profile_phase must be 'train' or 'eval', got {profile_phase!r}")
+    if track not in ("every", "last"):
+        raise UsageError(f"track must be 'every' or 'last', got {track!r}")
+    if track == "last" and train and config.auto_epochs:
+        raise UsageError(
+            "track='last' needs a fixed number of epochs; pass epochs=N or track='every'"
+        )
     knobs = dict(knobs or {})
     if "resolution" in knobs:
         if resolution is not None and int(knobs["resolution"]) != resolution:
@@ -299,6 +309,7 @@ def analyze(
                     progress=progress,
                     until=until,
                     stop=stop,
+                    track=track,
                 )
             except (SatAdvisorError, KeyboardInterrupt, torch.cuda.OutOfMemoryError):
                 raise

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from satadvisor.saturation import SaturationTracker
 
 Status = Literal["completed", "not_learned", "diverged", "pruned", "failed"]
+#: Which epochs' saturation a run measures: every epoch, or the last one only (a full run
+#: whose profile is all that is read; the tracker's hooks then record nothing before it).
+Track = Literal["every", "last"]
+TRACKS: tuple[Track, ...] = ("every", "last")
 PHASES = ("train", "eval")
 
 
@@ -317,6 +321,7 @@ def run(
     progress: Callable[[Progress], None] | None = None,
     until: Callable[[RunResult], bool] | None = None,
     stop: Callable[[RunResult], str | None] | None = None,
+    track: Track = "every",
 ) -> RunResult:
     """Train ``model`` on ``data`` and return what was measured.
 
@@ -335,9 +340,17 @@ def run(
     reproduce a run on one device, and the caller's RNG states are put back afterwards
     (:func:`rng_scope`). ``config.full`` must match the data (full runs carry a test split,
     evaluated once at the end into ``test_accuracy``; every run's ``accuracy`` is validation
-    accuracy).
+    accuracy). ``track="last"`` measures saturation in the last epoch only (the tracker records
+    nothing before it: a fraction of the cost when only the final profile is read; it needs a
+    fixed number of epochs, so not with ``until``); training itself is the same either way.
     """
     config = config or TrainConfig()
+    if track not in TRACKS:
+        raise UsageError(f"track={track!r} must be one of {', '.join(TRACKS)}")
+    if track == "last" and until is not None:
+        raise UsageError(
+            "track='last' needs a fixed number of epochs; pass track='every' with until"
+        )
     with rng_scope(resolve_device(config.device)):
         return _train(
             model,
@@ -348,6 +361,7 @@ def run(
             progress=progress,
             until=until,
             stop=stop,
+            track=track,
         )
 
 
@@ -361,8 +375,39 @@ def _train(
     progress: Callable[[Progress], None] | None = None,
     until: Callable[[RunResult], bool] | None = None,
     stop: Callable[[RunResult], str | None] | None = None,
+    track: Track = "every",
 ) -> RunResult:
     """The body of :func:`run`, inside its RNG scope."""
+    try:
+        return _train_epochs(
+            model,
+            data,
+            config=config,
+            tracker=tracker,
+            on_epoch=on_epoch,
+            progress=progress,
+            until=until,
+            stop=stop,
+            track=track,
+        )
+    finally:
+        if tracker is not None:
+            tracker.enabled = True
+
+
+def _train_epochs(
+    model: nn.Module,
+    data: DataBundle,
+    *,
+    config: TrainConfig,
+    tracker: SaturationTracker | None,
+    on_epoch: Callable[[EpochRecord], bool | None] | None,
+    progress: Callable[[Progress], None] | None,
+    until: Callable[[RunResult], bool] | None,
+    stop: Callable[[RunResult], str | None] | None,
+    track: Track,
+) -> RunResult:
+    """The epochs of :func:`run` (``tracker.enabled`` is put back by the caller)."""
     _check_split(data, config)
     device = resolve_device(config.device)
     model.to(device)
@@ -397,6 +442,9 @@ def _train(
     train_seconds = 0.0
     images = 0
     for epoch in range(config.epochs):
+        measured = tracker if track == "every" or epoch == config.epochs - 1 else None
+        if tracker is not None:
+            tracker.enabled = measured is not None
         epoch_start = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -441,7 +489,7 @@ def _train(
             result.status = "diverged"
             result.reason = f"{data.eval_name} loss became {eval_loss} in epoch {epoch + 1}"
             break
-        saturation, unmeasurable = _read_saturation(tracker, epoch + 1)
+        saturation, unmeasurable = _read_saturation(measured, epoch + 1)
         if unmeasurable is not None:
             result.status = "diverged"
             result.reason = unmeasurable

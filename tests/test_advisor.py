@@ -311,6 +311,14 @@ def test_a_resolution_given_twice_must_agree(tmp_path: Path) -> None:
     assert same.resolution == 12
 
 
+def test_track_last_is_refused_with_auto_epochs_before_any_work(tmp_path: Path) -> None:
+    path = write(tmp_path, "tiny_model.py", TINY_MODEL)
+    with pytest.raises(UsageError, match="fixed number of epochs"):
+        analyze(str(path), config=QUICK.replace(auto_epochs=True), track="last")
+    with pytest.raises(UsageError, match="track must be"):
+        analyze(str(path), train=False, track="sometimes")  # type: ignore[arg-type]
+
+
 def test_reused_data_must_match_the_request(tmp_path: Path) -> None:
     path = write(tmp_path, "tiny_model.py", TINY_MODEL)
     loaded = data_mod.load("digits", resolution=12, subset=40, device="cpu")

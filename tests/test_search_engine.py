@@ -128,15 +128,21 @@ def test_prior_equals_the_real_model_built_with_weights(tiny: spec_mod.ModelSpec
     priors = Priors(tiny, space, num_classes=10, in_channels=1)
     for depth in (1, 2, 3):
         for res in (8, 12):
-            p = priors({"depth": depth, "resolution": res})
+            screened = priors({"depth": depth, "resolution": res})
+            p = priors({"depth": depth, "resolution": res}, feasible=True)
             net = build_model(tiny, {"depth": depth, "width": 4}, num_classes=10, in_channels=1)
             rf = receptive.analyze(net, res, in_channels=1)
-            assert p.buildable
-            assert p.macs == count_macs(net, in_channels=1, resolution=res)
-            assert p.params == count_parameters(net)
-            assert p.unproductive == tuple(rf.unproductive)
+            assert rf.feasible_range is not None
+            for prior in (screened, p):
+                assert prior.buildable
+                assert prior.macs == count_macs(net, in_channels=1, resolution=res)
+                assert prior.params == count_parameters(net)
+                assert prior.unproductive == tuple(rf.unproductive)
+            assert screened.feasible is None  # screening skips the range's extra shape runs
             assert p.feasible == rf.feasible_range
-    assert priors({"depth": 3, "resolution": 8}) is priors({"depth": 3, "resolution": 8})  # cached
+    # cached; once the range is known, screening returns it too
+    assert priors({"depth": 3, "resolution": 8}) is priors({"depth": 3, "resolution": 8})
+    assert priors({"depth": 3, "resolution": 8}).feasible is not None
 
 
 def test_prior_knows_an_unbuildable_configuration() -> None:

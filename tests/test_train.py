@@ -246,6 +246,41 @@ def test_the_last_eval_profile_matches_a_numpy_covariance_of_the_final_model(
     assert conv2.intrinsic_dimension == k and conv2.saturation == k / 16
 
 
+def test_track_last_measures_only_the_last_epoch_and_trains_the_same(
+    small: data_mod.DataBundle,
+) -> None:
+    """track="last": the hooks record nothing before the last epoch, so that epoch's samples
+    are its own passes only; training (the tracker has its own generator) is bitwise the same,
+    and with every row its profile equals the last epoch of a run tracked throughout."""
+    runs = {}
+    for track in ("every", "last"):
+        model = tiny()
+        with SaturationTracker(model, rows="all") as tracker:
+            runs[track] = run(model, small, config=cfg(epochs=3), tracker=tracker, track=track)
+            assert tracker.enabled  # put back for whoever reads the tracker next
+    every, last = runs["every"], runs["last"]
+    assert [measured(every)["epochs"], every.test_accuracy] == [
+        measured(last)["epochs"],
+        last.test_accuracy,
+    ]
+    assert len(every.saturation) == 3 and len(last.saturation) == 1
+    for phase, images in (("train", STEPS * BATCH), ("eval", EVAL_IMAGES)):
+        got, want = last.saturation[0][phase], every.saturation[-1][phase]
+        assert [s.samples for s in got] == [images * POSITIONS[n] for n in FORWARD_ORDER]
+        assert [s.intrinsic_dimension for s in got] == [s.intrinsic_dimension for s in want]
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g.eigenvalues, w.eigenvalues, rtol=1e-9, atol=1e-12)
+
+
+def test_track_last_needs_a_fixed_number_of_epochs(small: data_mod.DataBundle) -> None:
+    model = tiny()
+    with SaturationTracker(model) as tracker:
+        with pytest.raises(UsageError, match="fixed number of epochs"):
+            run(model, small, config=cfg(), tracker=tracker, track="last", until=lambda r: False)
+        with pytest.raises(UsageError, match="track="):
+            run(model, small, config=cfg(), tracker=tracker, track="first")  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------------------- divergence
 
 

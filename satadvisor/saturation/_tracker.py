@@ -138,6 +138,9 @@ class SaturationTracker:
         self.groups = groups
         self.device = None if device is None else torch.device(device)
         self.seed = seed
+        #: False: the hooks stay attached but record nothing (e.g. the epochs of a run whose
+        #: saturation is measured in its last epoch only).
+        self.enabled = True
         self._types: dict[str, str] = {}  # tracked name -> class name, registration order
         self._handles: list[RemovableHandle] = []
         # phase -> layer -> one running state per batch group (None until the group sees a batch)
@@ -186,6 +189,8 @@ class SaturationTracker:
     # -- the hook ------------------------------------------------------------------------------
 
     def _observe(self, name: str, module: nn.Module, args: object, output: object) -> None:
+        if not self.enabled:
+            return
         phase = "train" if module.training else "eval"
         # Outside inference mode even when the forward runs in it: the running statistics and
         # the scratch buffer are updated in place by later passes, which inference tensors forbid.

@@ -112,7 +112,7 @@ class TrialObjective:
         params = {n: suggest(trial, n, d) for n, d in self.space.distributions().items()}
         proposal = self.sampler.proposal(trial.number)
         knobs = self.space.configuration(params)
-        prior = proposal.prior if proposal is not None else self.priors(params)
+        prior = self.priors(params, feasible=True)  # the screened one, with its feasible range
         rec = TrialRecord(
             knobs=knobs,
             source=proposal.source if proposal is not None else "sampler",

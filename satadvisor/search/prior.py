@@ -30,7 +30,13 @@ from satadvisor.search.space import SearchSpace
 
 
 class Priors:
-    """Computes and caches :class:`Prior` of configurations of one study's space."""
+    """Computes and caches :class:`Prior` of configurations of one study's space.
+
+    The sampler screens many configurations per trial and reads only their cost and their
+    verdicts at their resolution; the feasible input range (a few more shape runs: about
+    three quarters of the analysis) is computed only when asked for, for the trials that
+    run (their records carry it).
+    """
 
     def __init__(
         self, spec: spec_mod.ModelSpec, space: SearchSpace, *, num_classes: int, in_channels: int
@@ -39,16 +45,23 @@ class Priors:
         self.space = space
         self.num_classes = num_classes
         self.in_channels = in_channels
-        self._cache: dict[str, Prior] = {}
+        self._screened: dict[str, Prior] = {}  # without the feasible range
+        self._full: dict[str, Prior] = {}  # with it
 
-    def __call__(self, params: Mapping[str, Any]) -> Prior:
+    def __call__(self, params: Mapping[str, Any], *, feasible: bool = False) -> Prior:
+        """The prior of ``params``; ``feasible``: with the architecture's feasible range."""
         knobs = self.space.configuration(params)
         key = config_key(knobs)
-        if key not in self._cache:
-            self._cache[key] = self._compute(knobs)
-        return self._cache[key]
+        if key in self._full:
+            return self._full[key]
+        if feasible:
+            self._full[key] = self._compute(knobs, feasible=True)
+            return self._full[key]
+        if key not in self._screened:
+            self._screened[key] = self._compute(knobs, feasible=False)
+        return self._screened[key]
 
-    def _compute(self, knobs: dict[str, Any]) -> Prior:
+    def _compute(self, knobs: dict[str, Any], *, feasible: bool) -> Prior:
         from satadvisor.advisor import build_model
 
         resolution = int(knobs["resolution"])
@@ -69,18 +82,20 @@ class Priors:
                 )
                 macs = count_macs(net, in_channels=self.in_channels, resolution=resolution)
             params = count_parameters(net)
-            rf = receptive.analyze(net, resolution, in_channels=self.in_channels)
+            rf = receptive.analyze(
+                net, resolution, in_channels=self.in_channels, feasible_range=feasible
+            )
         except SatAdvisorError as exc:
             return Prior(buildable=False, reason=str(exc).splitlines()[0])
         except Exception as exc:  # the model's own code on the meta device: not a verdict
             return Prior(
                 buildable=True, reason=f"not analysed before training ({type(exc).__name__})"
             )
-        feasible = rf.feasible_range if rf.supported else None
+        span = rf.feasible_range if rf.supported else None
         return Prior(
             buildable=True,
             macs=macs,
             params=params,
             unproductive=tuple(rf.unproductive) if rf.supported else (),
-            feasible=None if feasible is None else (feasible[0], feasible[1]),
+            feasible=None if span is None else (span[0], span[1]),
         )

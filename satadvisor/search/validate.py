@@ -164,6 +164,7 @@ def validate(
                 data=data,
                 config=replace(config, seed=seed),
                 progress=lambda _: checkpoint(),  # where a deferred Ctrl-C stops a full run
+                track="last",  # its final profile is all a full run keeps
             )
             run = analysis.run
             assert run is not None
